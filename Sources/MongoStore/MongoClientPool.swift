@@ -1,0 +1,139 @@
+private import CMongoc
+public import NIOCore
+internal import NIOPosix
+
+/// One `mongoc_client_pool_t`, and the thread pool every libmongoc call runs on.
+///
+/// libmongoc blocks, so no call may run on an event loop: each one hops to `threadPool`,
+/// which has as many threads as the client pool has clients (so `pop` never waits). Every
+/// call also has an async-side deadline, so a frozen server answers callers in time even
+/// if the blocked thread is still waiting for its socket timeout.
+public final class MongoClientPool: Sendable {
+    nonisolated(unsafe) private let pool: OpaquePointer
+    nonisolated(unsafe) private let uri: OpaquePointer
+    public let databaseName: String
+    public let maxPoolSize: Int
+    private let threadPool: NIOThreadPool
+    private let eventLoopGroup: any EventLoopGroup
+    public let operationTimeout: TimeAmount
+
+    /// Initialises libmongoc once and silences its own stderr logger: failures reach our logs as typed errors.
+    private static let initialize: Void = {
+        mongoc_init()
+        mongoc_log_set_handler(nil, nil)
+    }()
+
+    /// - Parameters:
+    ///   - uriString: `MONGODB_URI`; its database is the one used, `maxPoolSize` sizes the pool.
+    ///   - operationTimeoutMilliseconds: applied as server selection, connect and socket timeouts
+    ///     unless the URI sets them, and as the deadline of every call.
+    public init(uriString: String, operationTimeoutMilliseconds: Int64, eventLoopGroup: any EventLoopGroup) throws(MongoError) {
+        _ = Self.initialize
+        var error = bson_error_t()
+        guard let uri = mongoc_uri_new_with_error(uriString, &error) else {
+            throw .invalidURI(MongoError(error).description)
+        }
+        let timeout = Int32(clamping: operationTimeoutMilliseconds)
+        for option in ["serverSelectionTimeoutMS", "connectTimeoutMS", "socketTimeoutMS"] where !mongoc_uri_has_option(uri, option.lowercased()) {
+            _ = mongoc_uri_set_option_as_int32(uri, option, timeout)
+        }
+        guard let pool = mongoc_client_pool_new(uri) else {
+            mongoc_uri_destroy(uri)
+            throw .invalidURI("the client pool could not be created")
+        }
+        mongoc_client_pool_set_error_api(pool, 2)
+        _ = mongoc_client_pool_set_appname(pool, "notifications")
+        self.uri = uri
+        self.pool = pool
+        self.databaseName = mongoc_uri_get_database(uri).map { String(cString: $0) } ?? "notifications"
+        self.maxPoolSize = Int(mongoc_uri_get_option_as_int32(uri, "maxpoolsize", 100))
+        self.operationTimeout = .milliseconds(operationTimeoutMilliseconds)
+        self.eventLoopGroup = eventLoopGroup
+        self.threadPool = NIOThreadPool(numberOfThreads: max(1, min(maxPoolSize, 32)))
+        self.threadPool.start()
+    }
+
+    deinit {
+        mongoc_client_pool_destroy(pool)
+        mongoc_uri_destroy(uri)
+    }
+
+    public func collection(_ name: String) -> MongoCollection {
+        MongoCollection(pool: self, name: name)
+    }
+
+    /// Runs `body` with a pooled client on the thread pool, within the operation deadline.
+    func withClient<T: Sendable>(_ body: @escaping @Sendable (OpaquePointer) throws(MongoError) -> T) async throws(MongoError) -> T {
+        let eventLoop = eventLoopGroup.any()
+        let promise = eventLoop.makePromise(of: T.self)
+        let deadline = eventLoop.scheduleTask(in: operationTimeout) { promise.fail(MongoError.timeout) }
+        let pool = UnsafeHandle(pointer: self.pool)
+        threadPool.runIfActive(eventLoop: eventLoop) { () throws -> T in
+            let client = mongoc_client_pool_pop(pool.pointer)!
+            defer { mongoc_client_pool_push(pool.pointer, client) }
+            return try body(client)
+        }.whenComplete { result in
+            deadline.cancel()
+            promise.completeWith(result)
+        }
+        do {
+            return try await promise.futureResult.get()
+        } catch let error as MongoError {
+            throw error
+        } catch {
+            throw .shutdown
+        }
+    }
+
+    /// Runs a command on this pool's database and returns the server's reply document.
+    public func runCommand(_ command: BSONDocument) async throws(MongoError) -> BSONDocument {
+        let database = databaseName
+        return try await withClient { client throws(MongoError) in
+            try Self.command(command, database: database, client: client)
+        }
+    }
+
+    static func command(_ command: BSONDocument, database: String, client: OpaquePointer) throws(MongoError) -> BSONDocument {
+        let body = OwnedBSON(command)
+        // The reply is an out-parameter bson_t, which libmongoc always initialises.
+        let replyMemory = UnsafeMutableRawPointer.allocate(byteCount: 128, alignment: 128)
+        defer { replyMemory.deallocate() }
+        let reply = OpaquePointer(replyMemory)
+        var error = bson_error_t()
+        let ok = mongoc_client_command_simple(client, database, body.pointer, nil, reply, &error)
+        defer { bson_destroy(reply) }
+        guard ok else { throw MongoError(error) }
+        return OwnedBSON(copying: reply).document
+    }
+
+    /// Runs a find and drains its cursor (getMore included).
+    func find(collection: String, filter: BSONDocument, options: BSONDocument) async throws(MongoError) -> [BSONDocument] {
+        let database = databaseName
+        return try await withClient { client throws(MongoError) in
+            let handle = mongoc_client_get_collection(client, database, collection)!
+            defer { mongoc_collection_destroy(handle) }
+            let filterBSON = OwnedBSON(filter)
+            let optionsBSON = OwnedBSON(options)
+            let cursor = mongoc_collection_find_with_opts(handle, filterBSON.pointer, optionsBSON.pointer, nil)!
+            defer { mongoc_cursor_destroy(cursor) }
+            var documents: [BSONDocument] = []
+            var current: OpaquePointer? = nil
+            while mongoc_cursor_next(cursor, &current), let current {
+                documents.append(OwnedBSON(copying: current).document)
+            }
+            var error = bson_error_t()
+            if mongoc_cursor_error(cursor, &error) { throw MongoError(error) }
+            return documents
+        }
+    }
+
+    /// Stops the thread pool; call after the last request has finished.
+    public func shutdown() async {
+        try? await threadPool.shutdownGracefully()
+    }
+}
+
+/// A libmongoc pool pointer handed to the thread pool; `mongoc_client_pool_t` is thread-safe.
+private struct UnsafeHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
+}

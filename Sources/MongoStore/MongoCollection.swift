@@ -1,0 +1,133 @@
+/// Typed operations on one collection, expressed as MongoDB commands.
+///
+/// Writes go through the command interface and read their counts from the raw reply with
+/// `BSONValue.int64`, which accepts int32, int64 and double (servers differ). Write errors
+/// in a reply are mapped here: a unique-index violation is `MongoError.duplicateKey`.
+public struct MongoCollection: Sendable {
+    let pool: MongoClientPool
+    public let name: String
+
+    public struct InsertResult: Sendable, Equatable {
+        public var inserted: Int
+        /// Positions (in the submitted order) of documents a unique index rejected.
+        public var duplicateIndexes: [Int]
+    }
+
+    public struct UpdateResult: Sendable, Equatable {
+        public var matched: Int
+        public var modified: Int
+        public var upserted: Int
+    }
+
+    public struct IndexModel: Sendable {
+        public var name: String
+        public var keys: BSONDocument
+        public var unique: Bool
+        public var expireAfterSeconds: Int32?
+
+        public init(name: String, keys: BSONDocument, unique: Bool = false, expireAfterSeconds: Int32? = nil) {
+            self.name = name
+            self.keys = keys
+            self.unique = unique
+            self.expireAfterSeconds = expireAfterSeconds
+        }
+    }
+
+    /// Inserts documents in one command. Duplicates are reported, not thrown, so a batch can
+    /// be retried safely; `insertOne` throws them instead.
+    public func insert(_ documents: [BSONDocument], ordered: Bool = false) async throws(MongoError) -> InsertResult {
+        guard !documents.isEmpty else { return InsertResult(inserted: 0, duplicateIndexes: []) }
+        let reply = try await pool.runCommand([
+            "insert": .string(name), "documents": .array(documents.map(BSONValue.document)), "ordered": .bool(ordered),
+        ])
+        let duplicates = try Self.writeErrors(reply)
+        return InsertResult(inserted: Int(reply["n"]?.int64 ?? 0), duplicateIndexes: duplicates)
+    }
+
+    public func insertOne(_ document: BSONDocument) async throws(MongoError) {
+        let result = try await insert([document], ordered: true)
+        if !result.duplicateIndexes.isEmpty { throw .duplicateKey("\(name)") }
+    }
+
+    public func find(
+        _ filter: BSONDocument, sort: BSONDocument? = nil, limit: Int? = nil, projection: BSONDocument? = nil
+    ) async throws(MongoError) -> [BSONDocument] {
+        var options = BSONDocument()
+        if let sort { options["sort"] = .document(sort) }
+        if let limit { options["limit"] = .int64(Int64(limit)) }
+        if let projection { options["projection"] = .document(projection) }
+        return try await pool.find(collection: name, filter: filter, options: options)
+    }
+
+    public func findOne(_ filter: BSONDocument) async throws(MongoError) -> BSONDocument? {
+        try await find(filter, limit: 1).first
+    }
+
+    public func update(
+        _ filter: BSONDocument, _ update: BSONDocument, multi: Bool = false, upsert: Bool = false
+    ) async throws(MongoError) -> UpdateResult {
+        let reply = try await pool.runCommand([
+            "update": .string(name),
+            "updates": .array([.document(["q": .document(filter), "u": .document(update), "multi": .bool(multi), "upsert": .bool(upsert)])]),
+        ])
+        let duplicates = try Self.writeErrors(reply)
+        if !duplicates.isEmpty { throw .duplicateKey(name) }
+        let upserted = reply["upserted"]?.array?.count ?? 0
+        let matched = Int(reply["n"]?.int64 ?? 0)
+        return UpdateResult(matched: matched - upserted, modified: Int(reply["nModified"]?.int64 ?? 0), upserted: upserted)
+    }
+
+    /// Deletes up to one (`limit: 1`) or all (`limit: 0`) matching documents; returns how many.
+    public func delete(_ filter: BSONDocument, limit: Int) async throws(MongoError) -> Int {
+        let reply = try await pool.runCommand([
+            "delete": .string(name), "deletes": .array([.document(["q": .document(filter), "limit": .int32(Int32(limit))])]),
+        ])
+        _ = try Self.writeErrors(reply)
+        return Int(reply["n"]?.int64 ?? 0)
+    }
+
+    /// `findAndModify`: updates (or removes) one document and returns it (as it was before, or after with `returnNew`).
+    public func findAndModify(
+        _ filter: BSONDocument, update: BSONDocument? = nil, remove: Bool = false, returnNew: Bool = false
+    ) async throws(MongoError) -> BSONDocument? {
+        var command: BSONDocument = ["findAndModify": .string(name), "query": .document(filter)]
+        if remove { command["remove"] = true }
+        if let update {
+            command["update"] = .document(update)
+            command["new"] = .bool(returnNew)
+        }
+        let reply = try await pool.runCommand(command)
+        return reply["value"]?.document
+    }
+
+    public func createIndexes(_ indexes: [IndexModel]) async throws(MongoError) {
+        let models: [BSONValue] = indexes.map { index in
+            var model: BSONDocument = ["key": .document(index.keys), "name": .string(index.name)]
+            if index.unique { model["unique"] = true }
+            if let ttl = index.expireAfterSeconds { model["expireAfterSeconds"] = .int32(ttl) }
+            return .document(model)
+        }
+        _ = try await pool.runCommand(["createIndexes": .string(name), "indexes": .array(models)])
+    }
+
+    /// Returns the positions of duplicate-key write errors; any other write error throws.
+    private static func writeErrors(_ reply: BSONDocument) throws(MongoError) -> [Int] {
+        guard let errors = reply["writeErrors"]?.array else { return [] }
+        var duplicates: [Int] = []
+        for case .document(let error) in errors {
+            let code = Int(error["code"]?.int64 ?? 0)
+            guard MongoError.duplicateKeyCodes.contains(code) else {
+                throw .server(code: code, message: error["errmsg"]?.string ?? "write error")
+            }
+            duplicates.append(Int(error["index"]?.int64 ?? 0))
+        }
+        return duplicates
+    }
+}
+
+extension MongoClientPool {
+    /// `ping`: true when a server answers within the operation deadline.
+    public func ping() async -> Bool {
+        (try? await runCommand(["ping": .int32(1)]))?["ok"]?.int64 == 1
+    }
+}

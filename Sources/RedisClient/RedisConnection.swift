@@ -1,0 +1,75 @@
+public import NIOCore
+internal import NIOPosix
+
+/// One TCP connection to Redis, pipelining commands through `RedisChannelHandler`.
+public final class RedisConnection: Sendable {
+    let channel: any Channel
+
+    init(channel: any Channel) {
+        self.channel = channel
+    }
+
+    public var isActive: Bool { channel.isActive }
+
+    /// Connects, then authenticates and selects the database, all within the configured deadline.
+    static func connect(
+        to configuration: RedisConfiguration, on eventLoop: any EventLoop
+    ) async throws(RedisError) -> RedisConnection {
+        let timeout = TimeAmount.milliseconds(configuration.operationTimeoutMilliseconds)
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: eventLoop)
+                .connectTimeout(timeout)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(RedisChannelHandler())
+                    }
+                }
+                .connect(host: configuration.host, port: configuration.port)
+                .get()
+        } catch {
+            throw .connectionRefused("\(configuration.host):\(configuration.port): \(error)")
+        }
+        let connection = RedisConnection(channel: channel)
+        do {
+            if let password = configuration.password {
+                let auth = configuration.username.map { ["AUTH", $0, password] } ?? ["AUTH", password]
+                _ = try await connection.send(RedisCommand(auth[0], Array(auth.dropFirst())), timeout: timeout)
+            }
+            if configuration.database != 0 {
+                _ = try await connection.send(RedisCommand("SELECT", [String(configuration.database)]), timeout: timeout)
+            }
+        } catch {
+            connection.close()
+            throw error
+        }
+        return connection
+    }
+
+    /// Sends one command and waits for its reply. An error reply throws `RedisError.server`.
+    public func send(_ command: RedisCommand, timeout: TimeAmount) async throws(RedisError) -> RESPValue {
+        let reply = try await sendRaw(command, timeout: timeout)
+        if case .error(let text) = reply { throw RedisError.fromErrorReply(text) }
+        return reply
+    }
+
+    /// Sends one command; an error reply is returned as `.error`, not thrown.
+    func sendRaw(_ command: RedisCommand, timeout: TimeAmount) async throws(RedisError) -> RESPValue {
+        let promise = channel.eventLoop.makePromise(of: RESPValue.self)
+        let request = RedisRequest(command: command, promise: promise, deadline: .now() + timeout)
+        // A write that never reaches the handler (channel already closed) must still fail the call.
+        channel.writeAndFlush(request).whenFailure { _ in promise.fail(RedisError.connectionClosed) }
+        do {
+            return try await promise.futureResult.get()
+        } catch let error as RedisError {
+            throw error
+        } catch {
+            throw .connectionClosed
+        }
+    }
+
+    public func close() {
+        channel.close(promise: nil)
+    }
+}

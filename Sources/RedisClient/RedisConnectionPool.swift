@@ -1,0 +1,190 @@
+public import Logging
+public import NIOCore
+internal import NIOPosix
+public import ServiceLifecycle
+internal import Synchronization
+
+/// A few pipelined connections to one Redis, reconnecting with exponential backoff.
+///
+/// Calls pick a connection round-robin. A connection that died is replaced on next use;
+/// while a reconnect is backing off, calls fail at once with the last connect error, so
+/// an outage costs callers no waiting (the circuit breaker above decides what to do).
+public final class RedisConnectionPool: Service, Sendable {
+    public let configuration: RedisConfiguration
+    private let eventLoopGroup: any EventLoopGroup
+    private let logger: Logger
+    private let slots: [Slot]
+    private let nextSlot = Atomic<Int>(0)
+    private let scriptHashes = Mutex<[String: String]>([:])
+
+    public init(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, logger: Logger) {
+        self.configuration = configuration
+        self.eventLoopGroup = eventLoopGroup
+        self.logger = logger
+        self.slots = (0..<max(1, configuration.connectionCount)).map { _ in Slot() }
+    }
+
+    public var operationTimeout: TimeAmount { .milliseconds(configuration.operationTimeoutMilliseconds) }
+
+    /// Sends one command on the next connection. Throws only `RedisError`; an error reply is `RedisError.server`.
+    public func send(_ command: RedisCommand) async throws -> RESPValue {
+        let connection = try await connection()
+        return try await connection.send(command, timeout: operationTimeout)
+    }
+
+    /// Runs a Lua script by `EVALSHA`, loading it on first use and again after `NOSCRIPT`
+    /// (Redis restarted or `SCRIPT FLUSH`).
+    public func evaluate(_ script: RedisScript, keys: [String], arguments: [String]) async throws -> RESPValue {
+        try await evaluateTyped(script, keys: keys, arguments: arguments)
+    }
+
+    private func evaluateTyped(_ script: RedisScript, keys: [String], arguments: [String]) async throws(RedisError) -> RESPValue {
+        let connection = try await connection()
+        let sha: String
+        if let known = scriptHashes.withLock({ $0[script.source] }) {
+            sha = known
+        } else {
+            sha = try await load(script, on: connection)
+        }
+        do {
+            return try await connection.send(script.evalsha(sha, keys: keys, arguments: arguments), timeout: operationTimeout)
+        } catch .server(code: "NOSCRIPT", _) {
+            let reloaded = try await load(script, on: connection)
+            return try await connection.send(script.evalsha(reloaded, keys: keys, arguments: arguments), timeout: operationTimeout)
+        }
+    }
+
+    private func load(_ script: RedisScript, on connection: RedisConnection) async throws(RedisError) -> String {
+        let reply = try await connection.send(RedisCommand("SCRIPT", ["LOAD", script.source]), timeout: operationTimeout)
+        guard let sha = reply.string else { throw .protocolError("SCRIPT LOAD answered \(reply)") }
+        scriptHashes.withLock { $0[script.source] = sha }
+        return sha
+    }
+
+    /// Keeps the pool until graceful shutdown, then closes every connection.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        close()
+    }
+
+    public func close() {
+        for slot in slots { slot.close() }
+    }
+
+    private func connection() async throws(RedisError) -> RedisConnection {
+        let index = nextSlot.wrappingAdd(1, ordering: .relaxed).oldValue
+        let slot = slots[index % slots.count]
+        switch slot.acquire(now: .now()) {
+        case .ready(let connection):
+            return connection
+        case .failed(let error):
+            throw error
+        case .wait(let future):
+            return try await Self.await(future)
+        case .connect(let promise, let attempt):
+            let eventLoop = eventLoopGroup.any()
+            do {
+                let connection = try await RedisConnection.connect(to: configuration, on: eventLoop)
+                slot.connected(connection)
+                if attempt > 0 { logger.info("Redis reconnected", metadata: ["attempts": "\(attempt)"]) }
+                promise.succeed(connection)
+                return connection
+            } catch {
+                let delay = Self.backoff(attempt: attempt)
+                slot.connectFailed(error, retryAt: .now() + delay, attempt: attempt + 1)
+                if attempt == 0 { logger.warning("Redis connection failed", metadata: ["error": "\(error)"]) }
+                promise.fail(error)
+                throw error
+            }
+        }
+    }
+
+    private static func await(_ future: EventLoopFuture<RedisConnection>) async throws(RedisError) -> RedisConnection {
+        do {
+            return try await future.get()
+        } catch let error as RedisError {
+            throw error
+        } catch {
+            throw .connectionClosed
+        }
+    }
+
+    /// 50 ms, doubling, capped at 2 s.
+    static func backoff(attempt: Int) -> TimeAmount {
+        .milliseconds(Int64(50 << min(attempt, 5)).clamped(to: 50...2000))
+    }
+}
+
+extension Comparable {
+    fileprivate func clamped(to range: ClosedRange<Self>) -> Self { min(max(self, range.lowerBound), range.upperBound) }
+}
+
+/// One connection's life: none, connecting (shared by concurrent callers), ready, or backing off.
+private final class Slot: Sendable {
+    enum State {
+        case idle(attempt: Int)
+        case connecting(EventLoopFuture<RedisConnection>)
+        case ready(RedisConnection)
+        case backingOff(until: NIODeadline, error: RedisError, attempt: Int)
+        case closed
+    }
+
+    enum Action {
+        case ready(RedisConnection)
+        case wait(EventLoopFuture<RedisConnection>)
+        case connect(EventLoopPromise<RedisConnection>, attempt: Int)
+        case failed(RedisError)
+    }
+
+    private let state = Mutex<State>(.idle(attempt: 0))
+    private let loop = MultiThreadedEventLoopGroup.singleton.any()
+
+    func acquire(now: NIODeadline) -> Action {
+        state.withLock { state in
+            var attempt = 0
+            switch state {
+            case .ready(let connection) where connection.isActive:
+                return .ready(connection)
+            case .ready:
+                attempt = 0
+            case .connecting(let future):
+                return .wait(future)
+            case .backingOff(let until, let error, let previous):
+                if now < until { return .failed(error) }
+                attempt = previous
+            case .idle(let previous):
+                attempt = previous
+            case .closed:
+                return .failed(.shutdown)
+            }
+            let promise = loop.makePromise(of: RedisConnection.self)
+            state = .connecting(promise.futureResult)
+            return .connect(promise, attempt: attempt)
+        }
+    }
+
+    func connected(_ connection: RedisConnection) {
+        let keep = state.withLock { state -> Bool in
+            if case .closed = state { return false }
+            state = .ready(connection)
+            return true
+        }
+        if !keep { connection.close() }
+    }
+
+    func connectFailed(_ error: RedisError, retryAt: NIODeadline, attempt: Int) {
+        state.withLock { state in
+            if case .closed = state { return }
+            state = .backingOff(until: retryAt, error: error, attempt: attempt)
+        }
+    }
+
+    func close() {
+        let connection = state.withLock { state -> RedisConnection? in
+            defer { state = .closed }
+            if case .ready(let connection) = state { return connection }
+            return nil
+        }
+        connection?.close()
+    }
+}

@@ -1,0 +1,126 @@
+public import Foundation
+import NIOCore
+import NIOPosix
+
+/// Real servers for integration tests, started as child processes so a test can kill,
+/// pause (SIGSTOP) or restart them. Never mocks.
+public enum TestServers {
+    /// The repository root (this file is Tests/TestSupport/TestServers.swift).
+    public static let repositoryRoot: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// A TCP port nobody listens on right now (bound to port 0, then released).
+    public static func freePort() throws -> Int {
+        let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.1", port: 0).wait()
+        let port = channel.localAddress!.port!
+        try channel.close().wait()
+        return port
+    }
+
+    /// Waits until something accepts TCP connections on the port.
+    public static func waitForPort(_ port: Int, timeout: Duration = .seconds(15)) async throws {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while clock.now < deadline {
+            if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connect(host: "127.0.0.1", port: port).get()
+            {
+                try? await channel.close()
+                return
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestServerError.notReady("nothing listens on port \(port) after \(timeout)")
+    }
+
+    /// A scratch directory on tmpfs when there is one (the MongoDB-wire server writes twice as fast there).
+    public static func scratchDirectory(_ name: String) throws -> URL {
+        let base = FileManager.default.fileExists(atPath: "/dev/shm") ? "/dev/shm" : NSTemporaryDirectory()
+        let url = URL(fileURLWithPath: base).appendingPathComponent("notifications-tests-\(getpid())-\(name)-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+}
+
+public enum TestServerError: Error {
+    case notReady(String)
+    case missing(String)
+}
+
+/// A child process with signal helpers.
+public final class ChildServer: @unchecked Sendable {
+    public let port: Int
+    private let launch: () throws -> Process
+    private var process: Process
+
+    init(port: Int, launch: @escaping () throws -> Process) throws {
+        self.port = port
+        self.launch = launch
+        self.process = try launch()
+    }
+
+    public var pid: Int32 { process.processIdentifier }
+    public func pause() { Foundation.kill(pid, SIGSTOP) }
+    public func resume() { Foundation.kill(pid, SIGCONT) }
+
+    /// SIGKILL, and waits for the process to be gone.
+    public func kill() {
+        Foundation.kill(pid, SIGCONT)
+        Foundation.kill(pid, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    /// Starts the same server again on the same port (after `kill`).
+    public func restart() async throws {
+        process = try launch()
+        try await TestServers.waitForPort(port)
+    }
+
+    deinit {
+        if process.isRunning {
+            Foundation.kill(process.processIdentifier, SIGCONT)
+            process.terminate()
+        }
+    }
+}
+
+extension TestServers {
+    /// `redis-server` on a free port with persistence off.
+    public static func startRedis() async throws -> ChildServer {
+        let port = try freePort()
+        let server = try ChildServer(port: port) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = ["redis-server", "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            return process
+        }
+        try await waitForPort(port)
+        return server
+    }
+
+    /// The MongoDB-wire dev server (`scripts/mongo-wire-server.py` in the project's `.venv`), with a fresh data folder.
+    public static func startMongo() async throws -> ChildServer {
+        let port = try freePort()
+        let python = repositoryRoot.appendingPathComponent(".venv/bin/python").path
+        guard FileManager.default.isExecutableFile(atPath: python) else {
+            throw TestServerError.missing("\(python): run scripts/bootstrap first")
+        }
+        let script = repositoryRoot.appendingPathComponent("scripts/mongo-wire-server.py").path
+        let data = try scratchDirectory("mongo").appendingPathComponent("db").path
+        let server = try ChildServer(port: port) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: python)
+            process.arguments = [script, data, "\(port)"]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            return process
+        }
+        try await waitForPort(port)
+        return server
+    }
+}
