@@ -63,10 +63,12 @@ public final class MongoClientPool: Sendable {
     }
 
     /// Runs `body` with a pooled client on the thread pool, within the operation deadline.
-    func withClient<T: Sendable>(_ body: @escaping @Sendable (OpaquePointer) throws(MongoError) -> T) async throws(MongoError) -> T {
+    func withClient<T: Sendable>(
+        timeout: TimeAmount? = nil, _ body: @escaping @Sendable (OpaquePointer) throws(MongoError) -> T
+    ) async throws(MongoError) -> T {
         let eventLoop = eventLoopGroup.any()
         let promise = eventLoop.makePromise(of: T.self)
-        let deadline = eventLoop.scheduleTask(in: operationTimeout) { promise.fail(MongoError.timeout) }
+        let deadline = eventLoop.scheduleTask(in: timeout ?? operationTimeout) { promise.fail(MongoError.timeout) }
         let pool = UnsafeHandle(pointer: self.pool)
         threadPool.runIfActive(eventLoop: eventLoop) { () throws -> T in
             let client = mongoc_client_pool_pop(pool.pointer)!
@@ -86,9 +88,9 @@ public final class MongoClientPool: Sendable {
     }
 
     /// Runs a command on this pool's database and returns the server's reply document.
-    public func runCommand(_ command: BSONDocument) async throws(MongoError) -> BSONDocument {
+    public func runCommand(_ command: BSONDocument, timeout: TimeAmount? = nil) async throws(MongoError) -> BSONDocument {
         let database = databaseName
-        return try await withClient { client throws(MongoError) in
+        return try await withClient(timeout: timeout) { client throws(MongoError) in
             try Self.command(command, database: database, client: client)
         }
     }

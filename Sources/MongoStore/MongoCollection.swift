@@ -1,3 +1,5 @@
+public import NIOCore
+
 /// Typed operations on one collection, expressed as MongoDB commands.
 ///
 /// Writes go through the command interface and read their counts from the raw reply with
@@ -126,8 +128,8 @@ public struct MongoCollection: Sendable {
 }
 
 extension MongoClientPool {
-    /// `ping`: true when a server answers within the operation deadline.
-    public func ping() async -> Bool {
-        (try? await runCommand(["ping": .int32(1)]))?["ok"]?.int64 == 1
+    /// `ping`: true when a server answers within `timeout` (default: the operation deadline).
+    public func ping(timeout: TimeAmount? = nil) async -> Bool {
+        (try? await runCommand(["ping": .int32(1)], timeout: timeout))?["ok"]?.int64 == 1
     }
 }

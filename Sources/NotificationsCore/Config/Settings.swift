@@ -1,0 +1,98 @@
+public import Logging
+
+/// Every knob of the service, with its env name and default in one place.
+///
+/// Values come from the environment, then from `CONFIG_FILE` (a flat JSON object with the
+/// same names as keys); the environment wins. A bad value stops start-up with one line
+/// that names the variable (`SettingsError.description`).
+public struct Settings: Sendable {
+    public var host = "0.0.0.0"
+    public var port = 8080
+    public var redisURL = "redis://localhost:6379"
+    public var mongoURI = "mongodb://localhost:27017/notifications"
+    public var redisFailOpen = true
+    public var circuitFailureThreshold = 5
+    public var circuitRecoveryTimeoutMilliseconds: Int64 = 30000
+    public var circuitSuccessThreshold = 2
+    public var redisOperationTimeoutMilliseconds: Int64 = 5000
+    public var idempotencyTTLSeconds: Int64 = 86400
+    public var apiKeys: [APIKey] = []
+    public var adminToken: String?
+    public var rateLimitPolicies: [RateLimitPolicy] = [RateLimitPolicy(name: "*", limit: 100, windowMilliseconds: 1000)]
+    public var eventRetentionSeconds: Int64 = 604_800
+    public var feedCacheTTLSeconds: Int64 = 30
+    public var lockTTLMilliseconds: Int64 = 10000
+    public var lockWaitMilliseconds: Int64 = 2000
+    public var mongoOperationTimeoutMilliseconds: Int64 = 5000
+    public var shutdownGraceSeconds: Int64 = 10
+    public var logLevel: Logger.Level = .info
+    public var configFile: String?
+
+    public init() {}
+
+    /// Every variable this service reads, in the order the README lists them.
+    public static let variableNames = [
+        "HOST", "PORT", "REDIS_URL", "MONGODB_URI", "REDIS_FAIL_OPEN", "REDIS_CIRCUIT_FAILURE_THRESHOLD",
+        "REDIS_CIRCUIT_RECOVERY_TIMEOUT", "REDIS_CIRCUIT_SUCCESS_THRESHOLD", "REDIS_OPERATION_TIMEOUT_MS", "IDEMPOTENCY_TTL_SECONDS",
+        "API_KEYS", "ADMIN_TOKEN", "RATE_LIMIT_POLICIES", "EVENT_RETENTION_SECONDS", "FEED_CACHE_TTL_SECONDS", "LOCK_TTL_MS",
+        "LOCK_WAIT_MS", "MONGODB_OPERATION_TIMEOUT_MS", "SHUTDOWN_GRACE_SECONDS", "LOG_LEVEL", "CONFIG_FILE",
+    ]
+
+    /// Builds settings from an environment and the config file it may name.
+    /// - Parameter readFile: returns a file's bytes, or throws if it cannot be read.
+    public static func load(environment: [String: String], readFile: (String) throws -> [UInt8]) throws(SettingsError) -> Settings {
+        var values: [String: String] = [:]
+        if let path = environment["CONFIG_FILE"].flatMap({ $0.isEmpty ? nil : $0 }) {
+            values = try ConfigFile.values(path: path, readFile: readFile)
+            values["CONFIG_FILE"] = path
+        }
+        for name in variableNames {
+            if let value = environment[name] { values[name] = value }
+        }
+        return try Settings(values: values)
+    }
+
+    init(values: [String: String]) throws(SettingsError) {
+        let reader = SettingsReader(values: values)
+        host = try reader.string("HOST", default: host)
+        port = try reader.integer("PORT", default: port, in: 1...65535)
+        redisURL = try reader.redisURL("REDIS_URL", default: redisURL)
+        mongoURI = try reader.mongoURI("MONGODB_URI", default: mongoURI)
+        redisFailOpen = try reader.bool("REDIS_FAIL_OPEN", default: redisFailOpen)
+        circuitFailureThreshold = try reader.integer("REDIS_CIRCUIT_FAILURE_THRESHOLD", default: circuitFailureThreshold, in: 1...1_000_000)
+        circuitRecoveryTimeoutMilliseconds = try reader.integer("REDIS_CIRCUIT_RECOVERY_TIMEOUT", default: circuitRecoveryTimeoutMilliseconds, in: 1...86_400_000)
+        circuitSuccessThreshold = try reader.integer("REDIS_CIRCUIT_SUCCESS_THRESHOLD", default: circuitSuccessThreshold, in: 1...1_000_000)
+        redisOperationTimeoutMilliseconds = try reader.integer("REDIS_OPERATION_TIMEOUT_MS", default: redisOperationTimeoutMilliseconds, in: 1...600_000)
+        idempotencyTTLSeconds = try reader.integer("IDEMPOTENCY_TTL_SECONDS", default: idempotencyTTLSeconds, in: 1...31_536_000)
+        apiKeys = try reader.apiKeys("API_KEYS")
+        adminToken = try reader.optionalSecret("ADMIN_TOKEN")
+        rateLimitPolicies = try reader.policies("RATE_LIMIT_POLICIES", default: rateLimitPolicies)
+        eventRetentionSeconds = try reader.integer("EVENT_RETENTION_SECONDS", default: eventRetentionSeconds, in: 1...315_360_000)
+        feedCacheTTLSeconds = try reader.integer("FEED_CACHE_TTL_SECONDS", default: feedCacheTTLSeconds, in: 1...86_400)
+        lockTTLMilliseconds = try reader.integer("LOCK_TTL_MS", default: lockTTLMilliseconds, in: 10...3_600_000)
+        lockWaitMilliseconds = try reader.integer("LOCK_WAIT_MS", default: lockWaitMilliseconds, in: 0...600_000)
+        mongoOperationTimeoutMilliseconds = try reader.integer("MONGODB_OPERATION_TIMEOUT_MS", default: mongoOperationTimeoutMilliseconds, in: 1...600_000)
+        shutdownGraceSeconds = try reader.integer("SHUTDOWN_GRACE_SECONDS", default: shutdownGraceSeconds, in: 0...3600)
+        logLevel = try reader.logLevel("LOG_LEVEL", default: logLevel)
+        configFile = values["CONFIG_FILE"]
+    }
+}
+
+/// A configuration value that cannot be used; `description` is the one line start-up prints.
+public struct SettingsError: Error, Sendable, CustomStringConvertible {
+    public var variable: String
+    public var reason: String
+
+    public var description: String { "invalid \(variable): \(reason)" }
+}
+
+/// An API key from `API_KEYS`: the name labels policies and logs, the secret is the bearer token.
+public struct APIKey: Sendable, Equatable {
+    public var name: String
+    public var secret: String
+
+    public init(name: String, secret: String) {
+        self.name = name
+        self.secret = secret
+    }
+}

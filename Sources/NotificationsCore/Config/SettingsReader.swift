@@ -1,0 +1,101 @@
+public import Logging
+internal import RedisClient
+
+/// Parses one variable at a time, turning every problem into a `SettingsError` naming it.
+/// Secrets (keys, tokens, URL passwords) never appear in the error text.
+struct SettingsReader {
+    let values: [String: String]
+
+    private func value(_ name: String) -> String? {
+        values[name].map { $0.trimmingSpaces }.flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    func string(_ name: String, default fallback: String) throws(SettingsError) -> String {
+        value(name) ?? fallback
+    }
+
+    func integer<T: FixedWidthInteger>(_ name: String, default fallback: T, in range: ClosedRange<T>) throws(SettingsError) -> T {
+        guard let text = value(name) else { return fallback }
+        guard let number = T(text), range.contains(number) else {
+            throw SettingsError(variable: name, reason: "must be an integer from \(range.lowerBound) to \(range.upperBound), got \"\(text)\"")
+        }
+        return number
+    }
+
+    func bool(_ name: String, default fallback: Bool) throws(SettingsError) -> Bool {
+        guard let text = value(name) else { return fallback }
+        switch text.lowercased() {
+        case "true", "1", "yes", "on": return true
+        case "false", "0", "no", "off": return false
+        default: throw SettingsError(variable: name, reason: "must be true or false, got \"\(text)\"")
+        }
+    }
+
+    func redisURL(_ name: String, default fallback: String) throws(SettingsError) -> String {
+        let url = value(name) ?? fallback
+        do {
+            _ = try RedisConfiguration(url: url)
+        } catch {
+            throw SettingsError(variable: name, reason: "\(error) (expected redis://[:password@]host[:port][/db])")
+        }
+        return url
+    }
+
+    func mongoURI(_ name: String, default fallback: String) throws(SettingsError) -> String {
+        let uri = value(name) ?? fallback
+        guard uri.hasPrefix("mongodb://") || uri.hasPrefix("mongodb+srv://"), uri.count > "mongodb://".count else {
+            throw SettingsError(variable: name, reason: "must be a mongodb:// or mongodb+srv:// URI")
+        }
+        return uri
+    }
+
+    func optionalSecret(_ name: String) throws(SettingsError) -> String? {
+        value(name)
+    }
+
+    /// `name:secret,name:secret`; names and secrets non-empty, names unique.
+    func apiKeys(_ name: String) throws(SettingsError) -> [APIKey] {
+        guard let text = value(name) else { return [] }
+        var keys: [APIKey] = []
+        for (index, entry) in text.split(separator: ",", omittingEmptySubsequences: false).enumerated() {
+            let parts = entry.trimmingSpaces.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty,
+                parts[0].utf8.allSatisfy({ $0 > 32 && $0 < 127 }), parts[1].utf8.allSatisfy({ $0 > 32 && $0 < 127 })
+            else {
+                throw SettingsError(variable: name, reason: "entry \(index + 1) must be name:secret (printable ASCII, no spaces)")
+            }
+            guard !keys.contains(where: { $0.name == String(parts[0]) }) else {
+                throw SettingsError(variable: name, reason: "key name \"\(parts[0])\" appears twice")
+            }
+            keys.append(APIKey(name: String(parts[0]), secret: String(parts[1])))
+        }
+        return keys
+    }
+
+    func policies(_ name: String, default fallback: [RateLimitPolicy]) throws(SettingsError) -> [RateLimitPolicy] {
+        guard let text = value(name) else { return fallback }
+        do {
+            return try RateLimitPolicy.parseList(text)
+        } catch {
+            throw SettingsError(variable: name, reason: error.message)
+        }
+    }
+
+    func logLevel(_ name: String, default fallback: Logger.Level) throws(SettingsError) -> Logger.Level {
+        guard let text = value(name) else { return fallback }
+        guard let level = Logger.Level(rawValue: text.lowercased()) else {
+            let names = "trace, debug, info, notice, warning, error, critical"
+            throw SettingsError(variable: name, reason: "must be one of \(names), got \"\(text)\"")
+        }
+        return level
+    }
+}
+
+extension StringProtocol {
+    var trimmingSpaces: String {
+        let scalars = unicodeScalars
+        let start = scalars.firstIndex { !$0.properties.isWhitespace } ?? scalars.endIndex
+        let end = scalars.lastIndex { !$0.properties.isWhitespace }.map { scalars.index(after: $0) } ?? start
+        return String(String.UnicodeScalarView(scalars[start..<Swift.max(start, end)]))
+    }
+}

@@ -1,0 +1,80 @@
+/// Reads a request body object field by field, rejecting unknown fields and wrong types
+/// with a `ValidationError` that names the field.
+public struct JSONObjectReader {
+    private let members: [String: JSONValue]
+
+    /// - Parameter allowed: every field the endpoint accepts; any other is an error.
+    public init(_ value: JSONValue, allowed: Set<String>) throws(ValidationError) {
+        guard case .object(let members) = value else {
+            throw ValidationError(field: "$", "the request body must be a JSON object")
+        }
+        if let unknown = members.keys.sorted().first(where: { !allowed.contains($0) }) {
+            throw ValidationError(field: unknown, "is not a known field")
+        }
+        self.members = members
+    }
+
+    public func requiredString(_ name: String) throws(ValidationError) -> String {
+        guard let value = try optionalString(name) else { throw ValidationError(field: name, "is required") }
+        return value
+    }
+
+    /// A string, or nil when absent or JSON null.
+    public func optionalString(_ name: String) throws(ValidationError) -> String? {
+        switch members[name] {
+        case nil, .null?: return nil
+        case .string(let text)?: return text
+        case let other?: throw ValidationError(field: name, "must be a string, not \(other.typeName)")
+        }
+    }
+
+    public func optionalObject(_ name: String) throws(ValidationError) -> [String: JSONValue]? {
+        switch members[name] {
+        case nil, .null?: return nil
+        case .object(let object)?: return object
+        case let other?: throw ValidationError(field: name, "must be an object, not \(other.typeName)")
+        }
+    }
+
+    public func optionalArray(_ name: String) throws(ValidationError) -> [JSONValue]? {
+        switch members[name] {
+        case nil, .null?: return nil
+        case .array(let array)?: return array
+        case let other?: throw ValidationError(field: name, "must be an array, not \(other.typeName)")
+        }
+    }
+
+    public func optionalBool(_ name: String) throws(ValidationError) -> Bool? {
+        switch members[name] {
+        case nil, .null?: return nil
+        case .bool(let flag)?: return flag
+        case let other?: throw ValidationError(field: name, "must be a boolean, not \(other.typeName)")
+        }
+    }
+
+    public func contains(_ name: String) -> Bool { members[name] != nil }
+}
+
+extension NewNotification {
+    static let fields: Set<String> = ["recipientId", "type", "actorId", "title", "body", "data"]
+
+    /// Validates a `POST /v1/notifications` body.
+    public init(json: JSONValue) throws(ValidationError) {
+        let reader = try JSONObjectReader(json, allowed: Self.fields)
+        let recipientId = try Validation.userID(reader.requiredString("recipientId"), field: "recipientId")
+        let type = try Validation.notificationType(reader.requiredString("type"))
+        let actorId = try reader.optionalString("actorId").map { (id: String) throws(ValidationError) in try Validation.userID(id, field: "actorId") }
+        let title = try reader.optionalString("title").map { (text: String) throws(ValidationError) in
+            try Validation.text(text, field: "title", maxLength: Validation.maxTitleLength)
+        }
+        let body = try reader.optionalString("body").map { (text: String) throws(ValidationError) in
+            try Validation.text(text, field: "body", maxLength: Validation.maxBodyLength)
+        }
+        var data = JSONWriter()
+        data.value(.object(try reader.optionalObject("data") ?? [:]))
+        guard data.bytes.count <= Validation.maxDataBytes else {
+            throw ValidationError(field: "data", "must be at most \(Validation.maxDataBytes) bytes as JSON")
+        }
+        self.init(recipientId: recipientId, type: type, actorId: actorId, title: title, body: body, dataJSON: data.string)
+    }
+}

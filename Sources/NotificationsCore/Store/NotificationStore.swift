@@ -1,0 +1,24 @@
+/// The durable store of notifications; MongoDB in production (`MongoNotificationStore`).
+///
+/// Implementations throw `StoreError` only.
+public protocol NotificationStore: Sendable {
+    /// Stores a new notification and counts it as unread for its recipient.
+    func insert(_ notification: Notification) async throws
+    /// Newest first, strictly older than `before` (an id) when given.
+    func page(recipientId: String, before: String?, limit: Int, unreadOnly: Bool) async throws -> [Notification]
+    func unreadCount(recipientId: String) async throws -> Int
+    /// Sets `readAt` unless already set; nil when the recipient has no such notification.
+    func markRead(recipientId: String, id: String, at: Timestamp) async throws -> Notification?
+    /// Marks every unread notification of the recipient read; returns how many changed.
+    func markAllRead(recipientId: String, at: Timestamp) async throws -> Int
+    /// False when the recipient has no such notification.
+    func delete(recipientId: String, id: String) async throws -> Bool
+    /// True when the store answers.
+    func ping() async -> Bool
+}
+
+/// Why the store could not do what was asked.
+public enum StoreError: Error, Sendable, Equatable {
+    /// The store did not answer in time or could not be reached (503 `storage_unavailable`).
+    case unavailable(String)
+}

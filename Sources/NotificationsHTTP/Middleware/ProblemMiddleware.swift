@@ -1,0 +1,49 @@
+internal import HTTPTypes
+public import Hummingbird
+internal import Logging
+internal import NotificationsCore
+
+/// Turns every error into a problem+json response, so no request ever gets a bare 500 or a
+/// driver message. Also rejects bodies whose declared length is over the limit (413) before
+/// anything reads them, and answers 405 (with `Allow`) for known paths with another method.
+public struct ProblemMiddleware: RouterMiddleware {
+    public typealias Context = AppRequestContext
+    let routes: RouteTable
+
+    public init(routes: RouteTable) {
+        self.routes = routes
+    }
+
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > RequestBody.maxBytes {
+            return Problem.payloadTooLarge().response()
+        }
+        do {
+            return try await next(request, context)
+        } catch let problem as Problem {
+            return problem.response()
+        } catch let error as ValidationError {
+            return Problem.validation(error).response()
+        } catch let error as StoreError {
+            context.logger.warning("Store unavailable", metadata: ["error": "\(error)"])
+            return Problem.storageUnavailable().response()
+        } catch let error as any HTTPResponseError {
+            return translate(error.status, request: request).response()
+        } catch {
+            context.logger.error("Unhandled error", metadata: ["error": "\(String(reflecting: type(of: error)))"])
+            return Problem.internalError().response()
+        }
+    }
+
+    private func translate(_ status: HTTPResponse.Status, request: Request) -> Problem {
+        switch status {
+        case .notFound:
+            let allowed = routes.methods(for: request.uri.path)
+            return allowed.isEmpty ? .notFound("No resource at this path.") : .methodNotAllowed(allowed: allowed)
+        case .contentTooLarge: return .payloadTooLarge()
+        case .badRequest: return Problem(.badRequest, code: "validation_failed", title: "Bad request", detail: "The request is not valid.")
+        default:
+            return Problem(status, code: status.code >= 500 ? "internal_error" : "validation_failed", title: status.reasonPhrase, detail: status.reasonPhrase)
+        }
+    }
+}

@@ -1,0 +1,19 @@
+public import Hummingbird
+public import NIOCore
+public import NotificationsCore
+
+/// Per-request state: the authenticated API key and the peer's address (for loopback-only admin).
+public struct AppRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// Set by `AuthMiddleware` on `/v1` routes.
+    public var apiKey: APIKey?
+    public let remoteAddress: SocketAddress?
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
+    }
+
+    /// Bodies are read by `RequestBody` with the contract's own limit.
+    public var maxUploadSize: Int { RequestBody.maxBytes }
+}

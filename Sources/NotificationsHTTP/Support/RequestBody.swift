@@ -1,0 +1,38 @@
+public import Hummingbird
+public import NotificationsCore
+internal import NIOCore
+
+/// Reading JSON request bodies the contract's way: `application/json` only (415), at most
+/// 64 KiB (413), valid JSON (400 `malformed_json`).
+public enum RequestBody {
+    public static let maxBytes = 64 * 1024
+
+    public static func json(_ request: Request, context: AppRequestContext) async throws -> JSONValue {
+        guard isJSON(request.headers[.contentType]) else { throw Problem.unsupportedMediaType() }
+        var request = request
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.collectBody(upTo: maxBytes)
+        } catch is NIOTooManyBytesError {
+            throw Problem.payloadTooLarge()
+        }
+        do {
+            return try JSONValue.parse(buffer.readableBytesView)
+        } catch {
+            throw Problem.malformedJSON()
+        }
+    }
+
+    /// `application/json` or any `application/*+json`, with or without parameters (`; charset=utf-8`).
+    static func isJSON(_ contentType: String?) -> Bool {
+        guard let contentType else { return false }
+        let mediaType = contentType.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters() }?.lowercased() ?? ""
+        return mediaType == "application/json" || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json"))
+    }
+}
+
+extension Substring {
+    func trimmingCharacters() -> String {
+        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+    }
+}

@@ -1,0 +1,30 @@
+public import HTTPTypes
+
+/// The routes this service serves, as `(method, template)`, recorded as they are registered.
+///
+/// Hummingbird answers a known path with an unknown method as "not found"; this table lets
+/// the error middleware answer 405 with the right `Allow` header instead.
+public final class RouteTable: @unchecked Sendable {
+    // Written only while the router is built (before the server starts), read-only afterwards.
+    private var routes: [(method: HTTPRequest.Method, components: [Substring])] = []
+
+    public init() {}
+
+    func add(_ method: HTTPRequest.Method, _ template: String) {
+        routes.append((method, template.split(separator: "/")))
+    }
+
+    /// Methods served at a concrete path (empty when no template matches it).
+    public func methods(for path: String) -> [HTTPRequest.Method] {
+        let components = path.split(separator: "/")
+        var methods: [HTTPRequest.Method] = []
+        for route in routes where Self.matches(route.components, components) && !methods.contains(route.method) {
+            methods.append(route.method)
+        }
+        return methods
+    }
+
+    private static func matches(_ template: [Substring], _ path: [Substring]) -> Bool {
+        template.count == path.count && zip(template, path).allSatisfy { $0.hasPrefix("{") || $0 == $1 }
+    }
+}
