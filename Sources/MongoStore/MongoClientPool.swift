@@ -1,4 +1,7 @@
 private import CMongoc
+#if canImport(Glibc)
+private import Glibc
+#endif
 public import NIOCore
 internal import NIOPosix
 
@@ -91,7 +94,18 @@ public final class MongoClientPool: Sendable {
     public func runCommand(_ command: BSONDocument, timeout: TimeAmount? = nil) async throws(MongoError) -> BSONDocument {
         let database = databaseName
         return try await withClient(timeout: timeout) { client throws(MongoError) in
-            try Self.command(command, database: database, client: client)
+            // A write conflict means the server applied nothing, so retrying is safe; back off
+            // briefly (this is a pool thread, not an event loop) a few times before giving up.
+            var attempt = 0
+            while true {
+                do throws(MongoError) {
+                    return try Self.command(command, database: database, client: client)
+                } catch {
+                    guard case .server(let code, _) = error, MongoError.writeConflictCodes.contains(code), attempt < 5 else { throw error }
+                    attempt += 1
+                    usleep(UInt32(5_000 << attempt))
+                }
+            }
         }
     }
 

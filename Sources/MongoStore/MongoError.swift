@@ -34,6 +34,8 @@ public enum MongoError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     static let duplicateKeyCodes: Set<Int> = [11000, 11001, 12582]
+    /// WriteConflict: the server applied nothing (the dev MongoDB-wire server also reports a busy database this way).
+    static let writeConflictCodes: Set<Int> = [112]
 
     /// Maps libmongoc's `bson_error_t` (error API version 2) in one place.
     init(_ error: bson_error_t) {

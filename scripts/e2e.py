@@ -1,0 +1,257 @@
+#!/usr/bin/env python3
+"""End-to-end checks of the real `notifications` binary against real servers.
+
+Usage: e2e.py PATH/TO/notifications
+
+Starts its own redis-server and MongoDB-wire server on free ports (data on tmpfs), runs the
+README's curl walkthrough verbatim (with the port substituted), two instances sharing the
+servers, a MongoDB outage, SIGTERM draining and bad configuration. Standard library only.
+"""
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BINARY = None
+KEY = "dev-secret"
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def call(port, method, path, body=None, headers=None, timeout=15.0):
+    """One HTTP request on a fresh connection; returns (status, headers, parsed JSON or text)."""
+    headers = dict(headers or {})
+    data = None
+    if body is not None:
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        headers.setdefault("Content-Type", "application/json")
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request(method, path, body=data, headers=headers)
+        response = connection.getresponse()
+        raw = response.read()
+        content_type = response.getheader("Content-Type") or ""
+        parsed = json.loads(raw) if raw and "json" in content_type else raw.decode()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, parsed
+    finally:
+        connection.close()
+
+
+def auth(key=KEY):
+    return {"Authorization": f"Bearer {key}"}
+
+
+class Servers:
+    """redis-server and the MongoDB-wire server as child processes."""
+
+    def __init__(self):
+        base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        self.dir = tempfile.mkdtemp(prefix="notifications-e2e-", dir=base)
+        self.redis_port = free_port()
+        self.mongo_port = free_port()
+        self.redis = None
+        self.mongo = None
+        self.start_redis()
+        self.start_mongo()
+
+    def start_redis(self):
+        self.redis = subprocess.Popen(
+            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.redis_port)
+
+    def start_mongo(self):
+        self.mongo = subprocess.Popen(
+            [os.path.join(ROOT, ".venv/bin/python"), os.path.join(ROOT, "scripts/mongo-wire-server.py"),
+             os.path.join(self.dir, "db"), str(self.mongo_port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.mongo_port)
+
+    def kill_mongo(self):
+        self.mongo.send_signal(signal.SIGCONT)
+        self.mongo.kill()
+        self.mongo.wait()
+
+    def stop(self):
+        for process in (self.redis, self.mongo):
+            if process and process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+                process.kill()
+                process.wait()
+
+    def env(self, **extra):
+        env = dict(os.environ)
+        env.update({
+            "API_KEYS": f"dev:{KEY},other:other-secret",
+            "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}",
+            "MONGODB_URI": f"mongodb://127.0.0.1:{self.mongo_port}/notifications?maxPoolSize=3",
+            "MONGODB_OPERATION_TIMEOUT_MS": "2000",
+            "LOG_LEVEL": "info",
+        })
+        env.update(extra)
+        return env
+
+
+class Service:
+    """One instance of the binary on a free port."""
+
+    def __init__(self, servers, **env):
+        self.port = free_port()
+        self.log = tempfile.NamedTemporaryFile(prefix="notifications-e2e-", suffix=".log", delete=False)
+        self.process = subprocess.Popen(
+            [BINARY, "serve"], env=servers.env(PORT=str(self.port), HOST="127.0.0.1", **env),
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"service exited with {self.process.returncode}: {self.logs()}")
+            try:
+                if call(self.port, "GET", "/health/live", timeout=1)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("service did not start: " + self.logs())
+
+    def logs(self):
+        with open(self.log.name) as handle:
+            return handle.read()
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+class E2E(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.servers = Servers()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.servers.stop()
+
+    def start(self, **env):
+        service = Service(self.servers, **env)
+        self.addCleanup(service.stop)
+        return service
+
+    def test_readme_walkthrough_runs_verbatim(self):
+        service = self.start()
+        with open(os.path.join(ROOT, "README.md")) as handle:
+            readme = handle.read()
+        block = re.search(r"<!-- walkthrough:start -->\s*```bash\n(.*?)```\s*<!-- walkthrough:end -->", readme, re.S)
+        self.assertIsNotNone(block, "README has no walkthrough block")
+        script = block.group(1).replace("localhost:8080", f"localhost:{service.port}")
+        result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn('"unreadCount"', result.stdout)
+
+    def test_write_on_one_instance_is_read_on_another(self):
+        first, second = self.start(), self.start()
+        status, headers, created = call(first.port, "POST", "/v1/notifications", {"recipientId": "e2e-shared", "type": "ping"}, auth())
+        self.assertEqual(status, 201)
+        self.assertEqual(headers["location"], f"/v1/users/e2e-shared/notifications/{created['id']}")
+        status, _, feed = call(second.port, "GET", "/v1/users/e2e-shared/notifications", headers=auth())
+        self.assertEqual(status, 200)
+        self.assertEqual([item["id"] for item in feed["items"]], [created["id"]])
+        self.assertEqual(feed["unreadCount"], 1)
+
+    def test_mongodb_outage_gives_503_in_time_then_recovers(self):
+        service = self.start()
+        self.assertEqual(call(service.port, "GET", "/health/ready")[0], 200)
+        self.servers.kill_mongo()
+        try:
+            started = time.monotonic()
+            status, headers, problem = call(service.port, "POST", "/v1/notifications", {"recipientId": "e2e-down", "type": "x"}, auth())
+            elapsed = time.monotonic() - started
+            self.assertEqual(status, 503)
+            self.assertEqual(problem["code"], "storage_unavailable")
+            self.assertTrue(headers["content-type"].startswith("application/problem+json"))
+            self.assertLess(elapsed, 3.5, "503 must come within MONGODB_OPERATION_TIMEOUT_MS (2 s here)")
+            self.assertEqual(call(service.port, "GET", "/v1/users/e2e-down/notifications", headers=auth())[0], 503)
+            status, _, health = call(service.port, "GET", "/health")
+            self.assertEqual((status, health["status"]), (503, "unhealthy"))
+            self.assertEqual(call(service.port, "GET", "/health/ready")[0], 503)
+            self.assertEqual(call(service.port, "GET", "/health/live")[0], 200)
+        finally:
+            self.servers.start_mongo()
+        deadline = time.monotonic() + 20
+        while call(service.port, "GET", "/health/ready")[0] != 200:
+            self.assertLess(time.monotonic(), deadline, "service did not recover after MongoDB came back")
+            time.sleep(0.2)
+        self.assertEqual(call(service.port, "POST", "/v1/notifications", {"recipientId": "e2e-down", "type": "x"}, auth())[0], 201, service.logs())
+
+    def test_sigterm_drains_in_flight_requests_and_exits_zero(self):
+        service = self.start(SHUTDOWN_GRACE_SECONDS="10")
+        # Freeze MongoDB so a request is in flight when SIGTERM arrives, then thaw it.
+        self.servers.mongo.send_signal(signal.SIGSTOP)
+        result = {}
+
+        def in_flight():
+            result["response"] = call(service.port, "POST", "/v1/notifications", {"recipientId": "e2e-drain", "type": "x"}, auth())
+
+        worker = threading.Thread(target=in_flight)
+        try:
+            worker.start()
+            time.sleep(0.3)
+            service.process.send_signal(signal.SIGTERM)
+            time.sleep(0.2)
+            ready = call(service.port, "GET", "/health/ready")
+            self.assertEqual(ready[0], 503, "readiness must turn 503 once draining")
+        finally:
+            self.servers.mongo.send_signal(signal.SIGCONT)
+        worker.join(timeout=10)
+        self.assertEqual(result["response"][0], 201, "the in-flight request must finish")
+        self.assertEqual(service.process.wait(timeout=12), 0)
+        self.assertIn("Shut down cleanly", service.logs())
+
+    def test_bad_configuration_stops_start_up_with_one_line_naming_the_variable(self):
+        for name, value in [("PORT", "http"), ("REDIS_FAIL_OPEN", "maybe"), ("RATE_LIMIT_POLICIES", "*:ten/1s"),
+                            ("REDIS_URL", "localhost:6379"), ("API_KEYS", "nocolon"), ("LOG_LEVEL", "loud")]:
+            result = subprocess.run([BINARY, "serve"], env=self.servers.env(**{name: value}), capture_output=True, text=True, timeout=30)
+            self.assertNotEqual(result.returncode, 0, name)
+            lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
+            self.assertEqual(len(lines), 1, f"{name}: {lines}")
+            self.assertIn(name, lines[0])
+
+    def test_help_lists_subcommands(self):
+        result = subprocess.run([BINARY, "--help"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(result.returncode, 0)
+        for command in ("serve", "check-config", "create-indexes"):
+            self.assertIn(command, result.stdout)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit("usage: e2e.py PATH/TO/notifications [unittest arguments]")
+    BINARY = os.path.abspath(sys.argv.pop(1))
+    unittest.main(verbosity=2)
