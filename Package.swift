@@ -117,7 +117,7 @@ let package = Package(
         .testTarget(name: "MongoStoreTests", dependencies: ["MongoStore", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "NotificationsCoreTests",
-            dependencies: ["NotificationsCore", "TestSupport"],
+            dependencies: ["NotificationsCore", "TestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Logging
 import MongoStore
 import NIOPosix
 import NotificationsCore
@@ -12,8 +13,13 @@ struct CreateIndexes: AsyncParsableCommand {
         let pool = try MongoClientPool(
             uriString: settings.mongoURI, operationTimeoutMilliseconds: settings.mongoOperationTimeoutMilliseconds,
             eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
-        defer { Task { await pool.shutdown() } }
-        try await MongoNotificationStore(pool: pool).createIndexes()
+        do {
+            try await MongoNotificationStore(pool: pool, logger: Logger(label: "notifications")).createIndexes()
+        } catch {
+            await pool.shutdown()
+            throw error
+        }
+        await pool.shutdown()
         print("indexes created")
     }
 }

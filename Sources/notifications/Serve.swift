@@ -30,7 +30,7 @@ struct Serve: AsyncParsableCommand {
             eventLoopGroup: group, logger: logger)
         let mongo = try MongoClientPool(
             uriString: settings.mongoURI, operationTimeoutMilliseconds: settings.mongoOperationTimeoutMilliseconds, eventLoopGroup: group)
-        let store = MongoNotificationStore(pool: mongo)
+        let store = MongoNotificationStore(pool: mongo, logger: logger)
         let health = HealthMonitor(
             mongoPing: { await mongo.ping(timeout: .milliseconds(min(settings.mongoOperationTimeoutMilliseconds, 2000))) },
             redisPing: { await redis.ping(timeout: .milliseconds(min(settings.redisOperationTimeoutMilliseconds, 1000))) })

@@ -1,5 +1,6 @@
-internal import Logging
+public import Logging
 public import MongoStore
+internal import Synchronization
 
 /// Notifications in MongoDB.
 ///
@@ -7,13 +8,20 @@ public import MongoStore
 /// ObjectId, indexed on `(recipientId, _id desc)`; every feed query sorts on that index so
 /// servers that only use an index for a sorted query use it) and `user_counters` (one
 /// document per user holding the unread count, so no read ever runs a count query).
+///
+/// The notification document is the commit point of every write; the counter follows it.
+/// If the counter update fails after the commit, the write still succeeds (it is stored),
+/// and the user's counter is recounted from the notifications on its next read.
 public struct MongoNotificationStore: NotificationStore {
     let notifications: MongoCollection
     let counters: MongoCollection
     let pool: MongoClientPool
+    let logger: Logger
+    private let staleCounters = StaleCounters()
 
-    public init(pool: MongoClientPool) {
+    public init(pool: MongoClientPool, logger: Logger) {
         self.pool = pool
+        self.logger = logger
         self.notifications = pool.collection("notifications")
         self.counters = pool.collection("user_counters")
     }
@@ -30,7 +38,7 @@ public struct MongoNotificationStore: NotificationStore {
     public func insert(_ notification: Notification) async throws {
         try await mapped {
             try await notifications.insertOne(Self.document(notification))
-            try await adjustUnread(notification.recipientId, by: 1)
+            await adjustUnread(notification.recipientId, by: 1)
         }
     }
 
@@ -45,6 +53,7 @@ public struct MongoNotificationStore: NotificationStore {
 
     public func unreadCount(recipientId: String) async throws -> Int {
         try await mapped {
+            if staleCounters.contains(recipientId) { return try await recount(recipientId) }
             let counter = try await counters.findOne(["_id": .string(recipientId)])
             return max(0, Int(counter?["unread"]?.int64 ?? 0))
         }
@@ -58,7 +67,7 @@ public struct MongoNotificationStore: NotificationStore {
             unreadFilter["readAt"] = .null
             // Only the request that flips readAt decrements the counter, so repeats are idempotent.
             let result = try await notifications.update(unreadFilter, ["$set": ["readAt": .datetime(at.milliseconds)]])
-            if result.modified > 0 { try await adjustUnread(recipientId, by: -1) }
+            if result.modified > 0 { await adjustUnread(recipientId, by: -1) }
             return try await notifications.findOne(filter).flatMap(Self.notification)
         }
     }
@@ -67,7 +76,7 @@ public struct MongoNotificationStore: NotificationStore {
         try await mapped {
             let result = try await notifications.update(
                 ["recipientId": .string(recipientId), "readAt": .null], ["$set": ["readAt": .datetime(at.milliseconds)]], multi: true)
-            if result.modified > 0 { try await adjustUnread(recipientId, by: -result.modified) }
+            if result.modified > 0 { await adjustUnread(recipientId, by: -result.modified) }
             return result.modified
         }
     }
@@ -77,7 +86,7 @@ public struct MongoNotificationStore: NotificationStore {
         return try await mapped {
             let removed = try await notifications.findAndModify(["_id": .objectID(objectID), "recipientId": .string(recipientId)], remove: true)
             guard let removed else { return false }
-            if removed["readAt"]?.isNull ?? true { try await adjustUnread(recipientId, by: -1) }
+            if removed["readAt"]?.isNull ?? true { await adjustUnread(recipientId, by: -1) }
             return true
         }
     }
@@ -87,8 +96,23 @@ public struct MongoNotificationStore: NotificationStore {
     }
 
 
-    private func adjustUnread(_ recipientId: String, by delta: Int) async throws {
-        _ = try await counters.update(["_id": .string(recipientId)], ["$inc": ["unread": .int64(Int64(delta))]], upsert: true)
+    /// Follows a committed write; a failure marks the counter for a recount instead of failing the write.
+    private func adjustUnread(_ recipientId: String, by delta: Int) async {
+        do {
+            _ = try await counters.update(["_id": .string(recipientId)], ["$inc": ["unread": .int64(Int64(delta))]], upsert: true)
+        } catch {
+            staleCounters.insert(recipientId)
+            logger.warning("Unread counter update failed; it will be recounted", metadata: ["user": "\(recipientId)", "error": "\(error)"])
+        }
+    }
+
+    /// Counts the user's unread notifications (a sorted query on the feed index) and stores the count.
+    private func recount(_ recipientId: String) async throws -> Int {
+        let unread = try await notifications.find(
+            ["recipientId": .string(recipientId), "readAt": .null], sort: Self.feedSort, projection: ["_id": 1])
+        _ = try await counters.update(["_id": .string(recipientId)], ["$set": ["unread": .int64(Int64(unread.count))]], upsert: true)
+        staleCounters.remove(recipientId)
+        return unread.count
     }
 
     /// Every MongoDB failure leaves this store as a `StoreError`; a duplicate id (never expected) too.
@@ -125,4 +149,13 @@ public struct MongoNotificationStore: NotificationStore {
             title: document["title"]?.string, body: document["body"]?.string, dataJSON: document["data"]?.string ?? "{}",
             createdAt: Timestamp(milliseconds: createdAt), readAt: document["readAt"]?.datetime.map(Timestamp.init(milliseconds:)))
     }
+}
+
+/// Users whose unread counter missed an update on this instance (bounded: a set of ids).
+private final class StaleCounters: Sendable {
+    private let users = Mutex<Set<String>>([])
+
+    func insert(_ user: String) { _ = users.withLock { $0.insert(user) } }
+    func remove(_ user: String) { _ = users.withLock { $0.remove(user) } }
+    func contains(_ user: String) -> Bool { users.withLock { $0.contains(user) } }
 }

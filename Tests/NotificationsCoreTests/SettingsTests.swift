@@ -1,0 +1,80 @@
+import Logging
+@testable import NotificationsCore
+import Testing
+
+@Suite("Settings: env wins over the config file; bad values name the variable")
+struct SettingsTests {
+    func load(_ environment: [String: String], file: String? = nil) throws(SettingsError) -> Settings {
+        try Settings.load(environment: environment) { path in
+            guard let file, path == "config/test.json" else { throw SettingsError(variable: "test", reason: "no such file") }
+            return Array(file.utf8)
+        }
+    }
+
+    @Test func defaultsMatchTheContract() throws {
+        let settings = try load([:])
+        #expect(settings.host == "0.0.0.0" && settings.port == 8080)
+        #expect(settings.redisURL == "redis://localhost:6379")
+        #expect(settings.mongoURI == "mongodb://localhost:27017/notifications")
+        #expect(settings.redisFailOpen)
+        #expect(settings.circuitFailureThreshold == 5 && settings.circuitRecoveryTimeoutMilliseconds == 30000 && settings.circuitSuccessThreshold == 2)
+        #expect(settings.redisOperationTimeoutMilliseconds == 5000 && settings.mongoOperationTimeoutMilliseconds == 5000)
+        #expect(settings.idempotencyTTLSeconds == 86400 && settings.eventRetentionSeconds == 604_800 && settings.feedCacheTTLSeconds == 30)
+        #expect(settings.lockTTLMilliseconds == 10000 && settings.lockWaitMilliseconds == 2000 && settings.shutdownGraceSeconds == 10)
+        #expect(settings.rateLimitPolicies == [RateLimitPolicy(name: "*", limit: 100, windowMilliseconds: 1000)])
+        #expect(settings.adminToken == nil && settings.apiKeys.isEmpty)
+    }
+
+    @Test func environmentWinsOverConfigFile() throws {
+        let file = #"{"PORT": 9000, "REDIS_FAIL_OPEN": false, "LOG_LEVEL": "debug", "API_KEYS": "a:b"}"#
+        let settings = try load(["CONFIG_FILE": "config/test.json", "PORT": "9100"], file: file)
+        #expect(settings.port == 9100)
+        #expect(settings.redisFailOpen == false)
+        #expect(settings.logLevel == .debug)
+        #expect(settings.apiKeys == [APIKey(name: "a", secret: "b")])
+    }
+
+    @Test(arguments: [
+        ("PORT", "0"), ("PORT", "65536"), ("PORT", "http"), ("REDIS_FAIL_OPEN", "maybe"), ("REDIS_CIRCUIT_FAILURE_THRESHOLD", "0"),
+        ("REDIS_CIRCUIT_RECOVERY_TIMEOUT", "-5"), ("REDIS_OPERATION_TIMEOUT_MS", "5s"), ("REDIS_URL", "localhost:6379"),
+        ("REDIS_URL", "redis://h:port"), ("MONGODB_URI", "postgres://x"), ("API_KEYS", "nocolon"), ("API_KEYS", "a:1,a:2"),
+        ("API_KEYS", "a:"), ("RATE_LIMIT_POLICIES", "*:ten/1s"), ("RATE_LIMIT_POLICIES", "*:10/1y"), ("RATE_LIMIT_POLICIES", "*:0/1s"),
+        ("RATE_LIMIT_POLICIES", "*:1/1s,*:2/1s"), ("LOG_LEVEL", "loud"), ("SHUTDOWN_GRACE_SECONDS", "forever"), ("LOCK_TTL_MS", "1"),
+        ("CONFIG_FILE", "config/missing.json"),
+    ])
+    func badValueNamesItsVariable(name: String, value: String) {
+        do {
+            _ = try load([name: value])
+            Issue.record("\(name)=\(value) was accepted")
+        } catch {
+            #expect(error.variable == name)
+            #expect(error.description.hasPrefix("invalid \(name): "))
+            #expect(!error.description.contains("\n"))
+        }
+    }
+
+    @Test func secretsAreNotEchoedInErrors() {
+        do {
+            _ = try load(["API_KEYS": "good:s3cr3t-value,broken"])
+            Issue.record("accepted")
+        } catch {
+            #expect(!error.description.contains("s3cr3t-value"))
+        }
+    }
+
+    @Test func configFileRejectsUnknownKeysAndBadJSON() {
+        #expect(throws: SettingsError.self) { try load(["CONFIG_FILE": "config/test.json"], file: #"{"PROT": 1}"#) }
+        #expect(throws: SettingsError.self) { try load(["CONFIG_FILE": "config/test.json"], file: "{") }
+        #expect(throws: SettingsError.self) { try load(["CONFIG_FILE": "config/test.json"], file: "[]") }
+    }
+
+    @Test func ratePolicies() throws {
+        let policies = try RateLimitPolicy.parseList("*:100/1s, internal:unlimited, mobile:30/15m, batch:5/500ms")
+        #expect(policies == [
+            RateLimitPolicy(name: "*", limit: 100, windowMilliseconds: 1000),
+            RateLimitPolicy(name: "internal", limit: nil, windowMilliseconds: 1000),
+            RateLimitPolicy(name: "mobile", limit: 30, windowMilliseconds: 900_000),
+            RateLimitPolicy(name: "batch", limit: 5, windowMilliseconds: 500),
+        ])
+    }
+}
