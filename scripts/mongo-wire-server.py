@@ -5,6 +5,7 @@ Usage: mongo-wire-server.py DATA_DIR PORT
 Prints "ready <address>" once it accepts connections; exits on SIGTERM/SIGINT.
 """
 import asyncio
+import os
 import signal
 import sys
 
@@ -19,7 +20,13 @@ async def main(path: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    parent = os.getppid()
+    # Exit with the process that started us (a test runner that crashed must not leave us behind).
+    while not stop.is_set() and os.getppid() == parent:
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+        except asyncio.TimeoutError:
+            pass
     await db.close()
 
 

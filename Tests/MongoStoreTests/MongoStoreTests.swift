@@ -7,6 +7,7 @@ import TestSupport
 struct MongoStoreTests {
     static func withPool(timeoutMilliseconds: Int64 = 3000, _ body: (MongoClientPool, ChildServer) async throws -> Void) async throws {
         let server = try await TestServers.startMongo()
+        defer { server.stop() }
         let pool = try MongoClientPool(
             uriString: "mongodb://127.0.0.1:\(server.port)/test?maxPoolSize=3", operationTimeoutMilliseconds: timeoutMilliseconds,
             eventLoopGroup: MultiThreadedEventLoopGroup.singleton)

@@ -17,6 +17,7 @@ let jsonHeaders: HTTPFields = [.authorization: "Bearer \(apiKey)", .contentType:
 /// The real router on a live HTTP server, over a real MongoDB-wire server started for the test.
 func withTestApp(_ test: @Sendable (any TestClientProtocol, ChildServer) async throws -> Void) async throws {
     let mongoServer = try await TestServers.startMongo()
+    defer { mongoServer.stop() }
     let pool = try MongoClientPool(
         uriString: "mongodb://127.0.0.1:\(mongoServer.port)/notifications?maxPoolSize=3", operationTimeoutMilliseconds: 1500,
         eventLoopGroup: MultiThreadedEventLoopGroup.singleton)

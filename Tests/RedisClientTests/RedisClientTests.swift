@@ -11,6 +11,7 @@ struct RedisClientTests {
         timeoutMilliseconds: Int64 = 1000, connections: Int = 2, _ body: (RedisConnectionPool, ChildServer) async throws -> Void
     ) async throws {
         let server = try await TestServers.startRedis()
+        defer { server.stop() }
         let configuration = try RedisConfiguration(url: "redis://127.0.0.1:\(server.port)", operationTimeoutMilliseconds: timeoutMilliseconds)
         var withCount = configuration
         withCount.connectionCount = connections

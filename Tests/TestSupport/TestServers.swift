@@ -48,7 +48,8 @@ public enum TestServerError: Error {
     case missing(String)
 }
 
-/// A child process with signal helpers.
+/// A child process with signal helpers. Every one started is also killed when the test
+/// process exits, so no server outlives the test run.
 public final class ChildServer: @unchecked Sendable {
     public let port: Int
     private let launch: () throws -> Process
@@ -58,6 +59,12 @@ public final class ChildServer: @unchecked Sendable {
         self.port = port
         self.launch = launch
         self.process = try launch()
+        ChildProcesses.track(process.processIdentifier)
+    }
+
+    /// Stops the server for good (SIGKILL after SIGCONT, so a paused one dies too).
+    public func stop() {
+        if process.isRunning { kill() }
     }
 
     public var pid: Int32 { process.processIdentifier }
@@ -74,6 +81,7 @@ public final class ChildServer: @unchecked Sendable {
     /// Starts the same server again on the same port (after `kill`).
     public func restart() async throws {
         process = try launch()
+        ChildProcesses.track(process.processIdentifier)
         try await TestServers.waitForPort(port)
     }
 
@@ -122,5 +130,29 @@ extension TestServers {
         }
         try await waitForPort(port)
         return server
+    }
+}
+
+/// Pids of every child server, killed at exit even when a test fails or forgets to stop one.
+enum ChildProcesses {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var pids: Set<Int32> = []
+    private static let installExitHandler: Void = {
+        atexit {
+            ChildProcesses.lock.lock()
+            let all = ChildProcesses.pids
+            ChildProcesses.lock.unlock()
+            for pid in all {
+                Foundation.kill(pid, SIGCONT)
+                Foundation.kill(pid, SIGKILL)
+            }
+        }
+    }()
+
+    static func track(_ pid: Int32) {
+        _ = installExitHandler
+        lock.lock()
+        pids.insert(pid)
+        lock.unlock()
     }
 }
