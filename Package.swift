@@ -71,6 +71,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Collections", package: "swift-collections"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -79,6 +80,8 @@ let package = Package(
             dependencies: [
                 "NotificationsCore",
                 "Resilience",
+                "RedisClient",
+                "MongoStore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -123,8 +126,10 @@ let package = Package(
         .testTarget(
             name: "NotificationsHTTPTests",
             dependencies: [
-                "NotificationsHTTP", "NotificationsCore", "TestSupport",
+                "NotificationsHTTP", "NotificationsCore", "TestSupport", "Resilience", "RedisClient", "MongoStore",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "InMemoryLogging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

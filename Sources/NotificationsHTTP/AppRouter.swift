@@ -1,28 +1,50 @@
 public import Hummingbird
 public import NotificationsCore
+public import Prometheus
 
 /// What the HTTP layer needs from the rest of the service.
 public struct AppServices: Sendable {
     public var settings: Settings
     public var feed: NotificationFeed
     public var health: HealthMonitor
+    public var redis: RedisGateway
+    public var limiter: RateLimiter
+    public var metrics: ServiceMetrics
+    public var registry: PrometheusCollectorRegistry
 
-    public init(settings: Settings, feed: NotificationFeed, health: HealthMonitor) {
+    public init(
+        settings: Settings, feed: NotificationFeed, health: HealthMonitor, redis: RedisGateway, limiter: RateLimiter,
+        metrics: ServiceMetrics, registry: PrometheusCollectorRegistry
+    ) {
         self.settings = settings
         self.feed = feed
         self.health = health
+        self.redis = redis
+        self.limiter = limiter
+        self.metrics = metrics
+        self.registry = registry
     }
 }
 
-/// Builds the router: middleware outermost first (request log → problem+json → auth on /v1), then the routes.
+/// Builds the router. Middleware, outermost first: request log → metrics → problem+json;
+/// then per group: `/v1` auth → rate limit, `/admin` admin auth. Health and metrics have
+/// neither auth nor rate limits.
 public func buildRouter(_ services: AppServices) -> Router<AppRequestContext> {
     let router = Router(context: AppRequestContext.self)
     let table = RouteTable()
     router.add(middleware: RequestLogMiddleware())
+    router.add(middleware: MetricsMiddleware(metrics: services.metrics))
     router.add(middleware: ProblemMiddleware(routes: table))
-    HealthRoutes(health: services.health).register(on: RouteRegistrar(methods: router, table: table, prefix: ""))
+    let root = RouteRegistrar(methods: router, table: table, prefix: "")
+    HealthRoutes(health: services.health).register(on: root)
+    MetricsRoute(registry: services.registry).register(on: root)
 
-    let v1 = router.group("v1").add(middleware: AuthMiddleware(keys: services.settings.apiKeys))
+    let admin = router.group("admin").add(middleware: AdminAuthMiddleware(token: services.settings.adminToken))
+    AdminRoutes(gateway: services.redis).register(on: RouteRegistrar(methods: admin, table: table, prefix: "/admin"))
+
+    let v1 = router.group("v1")
+        .add(middleware: AuthMiddleware(keys: services.settings.apiKeys))
+        .add(middleware: RateLimitMiddleware(limiter: services.limiter))
     NotificationRoutes(feed: services.feed).register(on: RouteRegistrar(methods: v1, table: table, prefix: "/v1"))
     return router
 }

@@ -1,12 +1,15 @@
 import Foundation
 import Hummingbird
 import HummingbirdTesting
+import InMemoryLogging
 import Logging
-import MongoStore
 import NIOCore
+import MongoStore
 import NIOPosix
+import RedisClient
 import NotificationsCore
 import NotificationsHTTP
+import ServiceLifecycle
 import Testing
 import TestSupport
 
@@ -14,23 +17,57 @@ let apiKey = "test-secret"
 let authorized: HTTPFields = [.authorization: "Bearer \(apiKey)"]
 let jsonHeaders: HTTPFields = [.authorization: "Bearer \(apiKey)", .contentType: "application/json"]
 
-/// The real router on a live HTTP server, over a real MongoDB-wire server started for the test.
-func withTestApp(_ test: @Sendable (any TestClientProtocol, ChildServer) async throws -> Void) async throws {
-    let mongoServer = try await TestServers.startMongo()
-    defer { mongoServer.stop() }
-    let pool = try MongoClientPool(
-        uriString: "mongodb://127.0.0.1:\(mongoServer.port)/notifications?maxPoolSize=3", operationTimeoutMilliseconds: 1500,
-        eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
-    let logger = Logger(label: "test")
-    let store = MongoNotificationStore(pool: pool, logger: logger)
-    try await store.createIndexes()
+/// A running service: the real router and wiring (`AppEnvironment`) on a live HTTP server,
+/// over a real redis-server and MongoDB-wire server started for the test.
+struct Harness: Sendable {
+    let client: any TestClientProtocol
+    let redis: ChildServer
+    let mongo: ChildServer
+    let environment: AppEnvironment
+    let logs: InMemoryLogHandler
+
+    var logMessages: [String] { logs.entries.map(\.message.description) }
+
+    func metric(_ name: String, _ labels: String = "") async throws -> Double? {
+        let text = try await client.get("/metrics", headers: [:]).text
+        let prefix = labels.isEmpty ? "\(name) " : "\(name){\(labels)} "
+        return text.split(separator: "\n").first { $0.hasPrefix(prefix) }.flatMap { Double($0.dropFirst(prefix.count)) }
+    }
+}
+
+func withHarness(configure: (inout Settings) -> Void = { _ in }, _ test: @Sendable (Harness) async throws -> Void) async throws {
+    let redis = try await TestServers.startRedis()
+    defer { redis.stop() }
+    let mongo = try await TestServers.startMongo()
+    defer { mongo.stop() }
     var settings = Settings()
     settings.apiKeys = [APIKey(name: "test", secret: apiKey), APIKey(name: "other", secret: "other-secret")]
-    let health = HealthMonitor(mongoPing: { await pool.ping(timeout: .milliseconds(500)) }, redisPing: { false })
-    let services = AppServices(settings: settings, feed: NotificationFeed(store: store, logger: logger), health: health)
-    let app = Application(router: buildRouter(services), configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: logger)
-    try await app.test(.live) { client in try await test(client, mongoServer) }
-    await pool.shutdown()
+    settings.redisURL = "redis://127.0.0.1:\(redis.port)"
+    settings.mongoURI = "mongodb://127.0.0.1:\(mongo.port)/notifications?maxPoolSize=3"
+    settings.mongoOperationTimeoutMilliseconds = 1500
+    settings.redisOperationTimeoutMilliseconds = 500
+    settings.rateLimitPolicies = [RateLimitPolicy(name: "*", limit: 10_000, windowMilliseconds: 1000)]
+    configure(&settings)
+    let logs = InMemoryLogHandler()
+    let logger = Logger(label: "test", factory: { _ in logs })
+    let environment = try AppEnvironment.make(settings: settings, logger: logger, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+    try await environment.store.createIndexes()
+    let app = Application(
+        router: buildRouter(environment.services), configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: logger)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await RedisRecoveryProbe(gateway: environment.gateway, interval: .milliseconds(100)).run() }
+        try await app.test(.live) { client in
+            try await test(Harness(client: client, redis: redis, mongo: mongo, environment: environment, logs: logs))
+        }
+        group.cancelAll()
+    }
+    environment.redisPool.close()
+    await environment.mongoPool.shutdown()
+}
+
+/// The earlier, simpler form: a client and the MongoDB server.
+func withTestApp(_ test: @Sendable (any TestClientProtocol, ChildServer) async throws -> Void) async throws {
+    try await withHarness { harness in try await test(harness.client, harness.mongo) }
 }
 
 extension TestClientProtocol {

@@ -19,6 +19,8 @@ public struct Settings: Sendable {
     public var apiKeys: [APIKey] = []
     public var adminToken: String?
     public var rateLimitPolicies: [RateLimitPolicy] = [RateLimitPolicy(name: "*", limit: 100, windowMilliseconds: 1000)]
+    /// From the config file's `routeGroupPolicies`: `{"read": "*:200/1s", "write": "*:20/1s"}`.
+    public var routeGroupPolicies: [RouteGroup: [RateLimitPolicy]] = [:]
     public var eventRetentionSeconds: Int64 = 604_800
     public var feedCacheTTLSeconds: Int64 = 30
     public var lockTTLMilliseconds: Int64 = 10000
@@ -29,6 +31,10 @@ public struct Settings: Sendable {
     public var configFile: String?
 
     public init() {}
+
+    public var allRateLimitPolicies: RateLimitPolicies {
+        RateLimitPolicies(global: rateLimitPolicies, byGroup: routeGroupPolicies)
+    }
 
     /// Every variable this service reads, in the order the README lists them.
     public static let variableNames = [
@@ -67,6 +73,7 @@ public struct Settings: Sendable {
         apiKeys = try reader.apiKeys("API_KEYS")
         adminToken = try reader.optionalSecret("ADMIN_TOKEN")
         rateLimitPolicies = try reader.policies("RATE_LIMIT_POLICIES", default: rateLimitPolicies)
+        routeGroupPolicies = try reader.routeGroupPolicies("routeGroupPolicies")
         eventRetentionSeconds = try reader.integer("EVENT_RETENTION_SECONDS", default: eventRetentionSeconds, in: 1...315_360_000)
         feedCacheTTLSeconds = try reader.integer("FEED_CACHE_TTL_SECONDS", default: feedCacheTTLSeconds, in: 1...86_400)
         lockTTLMilliseconds = try reader.integer("LOCK_TTL_MS", default: lockTTLMilliseconds, in: 10...3_600_000)

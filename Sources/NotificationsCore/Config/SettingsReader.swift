@@ -81,6 +81,27 @@ struct SettingsReader {
         }
     }
 
+    /// The config file's `routeGroupPolicies` object (the file reader passes it as JSON text).
+    func routeGroupPolicies(_ name: String) throws(SettingsError) -> [RouteGroup: [RateLimitPolicy]] {
+        guard let text = value(name) else { return [:] }
+        guard case .object(let members)? = try? JSONValue.parse(Array(text.utf8)) else {
+            throw SettingsError(variable: name, reason: "must be an object like {\"write\": \"*:20/1s\"}")
+        }
+        var groups: [RouteGroup: [RateLimitPolicy]] = [:]
+        for (key, value) in members {
+            guard let group = RouteGroup(rawValue: key) else {
+                throw SettingsError(variable: name, reason: "unknown route group \"\(key)\" (known: read, write)")
+            }
+            guard case .string(let list) = value else { throw SettingsError(variable: name, reason: "\(key) must be a policy string") }
+            do {
+                groups[group] = try RateLimitPolicy.parseList(list)
+            } catch {
+                throw SettingsError(variable: name, reason: "\(key): \(error.message)")
+            }
+        }
+        return groups
+    }
+
     func logLevel(_ name: String, default fallback: Logger.Level) throws(SettingsError) -> Logger.Level {
         guard let text = value(name) else { return fallback }
         guard let level = Logger.Level(rawValue: text.lowercased()) else {

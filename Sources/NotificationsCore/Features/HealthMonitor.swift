@@ -1,3 +1,4 @@
+public import Resilience
 internal import Synchronization
 
 /// What `/health` and `/health/ready` report: MongoDB is required, Redis only degrades.
@@ -5,26 +6,30 @@ public final class HealthMonitor: Sendable {
     public struct Report: Sendable {
         public var mongoUp: Bool
         public var redisUp: Bool
+        public var circuit: CircuitState
 
-        /// `healthy`, `degraded` (Redis down: the service still works), or `unhealthy` (MongoDB down).
+        /// `healthy`; `degraded` when the Redis circuit is not closed or Redis does not answer
+        /// (the service still works); `unhealthy` when MongoDB is down.
         public var status: String {
-            !mongoUp ? "unhealthy" : (redisUp ? "healthy" : "degraded")
+            !mongoUp ? "unhealthy" : (redisUp && circuit == .closed ? "healthy" : "degraded")
         }
     }
 
     private let mongoPing: @Sendable () async -> Bool
-    private let redisPing: @Sendable () async -> Bool
+    private let redis: RedisGateway
     private let draining = Atomic<Bool>(false)
 
-    public init(mongoPing: @escaping @Sendable () async -> Bool, redisPing: @escaping @Sendable () async -> Bool) {
+    public init(mongoPing: @escaping @Sendable () async -> Bool, redis: RedisGateway) {
         self.mongoPing = mongoPing
-        self.redisPing = redisPing
+        self.redis = redis
     }
 
     public func report() async -> Report {
         async let mongo = mongoPing()
-        async let redis = redisPing()
-        return Report(mongoUp: await mongo, redisUp: await redis)
+        // The gateway pings only through a closed circuit: an open one means Redis is not called.
+        async let redisAnswers = redis.ping()
+        let circuit = redis.state
+        return Report(mongoUp: await mongo, redisUp: await redisAnswers, circuit: circuit)
     }
 
     /// Ready means: not draining, and MongoDB answers.

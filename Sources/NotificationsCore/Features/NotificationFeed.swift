@@ -19,11 +19,13 @@ public enum CacheStatus: String, Sendable {
 public struct NotificationFeed: Sendable {
     let store: any NotificationStore
     let clock: any WallClock
+    let metrics: ServiceMetrics
     let logger: Logger
 
-    public init(store: any NotificationStore, clock: any WallClock = SystemWallClock(), logger: Logger) {
+    public init(store: any NotificationStore, clock: any WallClock = SystemWallClock(), metrics: ServiceMetrics, logger: Logger) {
         self.store = store
         self.clock = clock
+        self.metrics = metrics
         self.logger = logger
     }
 
@@ -33,6 +35,7 @@ public struct NotificationFeed: Sendable {
             id: ObjectIDs.new(at: now), recipientId: request.recipientId, type: request.type, actorId: request.actorId,
             title: request.title, body: request.body, dataJSON: request.dataJSON, createdAt: now, readAt: nil)
         try await store.insert(notification)
+        metrics.notificationsCreated(1)
         return notification
     }
 

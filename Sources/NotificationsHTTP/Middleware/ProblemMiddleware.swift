@@ -1,6 +1,6 @@
 internal import HTTPTypes
 public import Hummingbird
-internal import Logging
+public import Logging
 internal import NotificationsCore
 
 /// Turns every error into a problem+json response, so no request ever gets a bare 500 or a
@@ -20,18 +20,27 @@ public struct ProblemMiddleware: RouterMiddleware {
         }
         do {
             return try await next(request, context)
-        } catch let problem as Problem {
-            return problem.response()
-        } catch let error as ValidationError {
-            return Problem.validation(error).response()
-        } catch let error as StoreError {
-            context.logger.warning("Store unavailable", metadata: ["error": "\(error)"])
-            return Problem.storageUnavailable().response()
-        } catch let error as any HTTPResponseError {
+        } catch let error as any HTTPResponseError where !(error is Problem) {
             return translate(error.status, request: request).response()
         } catch {
-            context.logger.error("Unhandled error", metadata: ["error": "\(String(reflecting: type(of: error)))"])
-            return Problem.internalError().response()
+            return Self.problem(for: error, logger: context.logger).response()
+        }
+    }
+
+    /// The problem for an error thrown by a handler: contract errors as they are, a store
+    /// outage as 503 `storage_unavailable`, anything else as a generic 500 (logged by type only).
+    static func problem(for error: any Error, logger: Logger) -> Problem {
+        switch error {
+        case let problem as Problem:
+            return problem
+        case let error as ValidationError:
+            return .validation(error)
+        case let error as StoreError:
+            logger.warning("Store unavailable", metadata: ["error": "\(error)"])
+            return .storageUnavailable()
+        default:
+            logger.error("Unhandled error", metadata: ["error": "\(String(reflecting: type(of: error)))"])
+            return .internalError()
         }
     }
 

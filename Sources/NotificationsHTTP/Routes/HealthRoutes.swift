@@ -1,5 +1,6 @@
 public import Hummingbird
 public import NotificationsCore
+internal import Resilience
 
 /// `/health`, `/health/live`, `/health/ready`: no auth, never rate limited.
 struct HealthRoutes {
@@ -18,7 +19,10 @@ struct HealthRoutes {
                 object.string("status", report.status)
                 object.object("components") { components in
                     components.object("mongodb") { $0.string("status", report.mongoUp ? "up" : "down") }
-                    components.object("redis") { $0.string("status", report.redisUp ? "up" : "down") }
+                    components.object("redis") { redis in
+                        redis.string("status", report.redisUp && report.circuit == .closed ? "up" : "down")
+                        redis.string("circuit", report.circuit.rawValue)
+                    }
                 }
             }
         }

@@ -1,0 +1,38 @@
+/// All rate-limit policies: the global ones from `RATE_LIMIT_POLICIES` and, from the config
+/// file's `routeGroupPolicies`, per route group (`read`, `write`).
+///
+/// The most specific policy wins: the route group's policy for the key, then the group's
+/// `*`, then the global policy for the key, then the global `*`.
+public struct RateLimitPolicies: Sendable, Equatable {
+    public var global: [RateLimitPolicy]
+    public var byGroup: [RouteGroup: [RateLimitPolicy]]
+
+    public init(global: [RateLimitPolicy], byGroup: [RouteGroup: [RateLimitPolicy]] = [:]) {
+        self.global = global
+        self.byGroup = byGroup
+    }
+
+    public struct Resolved: Sendable, Equatable {
+        public var policy: RateLimitPolicy
+        /// The policy's name in headers: `default` for `*`, else the key's name; prefixed by the group for group policies.
+        public var name: String
+        /// Part of the bucket key, so a group policy counts separately from the global one.
+        public var scope: String
+    }
+
+    public func policy(forKey key: String, group: RouteGroup) -> Resolved {
+        if let policies = byGroup[group], let policy = Self.match(policies, key) {
+            return Resolved(policy: policy, name: "\(group.rawValue)-\(Self.display(policy))", scope: "\(group.rawValue):\(policy.name)")
+        }
+        let policy = Self.match(global, key) ?? RateLimitPolicy(name: "*", limit: 100, windowMilliseconds: 1000)
+        return Resolved(policy: policy, name: Self.display(policy), scope: "all:\(policy.name)")
+    }
+
+    private static func match(_ policies: [RateLimitPolicy], _ key: String) -> RateLimitPolicy? {
+        policies.first { $0.name == key } ?? policies.first { $0.name == "*" }
+    }
+
+    private static func display(_ policy: RateLimitPolicy) -> String {
+        policy.name == "*" ? "default" : policy.name
+    }
+}

@@ -1,0 +1,139 @@
+public import Logging
+internal import RedisClient
+public import Resilience
+
+/// What the rate-limit headers say about one request.
+public struct RateLimitDecision: Sendable, Equatable {
+    public enum Outcome: Sendable, Equatable {
+        case allowed
+        /// Over the limit: 429 with `Retry-After` (whole seconds, at least 1).
+        case limited(retryAfterSeconds: Int)
+        /// Redis unusable and `REDIS_FAIL_OPEN=false`: 503 `rate_limiter_unavailable`.
+        case unavailable(retryAfterSeconds: Int)
+        /// The key's policy is `unlimited`.
+        case unlimited
+    }
+
+    /// `X-RateLimit-Status`.
+    public enum Status: String, Sendable {
+        case enforced
+        case bypassedFailOpen = "bypassed-fail-open"
+    }
+
+    public var outcome: Outcome
+    public var status: Status
+    /// The policy's name in `RateLimit-Policy` / `RateLimit`.
+    public var policyName: String
+    public var limit: Int
+    public var windowSeconds: Int
+    public var remaining: Int
+    /// Whole seconds until the bucket is full again.
+    public var resetSeconds: Int
+}
+
+/// Rate limiting, and its rule for Redis failures.
+///
+/// Redis healthy: one GCRA Lua script per request (atomic, one round trip, Redis's clock),
+/// so the limit is global across instances. Redis unusable: fail open with the same GCRA in
+/// memory per instance (`bypassed-fail-open`, `rate_limit_bypass_total`), or fail closed (503).
+public final class RateLimiter: Sendable {
+    let policies: RateLimitPolicies
+    let gateway: RedisGateway
+    let local: InMemoryRateLimiter
+    let metrics: ServiceMetrics
+    let logger: Logger
+
+    public init(policies: RateLimitPolicies, gateway: RedisGateway, metrics: ServiceMetrics, logger: Logger) {
+        self.policies = policies
+        self.gateway = gateway
+        self.metrics = metrics
+        self.logger = logger
+        self.local = InMemoryRateLimiter()
+    }
+
+    /// Checks (and counts) one request of API key `keyName` on a route of `group`.
+    public func check(keyName: String, group: RouteGroup) async -> RateLimitDecision {
+        let resolved = policies.policy(forKey: keyName, group: group)
+        guard let limitCount = resolved.policy.limit else {
+            return RateLimitDecision(outcome: .unlimited, status: .enforced, policyName: resolved.name, limit: 0, windowSeconds: 0, remaining: 0, resetSeconds: 0)
+        }
+        let limit = GCRALimit(limit: limitCount, window: .milliseconds(resolved.policy.windowMilliseconds))
+        let bucket = "ratelimit:\(resolved.scope):\(keyName)"
+        if let decision = await gateway.call(.rateLimit, { pool in try await Self.checkInRedis(pool, bucket: bucket, limit: limit) }) {
+            return make(decision, limit: limit, name: resolved.name, status: .enforced)
+        }
+        guard gateway.failOpen else {
+            return RateLimitDecision(
+                outcome: .unavailable(retryAfterSeconds: gateway.retryAfterSeconds), status: .enforced, policyName: resolved.name,
+                limit: limitCount, windowSeconds: limit.windowSeconds, remaining: 0, resetSeconds: 0)
+        }
+        metrics.rateLimitBypassed()
+        logger.debug("Rate limit bypassed: Redis unusable, in-memory limiter used", metadata: ["api_key": "\(keyName)"])
+        return make(local.check(bucket: bucket, limit: limit), limit: limit, name: resolved.name, status: .bypassedFailOpen)
+    }
+
+    private func make(_ decision: GCRADecision, limit: GCRALimit, name: String, status: RateLimitDecision.Status) -> RateLimitDecision {
+        RateLimitDecision(
+            outcome: decision.allowed ? .allowed : .limited(retryAfterSeconds: max(1, decision.retryAfter.wholeSecondsRoundedUp)),
+            status: status, policyName: name, limit: limit.limit, windowSeconds: limit.windowSeconds,
+            remaining: decision.remaining, resetSeconds: decision.resetAfter.wholeSecondsRoundedUp)
+    }
+
+    /// GCRA on Redis's clock (`TIME`), in microseconds; the same arithmetic as `GCRA.check`.
+    static let script = RedisScript(
+        """
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+        local interval = tonumber(ARGV[1])
+        local tolerance = tonumber(ARGV[2])
+        local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+        if tat < now then tat = now end
+        local next_tat = tat + interval
+        local allow_at = next_tat - tolerance
+        if now < allow_at then
+          return {0, 0, math.ceil(tat - now), math.ceil(allow_at - now)}
+        end
+        redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1)
+        return {1, math.floor((now + tolerance - next_tat) / interval + 1e-6), math.ceil(next_tat - now), 0}
+        """)
+
+    static func checkInRedis(_ pool: RedisConnectionPool, bucket: String, limit: GCRALimit) async throws -> GCRADecision {
+        let interval = Double(limit.emissionInterval.microseconds)
+        let reply = try await pool.evaluate(
+            script, keys: [bucket], arguments: [String(format6(interval)), String(format6(interval * Double(limit.limit)))])
+        guard let values = reply.array?.compactMap(\.integer), values.count == 4 else {
+            throw RedisError.protocolError("rate-limit script answered \(reply)")
+        }
+        return GCRADecision(
+            allowed: values[0] == 1, remaining: Int(values[1]), resetAfter: .microseconds(values[2]), retryAfter: .microseconds(values[3]))
+    }
+
+    private static func format6(_ value: Double) -> String {
+        // Plain decimal (Lua's tonumber reads it exactly enough); never exponent notation.
+        let whole = value.rounded(.down)
+        let fraction = Int(((value - whole) * 1_000_000).rounded())
+        return "\(Int64(whole)).\(String(repeating: "0", count: 6 - String(fraction).count))\(fraction)"
+    }
+}
+
+/// Which routes a request belongs to, for per-route-group policies: `read` (GET) or `write`.
+public enum RouteGroup: String, Sendable, CaseIterable {
+    case read, write
+}
+
+extension GCRALimit {
+    /// The window in whole seconds for `w=` (at least 1).
+    var windowSeconds: Int { max(1, window.wholeSecondsRoundedUp) }
+}
+
+extension Duration {
+    var wholeSecondsRoundedUp: Int {
+        let (seconds, attoseconds) = components
+        return Int(seconds) + (attoseconds > 0 ? 1 : 0)
+    }
+
+    var microseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000 + attoseconds / 1_000_000_000_000
+    }
+}

@@ -1,0 +1,79 @@
+public import CoreMetrics
+internal import Synchronization
+
+/// Every metric the contract names, created at start-up (counters at 0, the state gauge 0)
+/// from an injected factory, so parallel tests and instances keep separate registries.
+public final class ServiceMetrics: Sendable {
+    /// The `operation` label values of `redis_operations_fallback_total`, all exported from start-up.
+    public enum Operation: String, Sendable, CaseIterable {
+        case rateLimit = "rate_limit"
+        case feedCache = "feed_cache"
+        case idempotency
+        case lock
+        case healthCheck = "health_check"
+    }
+
+    private let factory: any MetricsFactory
+    private let breakerState: Gauge
+    private let breakerFailures: Counter
+    private let fallbacks: [Operation: Counter]
+    private let rateLimitBypass: Counter
+    private let notificationsCreatedCounter: Counter
+    private let http = Mutex<[HTTPSeries: (requests: Counter, duration: Timer)]>([:])
+
+    private struct HTTPSeries: Hashable {
+        var method: String
+        var route: String
+        var status: Int
+    }
+
+    public init(factory: any MetricsFactory) {
+        self.factory = factory
+        breakerState = Gauge(label: "redis_circuit_breaker_state", dimensions: [("service", "redis")], factory: factory)
+        breakerState.record(0)
+        breakerFailures = Counter(label: "redis_circuit_breaker_failures_total", dimensions: [("service", "redis")], factory: factory)
+        var fallbacks: [Operation: Counter] = [:]
+        for operation in Operation.allCases {
+            fallbacks[operation] = Counter(label: "redis_operations_fallback_total", dimensions: [("operation", operation.rawValue)], factory: factory)
+        }
+        self.fallbacks = fallbacks
+        rateLimitBypass = Counter(label: "rate_limit_bypass_total", factory: factory)
+        notificationsCreatedCounter = Counter(label: "notifications_created_total", factory: factory)
+        // The HTTP families exist from start-up too: their first series is the metrics scrape itself.
+        _ = httpSeries(method: "GET", route: "/metrics", status: 200)
+    }
+
+    public func circuitState(_ value: Int) { breakerState.record(value) }
+    public func circuitFailure() { breakerFailures.increment() }
+    public func fallback(_ operation: Operation) { fallbacks[operation]?.increment() }
+    public func rateLimitBypassed() { rateLimitBypass.increment() }
+    public func notificationsCreated(_ count: Int) { notificationsCreatedCounter.increment(by: count) }
+
+    /// `http_requests_total{method,route,status}` and `http_request_duration_seconds{method,route}`.
+    /// `route` must be a template or a fixed placeholder, never a raw path (bounded labels).
+    public func httpRequest(method: String, route: String, status: Int, duration: Duration) {
+        let series = httpSeries(method: method, route: route, status: status)
+        series.requests.increment()
+        series.duration.recordNanoseconds(duration.nanoseconds)
+    }
+
+    private func httpSeries(method: String, route: String, status: Int) -> (requests: Counter, duration: Timer) {
+        let key = HTTPSeries(method: method, route: route, status: status)
+        return http.withLock { cache in
+            if let series = cache[key] { return series }
+            let series = (
+                requests: Counter(label: "http_requests_total", dimensions: [("method", method), ("route", route), ("status", String(status))], factory: factory),
+                duration: Timer(label: "http_request_duration_seconds", dimensions: [("method", method), ("route", route)], factory: factory)
+            )
+            cache[key] = series
+            return series
+        }
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}

@@ -1,0 +1,71 @@
+public import Logging
+public import RedisClient
+public import Resilience
+
+/// The one way features reach Redis: per-call deadline (the pool's), the circuit breaker,
+/// and the bookkeeping of every fallback.
+///
+/// A call returns `nil` instead of throwing when Redis cannot be used (the circuit is open,
+/// half-open and already probing, or the call failed): the calling feature then takes its
+/// own fallback, which this gateway has already counted in
+/// `redis_operations_fallback_total{operation}`. Whether to fail open or closed is each
+/// feature's decision, made with `failOpen`.
+public final class RedisGateway: Sendable {
+    public let pool: RedisConnectionPool
+    public let breaker: CircuitBreaker<ContinuousClock>
+    public let failOpen: Bool
+    let metrics: ServiceMetrics
+    let logger: Logger
+
+    public init(pool: RedisConnectionPool, configuration: CircuitBreakerConfiguration, failOpen: Bool, metrics: ServiceMetrics, logger: Logger) {
+        self.pool = pool
+        self.failOpen = failOpen
+        self.metrics = metrics
+        self.logger = logger
+        self.breaker = CircuitBreaker(configuration: configuration, clock: ContinuousClock()) { transition in
+            metrics.circuitState(transition.to.gaugeValue)
+            let line: Logger.Message = switch transition.to {
+            case .open: "Circuit breaker OPENED"
+            case .halfOpen: "Circuit breaker HALF-OPEN"
+            case .closed: "Circuit breaker CLOSED"
+            }
+            let level: Logger.Level = transition.to == .open ? .error : .warning
+            logger.log(level: level, line, metadata: ["service": "redis", "from": "\(transition.from.rawValue)", "reason": "\(transition.reason)"])
+        }
+    }
+
+    public var state: CircuitState { breaker.state }
+
+    /// Runs `body` against Redis if the breaker allows it; nil means "take your fallback".
+    public func call<T: Sendable>(
+        _ operation: ServiceMetrics.Operation, _ body: (RedisConnectionPool) async throws -> T
+    ) async -> T? {
+        guard case .allowed(let probe) = breaker.acquire() else {
+            metrics.fallback(operation)
+            return nil
+        }
+        do {
+            let result = try await body(pool)
+            breaker.record(success: true, probe: probe)
+            return result
+        } catch {
+            metrics.circuitFailure()
+            breaker.record(success: false, probe: probe, reason: "\(error)")
+            metrics.fallback(operation)
+            logger.debug("Redis call failed; falling back", metadata: ["operation": "\(operation.rawValue)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    /// Whether Redis answers a PING now. Only called while the circuit is closed, through the
+    /// breaker like any call (an open circuit means Redis is not called at all).
+    public func ping() async -> Bool {
+        guard breaker.state == .closed else { return false }
+        return await call(.healthCheck) { pool in try await pool.send(.ping) } == .simpleString("PONG")
+    }
+
+    /// Seconds until an open circuit lets a probe through (at least 1): the `Retry-After` of fail-closed 503s.
+    public var retryAfterSeconds: Int {
+        state == .open ? max(1, Int(breaker.configuration.recoveryTimeout.components.seconds)) : 1
+    }
+}

@@ -1,0 +1,45 @@
+public import Logging
+public import MongoStore
+public import NIOCore
+public import NotificationsCore
+public import Prometheus
+public import RedisClient
+public import Resilience
+
+/// Everything the service is made of, built from `Settings` in one place, so the executable
+/// and the integration tests wire the same objects the same way.
+public struct AppEnvironment: Sendable {
+    public let settings: Settings
+    public let services: AppServices
+    public let redisPool: RedisConnectionPool
+    public let mongoPool: MongoClientPool
+    public let store: MongoNotificationStore
+    public let gateway: RedisGateway
+
+    public static func make(settings: Settings, logger: Logger, eventLoopGroup: any EventLoopGroup) throws -> AppEnvironment {
+        let registry = PrometheusCollectorRegistry()
+        let metrics = ServiceMetrics(factory: PrometheusMetricsFactory(registry: registry))
+        let redisPool = RedisConnectionPool(
+            configuration: try RedisConfiguration(url: settings.redisURL, operationTimeoutMilliseconds: settings.redisOperationTimeoutMilliseconds),
+            eventLoopGroup: eventLoopGroup, logger: logger)
+        let gateway = RedisGateway(
+            pool: redisPool,
+            configuration: CircuitBreakerConfiguration(
+                failureThreshold: settings.circuitFailureThreshold,
+                recoveryTimeout: .milliseconds(settings.circuitRecoveryTimeoutMilliseconds),
+                successThreshold: settings.circuitSuccessThreshold),
+            failOpen: settings.redisFailOpen, metrics: metrics, logger: logger)
+        let mongoPool = try MongoClientPool(
+            uriString: settings.mongoURI, operationTimeoutMilliseconds: settings.mongoOperationTimeoutMilliseconds, eventLoopGroup: eventLoopGroup)
+        let store = MongoNotificationStore(pool: mongoPool, logger: logger)
+        let healthPingTimeout = TimeAmount.milliseconds(min(settings.mongoOperationTimeoutMilliseconds, 2000))
+        let health = HealthMonitor(mongoPing: { await mongoPool.ping(timeout: healthPingTimeout) }, redis: gateway)
+        let services = AppServices(
+            settings: settings,
+            feed: NotificationFeed(store: store, metrics: metrics, logger: logger),
+            health: health, redis: gateway,
+            limiter: RateLimiter(policies: settings.allRateLimitPolicies, gateway: gateway, metrics: metrics, logger: logger),
+            metrics: metrics, registry: registry)
+        return AppEnvironment(settings: settings, services: services, redisPool: redisPool, mongoPool: mongoPool, store: store, gateway: gateway)
+    }
+}
