@@ -83,7 +83,7 @@ struct RedisFailureTests {
 
     @Test(arguments: Fault.allCases)
     func failOpenKeepsEveryRequestSucceedingThenRecoversByItself(fault: Fault) async throws {
-        try await withHarness(configure: Self.configure(failOpen: true)) { harness in
+        try await withHarness(configure: Self.configure(failOpen: true)) { harness async throws in
             let before = try await harness.client.get("/v1/users/u/notifications")
             #expect(before.status == .ok)
             #expect(before.headers[.init("X-RateLimit-Status")!] == "enforced")
@@ -119,7 +119,7 @@ struct RedisFailureTests {
 
     @Test(arguments: Fault.allCases)
     func failClosedAnswers503RateLimiterUnavailableThenRecovers(fault: Fault) async throws {
-        try await withHarness(configure: Self.configure(failOpen: false)) { harness in
+        try await withHarness(configure: Self.configure(failOpen: false)) { harness async throws in
             #expect(try await harness.client.get("/v1/users/u/notifications").status == .ok)
             try await Self.inject(fault, into: harness.redis)
             let responses = try await Self.concurrentFeedReads(harness, count: 12)

@@ -1,0 +1,102 @@
+import Foundation
+import HTTPTypes
+import NotificationsCore
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+@testable import NotificationsHTTP
+import Testing
+
+@Suite("Operations: metrics, admin, health")
+struct OperationsTests {
+    @Test func everyContractMetricExistsFromStartUp() async throws {
+        try await withHarness { harness async throws in
+            let text = try await harness.client.get("/metrics", headers: [:]).text
+            for line in [
+                #"redis_circuit_breaker_state{service="redis"} 0"#, #"redis_circuit_breaker_failures_total{service="redis"} 0"#,
+                #"redis_operations_fallback_total{operation="rate_limit"} 0"#, "rate_limit_bypass_total 0", "notifications_created_total 0",
+            ] {
+                #expect(text.contains(line), "missing \(line)")
+            }
+            for family in ["http_requests_total", "http_request_duration_seconds"] {
+                #expect(text.contains("# TYPE \(family) "), "missing \(family)")
+            }
+        }
+    }
+
+    @Test func httpMetricsUseRouteTemplatesAndOneLabelForUnmatchedPaths() async throws {
+        try await withHarness { harness async throws in
+            _ = try await harness.client.create(recipient: "metrics-user")
+            _ = try await harness.client.get("/v1/users/metrics-user/notifications")
+            for index in 0..<5 { _ = try await harness.client.get("/random-\(index)", headers: [:]) }
+            let text = try await harness.client.get("/metrics", headers: [:]).text
+            #expect(text.contains(#"http_requests_total{method="GET",route="/v1/users/{userId}/notifications",status="200"} 1"#), "\(text)")
+            #expect(text.contains(#"http_requests_total{method="POST",route="/v1/notifications",status="201"} 1"#))
+            #expect(text.contains(#"http_requests_total{method="GET",route="unmatched",status="404"} 5"#))
+            #expect(!text.contains("random-"))
+            #expect(text.contains("notifications_created_total 1"))
+            #expect(text.contains(#"http_request_duration_seconds_bucket{method="GET",route="/v1/users/{userId}/notifications""#))
+        }
+    }
+
+    @Test func adminDrillOpensUntilResetAndFailOpenServesMeanwhile() async throws {
+        try await withHarness(configure: { $0.circuitRecoveryTimeoutMilliseconds = 200 }) { harness async throws in
+            let list = try await harness.client.get("/admin/circuit-breakers", headers: [:]).jsonObject()
+            let redis = try #require(list["redis"] as? [String: Any])
+            #expect(redis["state"] as? String == "closed" && redis["forced"] as? Bool == false)
+            #expect(redis["failureThreshold"] as? Int == 5 && redis["successThreshold"] as? Int == 2)
+
+            let opened = try await harness.client.execute(uri: "/admin/circuit-breaker/redis/open", method: .post, headers: [:])
+            #expect(try opened.jsonObject()["state"] as? String == "open")
+            // Well past the recovery timeout, a drill stays open: no half-open probes.
+            try await Task.sleep(for: .milliseconds(600))
+            let during = try await harness.client.get("/admin/circuit-breakers", headers: [:]).jsonObject()["redis"] as? [String: Any]
+            #expect(during?["state"] as? String == "open" && during?["forced"] as? Bool == true)
+            let feed = try await harness.client.get("/v1/users/u/notifications")
+            #expect(feed.status == .ok)
+            #expect(feed.headers[HTTPField.Name("X-RateLimit-Status")!] == "bypassed-fail-open")
+            let health = try await harness.client.get("/health", headers: [:]).jsonObject()
+            #expect(health["status"] as? String == "degraded")
+            let redisHealth = (health["components"] as? [String: Any])?["redis"] as? [String: Any]
+            #expect(redisHealth?["status"] as? String == "down" && redisHealth?["circuit"] as? String == "open")
+
+            let reset = try await harness.client.execute(uri: "/admin/circuit-breaker/redis/reset", method: .post, headers: [:])
+            #expect(try reset.jsonObject()["state"] as? String == "closed")
+            let after = try await harness.client.get("/health", headers: [:]).jsonObject()
+            #expect(after["status"] as? String == "healthy")
+            #expect(harness.logMessages.contains("Circuit breaker OPENED") && harness.logMessages.contains("Circuit breaker CLOSED"))
+        }
+    }
+
+    @Test func adminTokenIsRequiredWhenSet() async throws {
+        try await withHarness(configure: { $0.adminToken = "admin-token" }) { harness async throws in
+            let missing = try await harness.client.get("/admin/circuit-breakers", headers: [:])
+            #expect(missing.status == .unauthorized)
+            #expect(try missing.jsonObject()["code"] as? String == "unauthorized")
+            #expect(try await harness.client.get("/admin/circuit-breakers", headers: [.authorization: "Bearer wrong"]).status == .unauthorized)
+            #expect(try await harness.client.get("/admin/circuit-breakers", headers: [.authorization: "Bearer admin-token"]).status == .ok)
+            // API keys are not admin tokens.
+            #expect(try await harness.client.get("/admin/circuit-breakers", headers: authorized).status == .unauthorized)
+        }
+    }
+
+    @Test func loopbackDetection() throws {
+        #expect(AdminAuthMiddleware.isLoopback(try SocketAddress(ipAddress: "127.0.0.1", port: 1)))
+        #expect(AdminAuthMiddleware.isLoopback(try SocketAddress(ipAddress: "127.8.9.1", port: 1)))
+        #expect(AdminAuthMiddleware.isLoopback(try SocketAddress(ipAddress: "::1", port: 1)))
+        #expect(!AdminAuthMiddleware.isLoopback(try SocketAddress(ipAddress: "10.0.0.1", port: 1)))
+        #expect(!AdminAuthMiddleware.isLoopback(try SocketAddress(ipAddress: "::2", port: 1)))
+        #expect(!AdminAuthMiddleware.isLoopback(nil))
+    }
+
+    @Test func healthyHealthReportsBothComponents() async throws {
+        try await withHarness { harness async throws in
+            let health = try await harness.client.get("/health", headers: [:]).jsonObject()
+            #expect(health["status"] as? String == "healthy")
+            let components = try #require(health["components"] as? [String: Any])
+            #expect((components["mongodb"] as? [String: Any])?["status"] as? String == "up")
+            #expect((components["redis"] as? [String: Any])?["status"] as? String == "up")
+            #expect((components["redis"] as? [String: Any])?["circuit"] as? String == "closed")
+        }
+    }
+}
