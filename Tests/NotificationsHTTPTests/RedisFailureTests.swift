@@ -96,21 +96,27 @@ struct RedisFailureTests {
             // A write goes on working too.
             #expect(try await harness.client.post("/v1/notifications", json: #"{"recipientId":"u","type":"x"}"#).status == .created)
 
-            try await Self.waitForCircuit(harness, "open")
-            #expect(try await harness.metric("redis_circuit_breaker_state", #"service="redis""#) == 2)
-            #expect(try await harness.metric("redis_circuit_breaker_failures_total", #"service="redis""#) ?? 0 >= 5)
             #expect(try await harness.metric("rate_limit_bypass_total") ?? 0 >= 24)
             #expect(try await harness.metric("redis_operations_fallback_total", #"operation="rate_limit""#) ?? 0 >= 24)
-            let health = try await harness.client.get("/health", headers: [:])
-            #expect(health.status == .ok)
-            let healthJSON = try health.jsonObject()
-            #expect(healthJSON["status"] as? String == "degraded")
+            #expect(try await harness.metric("redis_circuit_breaker_failures_total", #"service="redis""#) ?? 0 >= 5)
+            // Out of memory, Redis still answers reads (the feed cache's lookups succeed), so
+            // failures are not consecutive and the breaker may stay closed; each failing call
+            // still falls back. Every other fault opens it.
+            if fault != .outOfMemory {
+                try await Self.waitForCircuit(harness, "open")
+                #expect(try await harness.metric("redis_circuit_breaker_state", #"service="redis""#) == 2)
+                let health = try await harness.client.get("/health", headers: [:])
+                #expect(health.status == .ok)
+                #expect(try health.jsonObject()["status"] as? String == "degraded")
+            }
 
             try await Self.recover(fault, redis: harness.redis)
             try await Self.waitForCircuit(harness, "closed")
-            let messages = harness.logMessages.filter { $0.hasPrefix("Circuit breaker") }
-            #expect(messages.first == "Circuit breaker OPENED", "\(messages)")
-            #expect(messages.suffix(2) == ["Circuit breaker HALF-OPEN", "Circuit breaker CLOSED"], "\(messages)")
+            if fault != .outOfMemory {
+                let messages = harness.logMessages.filter { $0.hasPrefix("Circuit breaker") }
+                #expect(messages.first == "Circuit breaker OPENED", "\(messages)")
+                #expect(messages.suffix(2) == ["Circuit breaker HALF-OPEN", "Circuit breaker CLOSED"], "\(messages)")
+            }
             #expect(try await harness.metric("redis_circuit_breaker_state", #"service="redis""#) == 0)
             let after = try await harness.client.get("/v1/users/u/notifications")
             #expect(after.headers[.init("X-RateLimit-Status")!] == "enforced")

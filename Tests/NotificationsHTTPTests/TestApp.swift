@@ -36,18 +36,23 @@ struct Harness: Sendable {
 }
 
 func withHarness(configure: (inout Settings) -> Void = { _ in }, _ test: @Sendable (Harness) async throws -> Void) async throws {
-    let redis = try await TestServers.startRedis()
-    defer { redis.stop() }
-    let mongo = try await TestServers.startMongo()
-    defer { mongo.stop() }
     var settings = Settings()
     settings.apiKeys = [APIKey(name: "test", secret: apiKey), APIKey(name: "other", secret: "other-secret")]
-    settings.redisURL = "redis://127.0.0.1:\(redis.port)"
-    settings.mongoURI = "mongodb://127.0.0.1:\(mongo.port)/notifications?maxPoolSize=3"
     settings.mongoOperationTimeoutMilliseconds = 1500
     settings.redisOperationTimeoutMilliseconds = 500
     settings.rateLimitPolicies = [RateLimitPolicy(name: "*", limit: 10_000, windowMilliseconds: 1000)]
     configure(&settings)
+    try await TestServers.fixtures.withPermit { [settings] in try await runHarness(settings, test) }
+}
+
+private func runHarness(_ configured: Settings, _ test: @Sendable (Harness) async throws -> Void) async throws {
+    let redis = try await TestServers.startRedis()
+    defer { redis.stop() }
+    let mongo = try await TestServers.startMongo()
+    defer { mongo.stop() }
+    var settings = configured
+    settings.redisURL = "redis://127.0.0.1:\(redis.port)"
+    settings.mongoURI = "mongodb://127.0.0.1:\(mongo.port)/notifications?maxPoolSize=3"
     let logs = InMemoryLogHandler()
     let logger = Logger(label: "test", factory: { _ in logs })
     let environment = try AppEnvironment.make(settings: settings, logger: logger, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)

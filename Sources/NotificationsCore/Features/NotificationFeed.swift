@@ -5,13 +5,19 @@ public struct FeedPage: Sendable {
     public var items: [Notification]
     public var nextCursor: FeedCursor?
     public var unreadCount: Int
-    public var cache: CacheStatus
+
+    /// `{"items": [...], "nextCursor": ..., "unreadCount": N}`.
+    public var json: [UInt8] {
+        var json = JSONWriter(capacity: 512 * max(1, items.count))
+        json.object { object in
+            object.array("items", items) { json, item in item.write(to: &json) }
+            object.string("nextCursor", nextCursor?.encoded)
+            object.integer("unreadCount", unreadCount)
+        }
+        return json.bytes
+    }
 }
 
-/// `X-Cache`: `hit`/`miss` when the feed cache answered or was filled, `bypass` when Redis was not used.
-public enum CacheStatus: String, Sendable {
-    case hit, miss, bypass
-}
 
 /// The notifications feature: creating, listing, reading and deleting a user's notifications.
 ///
@@ -19,11 +25,18 @@ public enum CacheStatus: String, Sendable {
 public struct NotificationFeed: Sendable {
     let store: any NotificationStore
     let clock: any WallClock
+    let locks: LockManager
+    let cache: FeedCache
     let metrics: ServiceMetrics
     let logger: Logger
 
-    public init(store: any NotificationStore, clock: any WallClock = SystemWallClock(), metrics: ServiceMetrics, logger: Logger) {
+    public init(
+        store: any NotificationStore, locks: LockManager, cache: FeedCache, clock: any WallClock = SystemWallClock(),
+        metrics: ServiceMetrics, logger: Logger
+    ) {
         self.store = store
+        self.locks = locks
+        self.cache = cache
         self.clock = clock
         self.metrics = metrics
         self.logger = logger
@@ -36,10 +49,19 @@ public struct NotificationFeed: Sendable {
             title: request.title, body: request.body, dataJSON: request.dataJSON, createdAt: now, readAt: nil)
         try await store.insert(notification)
         metrics.notificationsCreated(1)
+        await cache.invalidate(user: notification.recipientId)
         return notification
     }
 
-    public func page(userId: String, limit: Int, cursor: FeedCursor?, unreadOnly: Bool) async throws -> FeedPage {
+    /// A feed page as response JSON, from the feed cache when it has it.
+    public func page(userId: String, limit: Int, cursor: FeedCursor?, unreadOnly: Bool) async throws -> CachedJSON {
+        let variant = "page:\(limit):\(unreadOnly):\(cursor?.encoded ?? "first")"
+        return try await cache.cached(user: userId, variant: variant) { [self] in
+            try await loadPage(userId: userId, limit: limit, cursor: cursor, unreadOnly: unreadOnly).json
+        }
+    }
+
+    func loadPage(userId: String, limit: Int, cursor: FeedCursor?, unreadOnly: Bool) async throws -> FeedPage {
         // One extra item tells whether there is a next page without a count query.
         async let fetched = store.page(recipientId: userId, before: cursor?.lastID, limit: limit + 1, unreadOnly: unreadOnly)
         async let unread = store.unreadCount(recipientId: userId)
@@ -47,22 +69,37 @@ public struct NotificationFeed: Sendable {
         let hasMore = items.count > limit
         if hasMore { items.removeLast(items.count - limit) }
         let next = hasMore ? items.last.map { FeedCursor(lastID: $0.id) } : nil
-        return FeedPage(items: items, nextCursor: next, unreadCount: try await unread, cache: .bypass)
+        return FeedPage(items: items, nextCursor: next, unreadCount: try await unread)
     }
 
-    public func unreadCount(userId: String) async throws -> Int {
-        try await store.unreadCount(recipientId: userId)
+    /// `{"unreadCount": N}`, from the feed cache when it has it.
+    public func unreadCount(userId: String) async throws -> CachedJSON {
+        try await cache.cached(user: userId, variant: "unread-count") { [store] in
+            let count = try await store.unreadCount(recipientId: userId)
+            var json = JSONWriter()
+            json.object { $0.integer("unreadCount", count) }
+            return json.bytes
+        }
     }
 
     public func markRead(userId: String, id: String) async throws -> Notification? {
-        try await store.markRead(recipientId: userId, id: id, at: clock.now())
+        let notification = try await store.markRead(recipientId: userId, id: id, at: clock.now())
+        if notification != nil { await cache.invalidate(user: userId) }
+        return notification
     }
 
+    /// Under the distributed lock `read-all:{userId}`, so concurrent read-alls of one user do the work once.
     public func markAllRead(userId: String) async throws -> Int {
-        try await store.markAllRead(recipientId: userId, at: clock.now())
+        let updated = try await locks.withLock("read-all:\(userId)") { [store, clock] in
+            try await store.markAllRead(recipientId: userId, at: clock.now())
+        }
+        if updated > 0 { await cache.invalidate(user: userId) }
+        return updated
     }
 
     public func delete(userId: String, id: String) async throws -> Bool {
-        try await store.delete(recipientId: userId, id: id)
+        let deleted = try await store.delete(recipientId: userId, id: id)
+        if deleted { await cache.invalidate(user: userId) }
+        return deleted
     }
 }

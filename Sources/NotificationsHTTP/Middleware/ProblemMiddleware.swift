@@ -35,6 +35,12 @@ public struct ProblemMiddleware: RouterMiddleware {
             return problem
         case let error as ValidationError:
             return .validation(error)
+        case LockError.busy:
+            return Problem(.conflict, code: "lock_busy", title: "Busy", detail: "Another request is doing this work; retry shortly.",
+                           headers: [.retryAfter: "1"])
+        case LockError.unavailable(let retryAfter):
+            return Problem(.serviceUnavailable, code: "lock_unavailable", title: "Lock unavailable",
+                           detail: "The distributed lock cannot be taken right now; retry later.", headers: [.retryAfter: String(retryAfter)])
         case let error as StoreError:
             logger.warning("Store unavailable", metadata: ["error": "\(error)"])
             return .storageUnavailable()

@@ -1,4 +1,5 @@
 internal import HTTPTypes
+internal import NIOCore
 public import Hummingbird
 public import NotificationsCore
 
@@ -29,19 +30,11 @@ struct NotificationRoutes {
         let limit = try QueryParameters.integer(query.get("limit"), name: "limit", default: 20, in: 1...100)
         let cursor = try query.get("cursor").map { (text: String) throws(ValidationError) in try FeedCursor(encoded: text) }
         let unreadOnly = try QueryParameters.bool(query.get("unreadOnly"), name: "unreadOnly", default: false)
-        let page = try await feed.page(userId: userId, limit: limit, cursor: cursor, unreadOnly: unreadOnly)
-        return .json(headers: [.xCache: page.cache.rawValue]) { json in
-            json.object { object in
-                object.array("items", page.items) { json, item in item.write(to: &json) }
-                object.string("nextCursor", page.nextCursor?.encoded)
-                object.integer("unreadCount", page.unreadCount)
-            }
-        }
+        return .cachedJSON(try await feed.page(userId: userId, limit: limit, cursor: cursor, unreadOnly: unreadOnly))
     }
 
     @Sendable func unreadCount(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let count = try await feed.unreadCount(userId: try Self.userID(context))
-        return .json { $0.object { $0.integer("unreadCount", count) } }
+        .cachedJSON(try await feed.unreadCount(userId: try Self.userID(context)))
     }
 
     @Sendable func markRead(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -78,4 +71,13 @@ struct NotificationRoutes {
 
 extension HTTPField.Name {
     static let xCache = HTTPField.Name("X-Cache")!
+}
+
+extension Response {
+    /// A body from the feed cache (or loaded for it), with `X-Cache`.
+    static func cachedJSON(_ cached: CachedJSON) -> Response {
+        Response(
+            status: .ok, headers: [.contentType: "application/json", .xCache: cached.cache.rawValue],
+            body: .init(byteBuffer: ByteBuffer(bytes: cached.body)))
+    }
 }

@@ -36,7 +36,13 @@ public struct AppEnvironment: Sendable {
         let health = HealthMonitor(mongoPing: { await mongoPool.ping(timeout: healthPingTimeout) }, redis: gateway)
         let services = AppServices(
             settings: settings,
-            feed: NotificationFeed(store: store, metrics: metrics, logger: logger),
+            feed: NotificationFeed(
+                store: store,
+                locks: LockManager(
+                    gateway: gateway, ttl: .milliseconds(settings.lockTTLMilliseconds), wait: .milliseconds(settings.lockWaitMilliseconds),
+                    logger: logger),
+                cache: FeedCache(gateway: gateway, ttlSeconds: settings.feedCacheTTLSeconds, logger: logger),
+                metrics: metrics, logger: logger),
             health: health, redis: gateway,
             limiter: RateLimiter(policies: settings.allRateLimitPolicies, gateway: gateway, metrics: metrics, logger: logger),
             metrics: metrics, registry: registry)
