@@ -9,13 +9,15 @@ public struct AppServices: Sendable {
     public var health: HealthMonitor
     public var redis: RedisGateway
     public var limiter: RateLimiter
+    public var idempotency: IdempotencyStore
     public var metrics: ServiceMetrics
     public var registry: PrometheusCollectorRegistry
 
     public init(
         settings: Settings, feed: NotificationFeed, health: HealthMonitor, redis: RedisGateway, limiter: RateLimiter,
-        metrics: ServiceMetrics, registry: PrometheusCollectorRegistry
+        idempotency: IdempotencyStore, metrics: ServiceMetrics, registry: PrometheusCollectorRegistry
     ) {
+        self.idempotency = idempotency
         self.settings = settings
         self.feed = feed
         self.health = health
@@ -27,7 +29,7 @@ public struct AppServices: Sendable {
 }
 
 /// Builds the router. Middleware, outermost first: request log → metrics → problem+json;
-/// then per group: `/v1` auth → rate limit, `/admin` admin auth. Health and metrics have
+/// then per group: `/v1` auth → rate limit → idempotency, `/admin` admin auth. Health and metrics have
 /// neither auth nor rate limits.
 public func buildRouter(_ services: AppServices) -> Router<AppRequestContext> {
     let router = Router(context: AppRequestContext.self)
@@ -45,6 +47,7 @@ public func buildRouter(_ services: AppServices) -> Router<AppRequestContext> {
     let v1 = router.group("v1")
         .add(middleware: AuthMiddleware(keys: services.settings.apiKeys))
         .add(middleware: RateLimitMiddleware(limiter: services.limiter))
+        .add(middleware: IdempotencyMiddleware(store: services.idempotency))
     NotificationRoutes(feed: services.feed).register(on: RouteRegistrar(methods: v1, table: table, prefix: "/v1"))
     return router
 }

@@ -3,6 +3,7 @@ import Logging
 import MongoStore
 import NIOPosix
 import NotificationsCore
+import NotificationsHTTP
 
 /// `notifications create-indexes`: creates the MongoDB indexes (also done at start-up).
 struct CreateIndexes: AsyncParsableCommand {
@@ -10,16 +11,15 @@ struct CreateIndexes: AsyncParsableCommand {
 
     func run() async throws {
         let settings = Settings.fromProcessEnvironment()
-        let pool = try MongoClientPool(
-            uriString: settings.mongoURI, operationTimeoutMilliseconds: settings.mongoOperationTimeoutMilliseconds,
-            eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+        let environment = try AppEnvironment.make(
+            settings: settings, logger: Logger(label: "notifications"), eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
         do {
-            try await MongoNotificationStore(pool: pool, logger: Logger(label: "notifications")).createIndexes()
+            try await environment.createIndexes()
         } catch {
-            await pool.shutdown()
+            await environment.mongoPool.shutdown()
             throw error
         }
-        await pool.shutdown()
+        await environment.mongoPool.shutdown()
         print("indexes created")
     }
 }

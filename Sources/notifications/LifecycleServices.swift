@@ -1,6 +1,7 @@
 import Logging
 import MongoStore
 import NotificationsCore
+import NotificationsHTTP
 import ServiceLifecycle
 
 /// Keeps the MongoDB pool's thread pool until everything that uses it has stopped.
@@ -16,14 +17,14 @@ struct MongoPoolService: Service {
 /// Creates the indexes at start-up, retrying with backoff while MongoDB is unreachable, so
 /// the service can start before its database.
 struct IndexService: Service {
-    let store: MongoNotificationStore
+    let createIndexes: @Sendable () async throws -> Void
     let logger: Logger
 
     func run() async throws {
         var delay = Duration.milliseconds(500)
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
-                try await store.createIndexes()
+                try await createIndexes()
                 logger.info("MongoDB indexes ready")
                 break
             } catch {

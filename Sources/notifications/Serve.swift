@@ -37,7 +37,7 @@ struct Serve: AsyncParsableCommand {
                 services: [
                     .init(service: MongoPoolService(pool: environment.mongoPool)),
                     .init(service: environment.redisPool),
-                    .init(service: IndexService(store: environment.store, logger: logger)),
+                    .init(service: IndexService(createIndexes: environment.createIndexes, logger: logger)),
                     .init(service: RedisRecoveryProbe(gateway: environment.gateway)),
                     .init(service: app),
                     .init(service: DrainService(health: environment.services.health, delay: min(.seconds(1), grace / 2), logger: logger)),

@@ -56,7 +56,7 @@ private func runHarness(_ configured: Settings, _ test: @Sendable (Harness) asyn
     let logs = InMemoryLogHandler()
     let logger = Logger(label: "test", factory: { _ in logs })
     let environment = try AppEnvironment.make(settings: settings, logger: logger, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
-    try await environment.store.createIndexes()
+    try await environment.createIndexes()
     let app = Application(
         router: buildRouter(environment.services), configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: logger)
     try await withThrowingTaskGroup(of: Void.self) { group in

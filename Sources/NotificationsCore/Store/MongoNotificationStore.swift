@@ -28,7 +28,7 @@ public struct MongoNotificationStore: NotificationStore {
 
     /// Creates the indexes this store relies on (idempotent; run at start-up and by `create-indexes`).
     public func createIndexes() async throws {
-        try await mapped {
+        try await mongoOperation {
             try await notifications.createIndexes([.init(name: "recipient_feed", keys: ["recipientId": 1, "_id": -1])])
         }
     }
@@ -36,7 +36,7 @@ public struct MongoNotificationStore: NotificationStore {
     static let feedSort: BSONDocument = ["recipientId": 1, "_id": -1]
 
     public func insert(_ notification: Notification) async throws {
-        try await mapped {
+        try await mongoOperation {
             try await notifications.insertOne(Self.document(notification))
             await adjustUnread(notification.recipientId, by: 1)
         }
@@ -46,13 +46,13 @@ public struct MongoNotificationStore: NotificationStore {
         var filter: BSONDocument = ["recipientId": .string(recipientId)]
         if let before, let id = ObjectID(hex: before) { filter["_id"] = ["$lt": .objectID(id)] }
         if unreadOnly { filter["readAt"] = .null }
-        return try await mapped {
+        return try await mongoOperation {
             try await notifications.find(filter, sort: Self.feedSort, limit: limit).compactMap(Self.notification)
         }
     }
 
     public func unreadCount(recipientId: String) async throws -> Int {
-        try await mapped {
+        try await mongoOperation {
             if staleCounters.contains(recipientId) { return try await recount(recipientId) }
             let counter = try await counters.findOne(["_id": .string(recipientId)])
             return max(0, Int(counter?["unread"]?.int64 ?? 0))
@@ -61,7 +61,7 @@ public struct MongoNotificationStore: NotificationStore {
 
     public func markRead(recipientId: String, id: String, at: Timestamp) async throws -> Notification? {
         guard let objectID = ObjectID(hex: id) else { return nil }
-        return try await mapped {
+        return try await mongoOperation {
             let filter: BSONDocument = ["_id": .objectID(objectID), "recipientId": .string(recipientId)]
             var unreadFilter = filter
             unreadFilter["readAt"] = .null
@@ -73,7 +73,7 @@ public struct MongoNotificationStore: NotificationStore {
     }
 
     public func markAllRead(recipientId: String, at: Timestamp) async throws -> Int {
-        try await mapped {
+        try await mongoOperation {
             let result = try await notifications.update(
                 ["recipientId": .string(recipientId), "readAt": .null], ["$set": ["readAt": .datetime(at.milliseconds)]], multi: true)
             if result.modified > 0 { await adjustUnread(recipientId, by: -result.modified) }
@@ -83,7 +83,7 @@ public struct MongoNotificationStore: NotificationStore {
 
     public func delete(recipientId: String, id: String) async throws -> Bool {
         guard let objectID = ObjectID(hex: id) else { return false }
-        return try await mapped {
+        return try await mongoOperation {
             let removed = try await notifications.findAndModify(["_id": .objectID(objectID), "recipientId": .string(recipientId)], remove: true)
             guard let removed else { return false }
             if removed["readAt"]?.isNull ?? true { await adjustUnread(recipientId, by: -1) }
@@ -113,15 +113,6 @@ public struct MongoNotificationStore: NotificationStore {
         _ = try await counters.update(["_id": .string(recipientId)], ["$set": ["unread": .int64(Int64(unread.count))]], upsert: true)
         staleCounters.remove(recipientId)
         return unread.count
-    }
-
-    /// Every MongoDB failure leaves this store as a `StoreError`; a duplicate id (never expected) too.
-    private func mapped<T>(_ body: () async throws -> T) async throws -> T {
-        do {
-            return try await body()
-        } catch let error as MongoError {
-            throw StoreError.unavailable(error.description)
-        }
     }
 
     // MARK: Mapping, explicit in both directions

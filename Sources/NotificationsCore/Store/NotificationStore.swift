@@ -1,3 +1,5 @@
+internal import MongoStore
+
 /// The durable store of notifications; MongoDB in production (`MongoNotificationStore`).
 ///
 /// Implementations throw `StoreError` only.
@@ -21,4 +23,14 @@ public protocol NotificationStore: Sendable {
 public enum StoreError: Error, Sendable, Equatable {
     /// The store did not answer in time or could not be reached (503 `storage_unavailable`).
     case unavailable(String)
+}
+
+/// Runs MongoDB work so that every MongoDB failure leaves the caller as `StoreError`
+/// (503 `storage_unavailable`), never as a driver error.
+func mongoOperation<T>(_ body: () async throws -> T) async throws -> T {
+    do {
+        return try await body()
+    } catch let error as MongoError {
+        throw StoreError.unavailable(error.description)
+    }
 }

@@ -10,16 +10,20 @@ public enum RequestBody {
     public static func json(_ request: Request, context: AppRequestContext) async throws -> JSONValue {
         guard isJSON(request.headers[.contentType]) else { throw Problem.unsupportedMediaType() }
         var request = request
-        let buffer: ByteBuffer
-        do {
-            buffer = try await request.collectBody(upTo: maxBytes)
-        } catch is NIOTooManyBytesError {
-            throw Problem.payloadTooLarge()
-        }
+        let buffer = try await collect(&request)
         do {
             return try JSONValue.parse(buffer.readableBytesView)
         } catch {
             throw Problem.malformedJSON()
+        }
+    }
+
+    /// Reads the whole body (at most `maxBytes`, else 413) and leaves it in the request for later readers.
+    public static func collect(_ request: inout Request) async throws -> ByteBuffer {
+        do {
+            return try await request.collectBody(upTo: maxBytes)
+        } catch is NIOTooManyBytesError {
+            throw Problem.payloadTooLarge()
         }
     }
 

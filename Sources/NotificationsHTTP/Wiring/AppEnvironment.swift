@@ -45,7 +45,14 @@ public struct AppEnvironment: Sendable {
                 metrics: metrics, logger: logger),
             health: health, redis: gateway,
             limiter: RateLimiter(policies: settings.allRateLimitPolicies, gateway: gateway, metrics: metrics, logger: logger),
+            idempotency: IdempotencyStore(pool: mongoPool, gateway: gateway, ttlSeconds: settings.idempotencyTTLSeconds, logger: logger),
             metrics: metrics, registry: registry)
         return AppEnvironment(settings: settings, services: services, redisPool: redisPool, mongoPool: mongoPool, store: store, gateway: gateway)
+    }
+
+    /// Every MongoDB index the service relies on (idempotent).
+    public func createIndexes() async throws {
+        try await store.createIndexes()
+        try await services.idempotency.createIndexes()
     }
 }
