@@ -91,6 +91,11 @@ class Servers:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.mongo_port)
 
+    def kill_redis(self):
+        self.redis.send_signal(signal.SIGCONT)
+        self.redis.kill()
+        self.redis.wait()
+
     def kill_mongo(self):
         self.mongo.send_signal(signal.SIGCONT)
         self.mongo.kill()
@@ -174,6 +179,61 @@ class E2E(unittest.TestCase):
         result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=60)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.assertIn('"unreadCount"', result.stdout)
+
+    def test_operations_drill_runs_verbatim(self):
+        service = self.start()
+        with open(os.path.join(ROOT, "docs/OPERATIONS.md")) as handle:
+            text = handle.read()
+        block = re.search(r"<!-- drill:start -->\s*```bash\n(.*?)```\s*<!-- drill:end -->", text, re.S)
+        self.assertIsNotNone(block, "docs/OPERATIONS.md has no drill block")
+        script = block.group(1).replace("localhost:8080", f"localhost:{service.port}")
+        result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn('"state":"open"', result.stdout)
+        self.assertIn("bypassed-fail-open", result.stdout)
+        self.assertIn('redis_circuit_breaker_state{service="redis"} 2', result.stdout)
+        self.assertIn('"state":"closed"', result.stdout)
+        self.assertTrue(result.stdout.rstrip().endswith('"circuit":"closed"}}}'), result.stdout)
+
+    def test_redis_killed_two_instances_keep_serving_then_recover(self):
+        fast = {"REDIS_CIRCUIT_RECOVERY_TIMEOUT": "1000", "REDIS_OPERATION_TIMEOUT_MS": "500"}
+        first, second = self.start(**fast), self.start(**fast)
+        body = {"recipientId": "e2e-redis", "type": "x"}
+        self.servers.kill_redis()
+        try:
+            statuses = []
+            for index in range(20):
+                port = (first if index % 2 else second).port
+                status, headers, _ = call(port, "GET", "/v1/users/e2e-redis/notifications", headers=auth())
+                statuses.append((status, headers.get("x-ratelimit-status"), headers.get("x-cache")))
+            self.assertTrue(all(s == (200, "bypassed-fail-open", "bypass") for s in statuses), statuses)
+            # Exactly once across instances with Redis down: MongoDB holds the key.
+            key = {"Idempotency-Key": "e2e-redis-down"}
+            created = call(first.port, "POST", "/v1/notifications", body, {**auth(), **key})
+            repeat = call(second.port, "POST", "/v1/notifications", body, {**auth(), **key})
+            self.assertEqual(created[0], 201)
+            self.assertEqual((repeat[0], repeat[1].get("idempotency-replay")), (201, "true"))
+            self.assertEqual(repeat[2], created[2])
+            for service in (first, second):
+                status, _, health = call(service.port, "GET", "/health")
+                self.assertEqual((status, health["status"], health["components"]["redis"]["status"]), (200, "degraded", "down"))
+                self.assertIn("Circuit breaker OPENED", service.logs())
+        finally:
+            self.servers.start_redis()
+        for service in (first, second):
+            deadline = time.monotonic() + 15
+            while call(service.port, "GET", "/admin/circuit-breakers")[2]["redis"]["state"] != "closed":
+                self.assertLess(time.monotonic(), deadline, "the circuit did not close by itself")
+                time.sleep(0.1)
+            self.assertIn("Circuit breaker HALF-OPEN", service.logs())
+            status, headers, _ = call(service.port, "GET", "/v1/users/e2e-redis/notifications", headers=auth())
+            self.assertEqual((status, headers.get("x-ratelimit-status")), (200, "enforced"))
+
+    def test_rate_limit_is_global_across_instances(self):
+        first, second = self.start(RATE_LIMIT_POLICIES="dev:5/1m,*:100/1s"), self.start(RATE_LIMIT_POLICIES="dev:5/1m,*:100/1s")
+        statuses = [call((first if index % 2 else second).port, "GET", "/v1/users/e2e-rl/notifications", headers=auth())[0]
+                    for index in range(10)]
+        self.assertEqual(sorted(statuses), [200] * 5 + [429] * 5, statuses)
 
     def test_write_on_one_instance_is_read_on_another(self):
         first, second = self.start(), self.start()

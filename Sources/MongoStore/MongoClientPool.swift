@@ -94,17 +94,22 @@ public final class MongoClientPool: Sendable {
     public func runCommand(_ command: BSONDocument, timeout: TimeAmount? = nil) async throws(MongoError) -> BSONDocument {
         let database = databaseName
         return try await withClient(timeout: timeout) { client throws(MongoError) in
-            // A write conflict means the server applied nothing, so retrying is safe; back off
-            // briefly (this is a pool thread, not an event loop) a few times before giving up.
-            var attempt = 0
-            while true {
-                do throws(MongoError) {
-                    return try Self.command(command, database: database, client: client)
-                } catch {
-                    guard case .server(let code, _) = error, MongoError.writeConflictCodes.contains(code), attempt < 5 else { throw error }
-                    attempt += 1
-                    usleep(UInt32(5_000 << attempt))
-                }
+            try Self.retryingConflicts { () throws(MongoError) in try Self.command(command, database: database, client: client) }
+        }
+    }
+
+    /// A write conflict (112; the dev server's "database is busy", also on reads) means the
+    /// server applied nothing, so retrying is safe: back off briefly a few times (this runs on
+    /// a pool thread, never on an event loop) before giving up.
+    static func retryingConflicts<T>(_ body: () throws(MongoError) -> T) throws(MongoError) -> T {
+        var attempt = 0
+        while true {
+            do throws(MongoError) {
+                return try body()
+            } catch {
+                guard case .server(let code, _) = error, MongoError.writeConflictCodes.contains(code), attempt < 5 else { throw error }
+                attempt += 1
+                usleep(UInt32(5_000 << attempt))
             }
         }
     }
@@ -126,21 +131,29 @@ public final class MongoClientPool: Sendable {
     func find(collection: String, filter: BSONDocument, options: BSONDocument) async throws(MongoError) -> [BSONDocument] {
         let database = databaseName
         return try await withClient { client throws(MongoError) in
-            let handle = mongoc_client_get_collection(client, database, collection)!
-            defer { mongoc_collection_destroy(handle) }
-            let filterBSON = OwnedBSON(filter)
-            let optionsBSON = OwnedBSON(options)
-            let cursor = mongoc_collection_find_with_opts(handle, filterBSON.pointer, optionsBSON.pointer, nil)!
-            defer { mongoc_cursor_destroy(cursor) }
-            var documents: [BSONDocument] = []
-            var current: OpaquePointer? = nil
-            while mongoc_cursor_next(cursor, &current), let current {
-                documents.append(OwnedBSON(copying: current).document)
+            try Self.retryingConflicts { () throws(MongoError) in
+                try Self.drain(client: client, database: database, collection: collection, filter: filter, options: options)
             }
-            var error = bson_error_t()
-            if mongoc_cursor_error(cursor, &error) { throw MongoError(error) }
-            return documents
         }
+    }
+
+    private static func drain(
+        client: OpaquePointer, database: String, collection: String, filter: BSONDocument, options: BSONDocument
+    ) throws(MongoError) -> [BSONDocument] {
+        let handle = mongoc_client_get_collection(client, database, collection)!
+        defer { mongoc_collection_destroy(handle) }
+        let filterBSON = OwnedBSON(filter)
+        let optionsBSON = OwnedBSON(options)
+        let cursor = mongoc_collection_find_with_opts(handle, filterBSON.pointer, optionsBSON.pointer, nil)!
+        defer { mongoc_cursor_destroy(cursor) }
+        var documents: [BSONDocument] = []
+        var current: OpaquePointer? = nil
+        while mongoc_cursor_next(cursor, &current), let current {
+            documents.append(OwnedBSON(copying: current).document)
+        }
+        var error = bson_error_t()
+        if mongoc_cursor_error(cursor, &error) { throw MongoError(error) }
+        return documents
     }
 
     /// Stops the thread pool; call after the last request has finished.

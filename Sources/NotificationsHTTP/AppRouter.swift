@@ -40,6 +40,7 @@ public func buildRouter(_ services: AppServices) -> Router<AppRequestContext> {
     let root = RouteRegistrar(methods: router, table: table, prefix: "")
     HealthRoutes(health: services.health).register(on: root)
     MetricsRoute(registry: services.registry).register(on: root)
+    OpenAPIRoute().register(on: root)
 
     let admin = router.group("admin").add(middleware: AdminAuthMiddleware(token: services.settings.adminToken))
     AdminRoutes(gateway: services.redis).register(on: RouteRegistrar(methods: admin, table: table, prefix: "/admin"))

@@ -6,6 +6,7 @@ import HummingbirdTesting
 import NIOCore
 @testable import NotificationsHTTP
 import Testing
+import TestSupport
 
 @Suite("Operations: metrics, admin, health")
 struct OperationsTests {
@@ -97,6 +98,18 @@ struct OperationsTests {
             #expect((components["mongodb"] as? [String: Any])?["status"] as? String == "up")
             #expect((components["redis"] as? [String: Any])?["status"] as? String == "up")
             #expect((components["redis"] as? [String: Any])?["circuit"] as? String == "closed")
+        }
+    }
+}
+
+@Suite("The served OpenAPI document")
+struct OpenAPITests {
+    @Test func servedDocumentIsTheRepositorysOpenAPIFile() async throws {
+        let file = try String(contentsOf: TestServers.repositoryRoot.appendingPathComponent("openapi.yaml"), encoding: .utf8)
+        try await withHarness { harness in
+            let response = try await harness.client.get("/openapi.yaml", headers: [:])
+            #expect(response.status == .ok)
+            #expect(response.text == file.trimmingCharacters(in: .newlines), "run scripts/embed-openapi after editing openapi.yaml")
         }
     }
 }

@@ -29,7 +29,11 @@ public final class RedisGateway: Sendable {
             case .halfOpen: "Circuit breaker HALF-OPEN"
             case .closed: "Circuit breaker CLOSED"
             }
-            let level: Logger.Level = transition.to == .open ? .error : .warning
+            let level: Logger.Level = switch transition.to {
+            case .open: .error
+            case .halfOpen: .warning
+            case .closed: .info
+            }
             logger.log(level: level, line, metadata: ["service": "redis", "from": "\(transition.from.rawValue)", "reason": "\(transition.reason)"])
         }
     }
