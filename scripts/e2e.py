@@ -87,7 +87,7 @@ class Servers:
     def start_mongo(self):
         self.mongo = subprocess.Popen(
             [os.path.join(ROOT, ".venv/bin/python"), os.path.join(ROOT, "scripts/mongo-wire-server.py"),
-             os.path.join(self.dir, "db"), str(self.mongo_port)],
+             os.path.join(self.dir, "db"), str(self.mongo_port), "--exit-with-parent"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.mongo_port)
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Dev/test MongoDB-wire server: briskdb (SQLite-backed) listening on 127.0.0.1:PORT.
 
-Usage: mongo-wire-server.py DATA_DIR PORT
-Prints "ready <address>" once it accepts connections; exits on SIGTERM/SIGINT.
+Usage: mongo-wire-server.py DATA_DIR PORT [--exit-with-parent]
+Prints "ready <address>" once it accepts connections; exits on SIGTERM/SIGINT, and with
+--exit-with-parent also when the process that started it is gone (test runners use it, so a
+crashed run leaves no server behind; shell scripts that start it in a subshell must not).
 """
 import asyncio
 import os
@@ -12,7 +14,7 @@ import sys
 import briskdb
 
 
-async def main(path: str, port: int) -> None:
+async def main(path: str, port: int, exit_with_parent: bool) -> None:
     db = await briskdb.connect_async(path, shards=2, documents=True)
     server = await db.serve(http="127.0.0.1:0", admin=None, mongo=f"127.0.0.1:{port}")
     print(f"ready {server.mongo_address}", flush=True)
@@ -21,8 +23,7 @@ async def main(path: str, port: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     parent = os.getppid()
-    # Exit with the process that started us (a test runner that crashed must not leave us behind).
-    while not stop.is_set() and os.getppid() == parent:
+    while not stop.is_set() and (not exit_with_parent or os.getppid() == parent):
         try:
             await asyncio.wait_for(stop.wait(), timeout=1.0)
         except asyncio.TimeoutError:
@@ -31,6 +32,7 @@ async def main(path: str, port: int) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: mongo-wire-server.py DATA_DIR PORT")
-    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    arguments = [argument for argument in sys.argv[1:] if argument != "--exit-with-parent"]
+    if len(arguments) != 2:
+        sys.exit("usage: mongo-wire-server.py DATA_DIR PORT [--exit-with-parent]")
+    asyncio.run(main(arguments[0], int(arguments[1]), "--exit-with-parent" in sys.argv))

@@ -122,7 +122,7 @@ extension TestServers {
         let server = try ChildServer(port: port) {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: python)
-            process.arguments = [script, data, "\(port)"]
+            process.arguments = [script, data, "\(port)", "--exit-with-parent"]
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             try process.run()
