@@ -169,31 +169,28 @@ class E2E(unittest.TestCase):
         self.addCleanup(service.stop)
         return service
 
-    def test_readme_walkthrough_runs_verbatim(self):
+    def run_documented_block(self, document, marker):
+        """Runs a documented bash block (between <!-- marker:start/end -->) verbatim against a fresh instance."""
         service = self.start()
-        with open(os.path.join(ROOT, "README.md")) as handle:
-            readme = handle.read()
-        block = re.search(r"<!-- walkthrough:start -->\s*```bash\n(.*?)```\s*<!-- walkthrough:end -->", readme, re.S)
-        self.assertIsNotNone(block, "README has no walkthrough block")
+        with open(os.path.join(ROOT, document)) as handle:
+            text = handle.read()
+        block = re.search(rf"<!-- {marker}:start -->\s*```bash\n(.*?)```\s*<!-- {marker}:end -->", text, re.S)
+        self.assertIsNotNone(block, f"{document} has no {marker} block")
         script = block.group(1).replace("localhost:8080", f"localhost:{service.port}")
         result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=60)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        self.assertIn('"unreadCount"', result.stdout)
+        return result.stdout
+
+    def test_readme_walkthrough_runs_verbatim(self):
+        self.assertIn('"unreadCount"', self.run_documented_block("README.md", "walkthrough"))
 
     def test_operations_drill_runs_verbatim(self):
-        service = self.start()
-        with open(os.path.join(ROOT, "docs/OPERATIONS.md")) as handle:
-            text = handle.read()
-        block = re.search(r"<!-- drill:start -->\s*```bash\n(.*?)```\s*<!-- drill:end -->", text, re.S)
-        self.assertIsNotNone(block, "docs/OPERATIONS.md has no drill block")
-        script = block.group(1).replace("localhost:8080", f"localhost:{service.port}")
-        result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=60)
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        self.assertIn('"state":"open"', result.stdout)
-        self.assertIn("bypassed-fail-open", result.stdout)
-        self.assertIn('redis_circuit_breaker_state{service="redis"} 2', result.stdout)
-        self.assertIn('"state":"closed"', result.stdout)
-        self.assertTrue(result.stdout.rstrip().endswith('"circuit":"closed"}}}'), result.stdout)
+        output = self.run_documented_block("docs/OPERATIONS.md", "drill")
+        self.assertIn('"state":"open"', output)
+        self.assertIn("bypassed-fail-open", output)
+        self.assertIn('redis_circuit_breaker_state{service="redis"} 2', output)
+        self.assertIn('"state":"closed"', output)
+        self.assertTrue(output.rstrip().endswith('"circuit":"closed"}}}'), output)
 
     def test_redis_killed_two_instances_keep_serving_then_recover(self):
         fast = {"REDIS_CIRCUIT_RECOVERY_TIMEOUT": "1000", "REDIS_OPERATION_TIMEOUT_MS": "500"}

@@ -28,7 +28,7 @@ public struct AppServices: Sendable {
     }
 }
 
-/// Builds the router. Middleware, outermost first: request log → metrics → problem+json;
+/// Builds the router. Middleware, outermost first: request log → metrics → problem+json → Redis scope;
 /// then per group: `/v1` auth → rate limit → idempotency, `/admin` admin auth. Health and metrics have
 /// neither auth nor rate limits.
 public func buildRouter(_ services: AppServices) -> Router<AppRequestContext> {
@@ -37,6 +37,7 @@ public func buildRouter(_ services: AppServices) -> Router<AppRequestContext> {
     router.add(middleware: RequestLogMiddleware())
     router.add(middleware: MetricsMiddleware(metrics: services.metrics))
     router.add(middleware: ProblemMiddleware(routes: table))
+    router.add(middleware: RedisScopeMiddleware())
     let root = RouteRegistrar(methods: router, table: table, prefix: "")
     HealthRoutes(health: services.health).register(on: root)
     MetricsRoute(registry: services.registry).register(on: root)

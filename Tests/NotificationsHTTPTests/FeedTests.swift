@@ -90,6 +90,15 @@ struct FeedTests {
         }
     }
 
+    @Test func percentEncodedUserIDsAreDecoded() async throws {
+        try await withTestApp { client, _ in
+            _ = try await client.create(recipient: "user:1@example")
+            let feed = try await client.get("/v1/users/user%3A1%40example/notifications").jsonObject()
+            #expect((feed["items"] as? [Any])?.count == 1)
+            #expect(try await client.get("/v1/users/user%ZZ/notifications").status == .badRequest)
+        }
+    }
+
     @Test func emptyFeedsAreFine() async throws {
         try await withTestApp { client, _ in
             let response = try await client.get("/v1/users/nobody/notifications")

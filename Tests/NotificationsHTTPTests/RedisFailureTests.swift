@@ -123,6 +123,24 @@ struct RedisFailureTests {
         }
     }
 
+    @Test func aHungRedisCostsARequestAtMostOneDeadline() async throws {
+        try await withHarness(configure: { $0.redisOperationTimeoutMilliseconds = 800 }) { harness in
+            _ = try await harness.client.get("/v1/users/u/notifications")
+            harness.redis.pause()
+            defer { harness.redis.resume() }
+            // Rate limit and feed cache both use Redis; only the first waits for the deadline.
+            let started = ContinuousClock.now
+            let response = try await harness.client.get("/v1/users/u/notifications")
+            let elapsed = ContinuousClock.now - started
+            #expect(response.status == .ok)
+            #expect(response.headers[.init("X-Cache")!] == "bypass")
+            #expect(elapsed < .milliseconds(1500), "\(elapsed)")
+            let health = ContinuousClock.now
+            #expect(try await harness.client.get("/health", headers: [:]).status == .ok)
+            #expect(ContinuousClock.now - health < .milliseconds(1500))
+        }
+    }
+
     @Test(arguments: Fault.allCases)
     func failClosedAnswers503RateLimiterUnavailableThenRecovers(fault: Fault) async throws {
         try await withHarness(configure: Self.configure(failOpen: false)) { harness async throws in

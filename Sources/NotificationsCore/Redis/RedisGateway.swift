@@ -1,6 +1,8 @@
 public import Logging
 public import RedisClient
 public import Resilience
+internal import NIOCore
+internal import Synchronization
 
 /// The one way features reach Redis: per-call deadline (the pool's), the circuit breaker,
 /// and the bookkeeping of every fallback.
@@ -40,11 +42,21 @@ public final class RedisGateway: Sendable {
 
     public var state: CircuitState { breaker.state }
 
+    /// Set for the duration of one HTTP request (see `withRequestScope`).
+    @TaskLocal static var requestScope: RequestScope?
+
+    /// Runs one request's work so that once a Redis call of it fails, its later Redis calls
+    /// take their fallbacks at once: a request waits for at most one Redis deadline.
+    public static func withRequestScope<T>(_ body: () async throws -> T) async rethrows -> T {
+        try await $requestScope.withValue(RequestScope(), operation: body)
+    }
+
     /// Runs `body` against Redis if the breaker allows it; nil means "take your fallback".
     public func call<T: Sendable>(
         _ operation: ServiceMetrics.Operation, _ body: (RedisConnectionPool) async throws -> T
     ) async -> T? {
-        guard case .allowed(let probe) = breaker.acquire() else {
+        let scope = Self.requestScope
+        guard scope?.redisFailed != true, case .allowed(let probe) = breaker.acquire() else {
             metrics.fallback(operation)
             return nil
         }
@@ -53,6 +65,7 @@ public final class RedisGateway: Sendable {
             breaker.record(success: true, probe: probe)
             return result
         } catch {
+            scope?.markFailed()
             metrics.circuitFailure()
             breaker.record(success: false, probe: probe, reason: "\(error)")
             metrics.fallback(operation)
@@ -63,13 +76,26 @@ public final class RedisGateway: Sendable {
 
     /// Whether Redis answers a PING now. Only called while the circuit is closed, through the
     /// breaker like any call (an open circuit means Redis is not called at all).
+    /// Its deadline is at most 1 s, so a hung Redis cannot hold `/health` for long.
     public func ping() async -> Bool {
         guard breaker.state == .closed else { return false }
-        return await call(.healthCheck) { pool in try await pool.send(.ping) } == .simpleString("PONG")
+        let timeout = TimeAmount.milliseconds(min(pool.configuration.operationTimeoutMilliseconds, 1000))
+        return await call(.healthCheck) { pool in
+            guard await pool.ping(timeout: timeout) else { throw RedisError.timeout }
+            return true
+        } ?? false
     }
 
     /// Seconds until an open circuit lets a probe through (at least 1): the `Retry-After` of fail-closed 503s.
     public var retryAfterSeconds: Int {
         state == .open ? max(1, Int(breaker.configuration.recoveryTimeout.components.seconds)) : 1
     }
+}
+
+/// Per-request memory of a failed Redis call.
+final class RequestScope: Sendable {
+    private let failed = Atomic<Bool>(false)
+
+    var redisFailed: Bool { failed.load(ordering: .relaxed) }
+    func markFailed() { failed.store(true, ordering: .relaxed) }
 }

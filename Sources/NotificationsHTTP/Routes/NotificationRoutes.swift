@@ -1,4 +1,5 @@
 internal import HTTPTypes
+internal import Foundation
 internal import NIOCore
 public import Hummingbird
 public import NotificationsCore
@@ -60,8 +61,9 @@ struct NotificationRoutes {
         return Response(status: .noContent)
     }
 
+    /// Path ids arrive raw: a client may percent-encode `:` or `@` (`user%3A1%40x`).
     static func userID(_ context: AppRequestContext) throws -> String {
-        try Validation.userID(context.parameters.get("userId") ?? "", field: "userId")
+        try Validation.userID(context.parameters.get("userId")?.removingPercentEncoding ?? "", field: "userId")
     }
 
     static func notificationID(_ context: AppRequestContext) throws -> String {
