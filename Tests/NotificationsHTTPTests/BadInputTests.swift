@@ -87,6 +87,7 @@ struct BadInputTests {
         other(.delete, "bad id", "\(user)/xyz", 400, "validation_failed", "id")
         other(.delete, "without a key", "\(user)/\(id)", 401, "unauthorized", headers: [:])
         other(.put, "wrong method", user, 405, "method_not_allowed")
+        other(.delete, "read-all is not an id", "\(user)/read-all", 405, "method_not_allowed")
         other(.patch, "wrong method on notifications", "/v1/notifications", 405, "method_not_allowed")
         other(.get, "unknown path", "/v1/nothing-here", 404, "not_found")
         other(.get, "unknown top-level path", "/wp-admin", 404, "not_found")
@@ -108,6 +109,7 @@ struct BadInputTests {
                     #expect((problem["detail"] as? String)?.contains(field) == true, "\(testCase): \(response.text)")
                 }
                 if testCase.status == 405 { #expect(response.headers[.allow] != nil, "\(testCase)") }
+                if testCase.uri.hasSuffix("/read-all") && testCase.status == 405 { #expect(response.headers[.allow] == "POST") }
                 if testCase.status == 401 { #expect(response.headers[.wwwAuthenticate] == "Bearer", "\(testCase)") }
             }
             // Still up, and nothing was stored by any of it.

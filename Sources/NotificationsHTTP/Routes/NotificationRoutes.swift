@@ -29,7 +29,10 @@ struct NotificationRoutes {
         let userId = try Self.userID(context)
         let query = request.uri.queryParameters
         let limit = try QueryParameters.integer(query.get("limit"), name: "limit", default: 20, in: 1...100)
-        let cursor = try query.get("cursor").map { (text: String) throws(ValidationError) in try FeedCursor(encoded: text) }
+        // An empty cursor is the first page (clients often send back a null nextCursor that way).
+        let cursor = try query.get("cursor").flatMap { $0.isEmpty ? nil : $0 }.map { (text: String) throws(ValidationError) in
+            try FeedCursor(encoded: text)
+        }
         let unreadOnly = try QueryParameters.bool(query.get("unreadOnly"), name: "unreadOnly", default: false)
         return .cachedJSON(try await feed.page(userId: userId, limit: limit, cursor: cursor, unreadOnly: unreadOnly))
     }

@@ -52,7 +52,7 @@ paths:
       parameters:
         - $ref: "#/components/parameters/UserId"
         - { name: limit, in: query, schema: { type: integer, minimum: 1, maximum: 100, default: 20 } }
-        - { name: cursor, in: query, schema: { type: string }, description: "nextCursor of the previous page" }
+        - { name: cursor, in: query, schema: { type: string }, description: "nextCursor of the previous page; empty or absent: the first page" }
         - { name: unreadOnly, in: query, schema: { type: boolean, default: false } }
       responses:
         "200":
@@ -84,6 +84,7 @@ paths:
                   unreadCount: { type: integer, minimum: 0 }
         "400": { $ref: "#/components/responses/Problem" }
         "401": { $ref: "#/components/responses/Problem" }
+        "429": { $ref: "#/components/responses/Problem" }
         "503": { $ref: "#/components/responses/Problem" }
   /v1/users/{userId}/notifications/{id}/read:
     post:
@@ -102,6 +103,9 @@ paths:
         "400": { $ref: "#/components/responses/Problem" }
         "401": { $ref: "#/components/responses/Problem" }
         "404": { $ref: "#/components/responses/Problem" }
+        "409": { $ref: "#/components/responses/Problem" }
+        "422": { $ref: "#/components/responses/Problem" }
+        "429": { $ref: "#/components/responses/Problem" }
         "503": { $ref: "#/components/responses/Problem" }
   /v1/users/{userId}/notifications/read-all:
     post:
@@ -123,6 +127,8 @@ paths:
         "400": { $ref: "#/components/responses/Problem" }
         "401": { $ref: "#/components/responses/Problem" }
         "409": { $ref: "#/components/responses/Problem" }
+        "422": { $ref: "#/components/responses/Problem" }
+        "429": { $ref: "#/components/responses/Problem" }
         "503": { $ref: "#/components/responses/Problem" }
   /v1/users/{userId}/notifications/{id}:
     delete:
@@ -136,6 +142,7 @@ paths:
         "400": { $ref: "#/components/responses/Problem" }
         "401": { $ref: "#/components/responses/Problem" }
         "404": { $ref: "#/components/responses/Problem" }
+        "429": { $ref: "#/components/responses/Problem" }
         "503": { $ref: "#/components/responses/Problem" }
   /health:
     get:
@@ -184,11 +191,11 @@ paths:
         "200":
           description: This document
           content:
-            application/yaml: { schema: { type: string } }
+            application/yaml: {}
   /admin/circuit-breakers:
     get:
       tags: [operations]
-      security: [{ adminToken: [] }]
+      security: [{ adminToken: [] }, {}]
       summary: Circuit breaker states
       responses:
         "200":
@@ -204,7 +211,7 @@ paths:
   /admin/circuit-breaker/redis/reset:
     post:
       tags: [operations]
-      security: [{ adminToken: [] }]
+      security: [{ adminToken: [] }, {}]
       summary: Clear a forced state and close the circuit
       responses:
         "200": { $ref: "#/components/responses/BreakerState" }
@@ -213,7 +220,7 @@ paths:
   /admin/circuit-breaker/redis/open:
     post:
       tags: [operations]
-      security: [{ adminToken: [] }]
+      security: [{ adminToken: [] }, {}]
       summary: Drill - open the circuit until reset (no half-open probes)
       responses:
         "200": { $ref: "#/components/responses/BreakerState" }
@@ -249,7 +256,7 @@ components:
         and body gets the stored response again (with Idempotency-Replay: true); another
         route or body is 422 idempotency_key_reused; a repeat while the first is running is
         409 idempotency_in_progress with Retry-After: 1.
-      schema: { type: string, minLength: 1, maxLength: 255 }
+      schema: { type: string, pattern: "^[\\x20-\\x7E]{1,255}$" }
   headers:
     IdempotencyReplay:
       description: "true when the response is a stored one"

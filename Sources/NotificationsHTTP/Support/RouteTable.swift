@@ -14,14 +14,21 @@ public final class RouteTable: @unchecked Sendable {
         routes.append((method, template.split(separator: "/")))
     }
 
-    /// Methods served at a concrete path (empty when no template matches it).
+    /// Methods served at a concrete path (empty when no template matches it). Like the router,
+    /// a literal segment wins over a parameter: `/read-all` is not a notification `{id}`.
     public func methods(for path: String) -> [HTTPRequest.Method] {
         let components = path.split(separator: "/")
+        let matching = routes.filter { Self.matches($0.components, components) }
+        let mostLiteral = matching.map { Self.literalCount($0.components) }.max()
         var methods: [HTTPRequest.Method] = []
-        for route in routes where Self.matches(route.components, components) && !methods.contains(route.method) {
+        for route in matching where Self.literalCount(route.components) == mostLiteral && !methods.contains(route.method) {
             methods.append(route.method)
         }
         return methods
+    }
+
+    private static func literalCount(_ template: [Substring]) -> Int {
+        template.filter { !$0.hasPrefix("{") }.count
     }
 
     private static func matches(_ template: [Substring], _ path: [Substring]) -> Bool {
