@@ -21,6 +21,7 @@ port_open() {
 start_redis() {
   local port=$1 dir=$2
   mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd) # redis-server changes into --dir before opening --logfile
   redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
     --logfile "$dir/redis.log" >/dev/null 2>&1 &
   echo $!
