@@ -58,6 +58,7 @@ let package = Package(
             name: "MongoStore",
             dependencies: [
                 "CMongoc",
+                "Resilience",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -123,7 +124,10 @@ let package = Package(
         .testTarget(name: "MongoStoreTests", dependencies: ["MongoStore", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "NotificationsCoreTests",
-            dependencies: ["NotificationsCore", "TestSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "NotificationsCore", "TestSupport", "MongoStore", .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

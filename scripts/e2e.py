@@ -267,6 +267,26 @@ class E2E(unittest.TestCase):
             time.sleep(0.2)
         self.assertEqual(call(service.port, "POST", "/v1/notifications", {"recipientId": "e2e-down", "type": "x"}, auth())[0], 201, service.logs())
 
+    def test_frozen_mongodb_gives_503_and_nothing_is_written_later(self):
+        service = self.start()
+        self.assertEqual(call(service.port, "GET", "/health/ready")[0], 200)
+        self.servers.mongo.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            statuses = [call(service.port, "POST", "/v1/notifications", {"recipientId": "e2e-frozen", "type": "x"},
+                             {**auth(), "Idempotency-Key": f"frozen-{index}"})[0] for index in range(3)]
+            self.assertEqual(statuses, [503, 503, 503])
+            self.assertLess(time.monotonic() - started, 3 * 2.5 + 1)
+        finally:
+            self.servers.mongo.send_signal(signal.SIGCONT)
+        time.sleep(4)
+        status, _, feed = call(service.port, "GET", "/v1/users/e2e-frozen/notifications", headers=auth())
+        self.assertEqual((status, feed["items"], feed["unreadCount"]), (200, [], 0), "a request answered 503 must leave nothing behind")
+        # No key was left claimed: the same keys now succeed.
+        status = call(service.port, "POST", "/v1/notifications", {"recipientId": "e2e-frozen", "type": "x"},
+                      {**auth(), "Idempotency-Key": "frozen-0"})[0]
+        self.assertEqual(status, 201)
+
     def test_sigterm_drains_in_flight_requests_and_exits_zero(self):
         service = self.start(SHUTDOWN_GRACE_SECONDS="10")
         # Freeze MongoDB so a request is in flight when SIGTERM arrives, then thaw it.
@@ -290,6 +310,21 @@ class E2E(unittest.TestCase):
         self.assertEqual(result["response"][0], 201, "the in-flight request must finish")
         self.assertEqual(service.process.wait(timeout=12), 0)
         self.assertIn("Shut down cleanly", service.logs())
+
+    def test_sigterm_cancels_what_outlives_the_grace_period_and_exits_zero(self):
+        service = self.start(SHUTDOWN_GRACE_SECONDS="2", MONGODB_OPERATION_TIMEOUT_MS="30000")
+        self.servers.mongo.send_signal(signal.SIGSTOP)
+        try:
+            worker = threading.Thread(target=lambda: call(service.port, "POST", "/v1/notifications", {"recipientId": "e2e-slow", "type": "x"},
+                                                          auth(), timeout=40), daemon=True)
+            worker.start()
+            time.sleep(0.3)
+            started = time.monotonic()
+            service.process.send_signal(signal.SIGTERM)
+            self.assertEqual(service.process.wait(timeout=15), 0)
+            self.assertLess(time.monotonic() - started, 2 + 1.5, "exit soon after SHUTDOWN_GRACE_SECONDS")
+        finally:
+            self.servers.mongo.send_signal(signal.SIGCONT)
 
     def test_bad_configuration_stops_start_up_with_one_line_naming_the_variable(self):
         for name, value in [("PORT", "http"), ("REDIS_FAIL_OPEN", "maybe"), ("RATE_LIMIT_POLICIES", "*:ten/1s"),

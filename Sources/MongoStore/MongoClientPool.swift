@@ -1,4 +1,5 @@
 private import CMongoc
+internal import Resilience
 #if canImport(Glibc)
 private import Glibc
 #endif
@@ -71,18 +72,29 @@ public final class MongoClientPool: Sendable {
     ) async throws(MongoError) -> T {
         let eventLoop = eventLoopGroup.any()
         let promise = eventLoop.makePromise(of: T.self)
-        let deadline = eventLoop.scheduleTask(in: timeout ?? operationTimeout) { promise.fail(MongoError.timeout) }
-        let pool = UnsafeHandle(pointer: self.pool)
-        threadPool.runIfActive(eventLoop: eventLoop) { () throws -> T in
-            let client = mongoc_client_pool_pop(pool.pointer)!
-            defer { mongoc_client_pool_push(pool.pointer, client) }
+        let limit = timeout ?? operationTimeout
+        let expiry = NIODeadline.now() + limit
+        let deadline = eventLoop.scheduleTask(in: limit) { promise.fail(MongoError.timeout) }
+        // The work item holds `self`, so the C pool cannot be destroyed under a running call.
+        threadPool.runIfActive(eventLoop: eventLoop) { [self] () throws -> T in
+            // Work still queued when its caller has given up never runs: a write the caller was
+            // told had failed must not happen later (e.g. when a frozen server comes back).
+            guard NIODeadline.now() < expiry else { throw MongoError.timeout }
+            guard let client = mongoc_client_pool_pop(pool) else { throw MongoError.unavailable("no client could be created") }
+            defer { mongoc_client_pool_push(pool, client) }
             return try body(client)
         }.whenComplete { result in
             deadline.cancel()
             promise.completeWith(result)
         }
         do {
-            return try await promise.futureResult.get()
+            // A cancelled caller (e.g. a request cut off at the end of the shutdown grace period)
+            // stops waiting at once; the blocked thread finishes on its own deadline.
+            return try await withTaskCancellationHandler {
+                try await promise.futureResult.get()
+            } onCancel: {
+                promise.fail(MongoError.timeout)
+            }
         } catch let error as MongoError {
             throw error
         } catch {
@@ -115,13 +127,12 @@ public final class MongoClientPool: Sendable {
     }
 
     static func command(_ command: BSONDocument, database: String, client: OpaquePointer) throws(MongoError) -> BSONDocument {
-        let body = OwnedBSON(command)
         // The reply is an out-parameter bson_t, which libmongoc always initialises.
         let replyMemory = UnsafeMutableRawPointer.allocate(byteCount: 128, alignment: 128)
         defer { replyMemory.deallocate() }
         let reply = OpaquePointer(replyMemory)
         var error = bson_error_t()
-        let ok = mongoc_client_command_simple(client, database, body.pointer, nil, reply, &error)
+        let ok = OwnedBSON(command).withPointer { body in mongoc_client_command_simple(client, database, body, nil, reply, &error) }
         defer { bson_destroy(reply) }
         guard ok else { throw MongoError(error) }
         return OwnedBSON(copying: reply).document
@@ -142,27 +153,31 @@ public final class MongoClientPool: Sendable {
     ) throws(MongoError) -> [BSONDocument] {
         let handle = mongoc_client_get_collection(client, database, collection)!
         defer { mongoc_collection_destroy(handle) }
-        let filterBSON = OwnedBSON(filter)
-        let optionsBSON = OwnedBSON(options)
-        let cursor = mongoc_collection_find_with_opts(handle, filterBSON.pointer, optionsBSON.pointer, nil)!
-        defer { mongoc_cursor_destroy(cursor) }
-        var documents: [BSONDocument] = []
-        var current: OpaquePointer? = nil
-        while mongoc_cursor_next(cursor, &current), let current {
-            documents.append(OwnedBSON(copying: current).document)
+        // The filter and options stay alive until the cursor is drained and destroyed.
+        return try OwnedBSON(filter).withPointer { (filterPointer) throws(MongoError) -> [BSONDocument] in
+            try OwnedBSON(options).withPointer { (optionsPointer) throws(MongoError) -> [BSONDocument] in
+                let cursor = mongoc_collection_find_with_opts(handle, filterPointer, optionsPointer, nil)!
+                defer { mongoc_cursor_destroy(cursor) }
+                var documents: [BSONDocument] = []
+                var current: OpaquePointer? = nil
+                while mongoc_cursor_next(cursor, &current), let current {
+                    documents.append(OwnedBSON(copying: current).document)
+                }
+                var error = bson_error_t()
+                if mongoc_cursor_error(cursor, &error) { throw MongoError(error) }
+                return documents
+            }
         }
-        var error = bson_error_t()
-        if mongoc_cursor_error(cursor, &error) { throw MongoError(error) }
-        return documents
     }
 
     /// Stops the thread pool; call after the last request has finished.
     public func shutdown() async {
         try? await threadPool.shutdownGracefully()
     }
-}
 
-/// A libmongoc pool pointer handed to the thread pool; `mongoc_client_pool_t` is thread-safe.
-private struct UnsafeHandle: @unchecked Sendable {
-    let pointer: OpaquePointer
+    /// Stops the thread pool, but waits at most `limit` for calls still blocked in libmongoc
+    /// (a frozen server can hold one for a whole socket timeout); the process exits anyway.
+    public func shutdown(waitingAtMost limit: Duration) async {
+        await firstOf({ await self.shutdown() }, orAfter: limit, fallback: ())
+    }
 }

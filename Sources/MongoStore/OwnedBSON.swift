@@ -5,7 +5,9 @@ private import CMongoc
 /// The only place BSON crosses the C boundary: Swift `BSONDocument`s are appended field by
 /// field with `bson_append_*`, and replies are read back with a `bson_iter_t` in aligned heap memory.
 final class OwnedBSON {
-    let pointer: OpaquePointer
+    /// Reach it through `withPointer`, which keeps this owner alive for the whole C call (the
+    /// optimizer may otherwise release it after the last read of the pointer, before the call).
+    private let pointer: OpaquePointer
 
     init(_ document: BSONDocument) {
         pointer = bson_new()
@@ -26,6 +28,11 @@ final class OwnedBSON {
         bson_destroy(pointer)
     }
 
+    func withPointer<T, E: Error>(_ body: (OpaquePointer) throws(E) -> T) throws(E) -> T {
+        defer { withExtendedLifetime(self) {} }
+        return try body(pointer)
+    }
+
     var document: BSONDocument { Self.read(pointer) }
 
     // MARK: Swift → C
@@ -44,11 +51,10 @@ final class OwnedBSON {
             // The explicit length keeps any embedded NUL; withCString guarantees a valid pointer even for "".
             text.withCString { chars in _ = bson_append_utf8(target, key, keyLength, chars, Int32(text.utf8.count)) }
         case .document(let child):
-            let nested = OwnedBSON(child)
-            bson_append_document(target, key, keyLength, nested.pointer)
+            OwnedBSON(child).withPointer { nested in _ = bson_append_document(target, key, keyLength, nested) }
         case .array(let elements):
-            let nested = OwnedBSON(BSONDocument(elements.enumerated().map { (key: String($0.offset), value: $0.element) }))
-            bson_append_array(target, key, keyLength, nested.pointer)
+            let array = BSONDocument(elements.enumerated().map { (key: String($0.offset), value: $0.element) })
+            OwnedBSON(array).withPointer { nested in _ = bson_append_array(target, key, keyLength, nested) }
         case .objectID(let id):
             var oid = bson_oid_t()
             withUnsafeMutableBytes(of: &oid.bytes) { raw in raw.copyBytes(from: id.bytes) }

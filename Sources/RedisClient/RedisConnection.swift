@@ -61,7 +61,11 @@ public final class RedisConnection: Sendable {
         // A write that never reaches the handler (channel already closed) must still fail the call.
         channel.writeAndFlush(request).whenFailure { _ in promise.fail(RedisError.connectionClosed) }
         do {
-            return try await promise.futureResult.get()
+            return try await withTaskCancellationHandler {
+                try await promise.futureResult.get()
+            } onCancel: {
+                promise.fail(RedisError.timeout)
+            }
         } catch let error as RedisError {
             throw error
         } catch {

@@ -32,12 +32,6 @@ public final class RedisConnectionPool: Service, Sendable {
         return try await connection.send(command, timeout: operationTimeout)
     }
 
-    /// `PING` with its own (usually shorter) deadline, for health checks; false on any failure.
-    public func ping(timeout: TimeAmount) async -> Bool {
-        guard let connection = try? await connection() else { return false }
-        return (try? await connection.send(.ping, timeout: timeout)) == .simpleString("PONG")
-    }
-
     /// Runs a Lua script by `EVALSHA`, loading it on first use and again after `NOSCRIPT`
     /// (Redis restarted or `SCRIPT FLUSH`).
     public func evaluate(_ script: RedisScript, keys: [String], arguments: [String]) async throws -> RESPValue {

@@ -10,7 +10,7 @@ struct MongoPoolService: Service {
 
     func run() async throws {
         try? await gracefulShutdown()
-        await pool.shutdown()
+        await pool.shutdown(waitingAtMost: .milliseconds(500))
     }
 }
 

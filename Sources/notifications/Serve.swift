@@ -25,6 +25,8 @@ struct Serve: AsyncParsableCommand {
         let environment = try AppEnvironment.make(settings: settings, logger: logger, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
         let app = Application(
             router: buildRouter(environment.services),
+            // A connection that sends nothing for 30 s is closed (a stalled body must not hold a drain forever).
+            server: .http1(configuration: .init(idleTimeout: .seconds(30))),
             configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "notifications"),
             onServerRunning: { channel in logger.info("Listening", metadata: ["address": "\(channel.localAddress?.description ?? "?")"]) },
             logger: logger)
@@ -32,20 +34,26 @@ struct Serve: AsyncParsableCommand {
         let grace = Duration.seconds(settings.shutdownGraceSeconds)
         // Started in this order; on SIGTERM stopped in reverse: drain (readiness 503), then the
         // HTTP server finishes in-flight requests, then the background tasks and the pools.
-        let serviceGroup = ServiceGroup(
-            configuration: .init(
-                services: [
-                    .init(service: MongoPoolService(pool: environment.mongoPool)),
-                    .init(service: environment.redisPool),
-                    .init(service: IndexService(createIndexes: environment.createIndexes, logger: logger)),
-                    .init(service: RedisRecoveryProbe(gateway: environment.gateway)),
-                    .init(service: app),
-                    .init(service: DrainService(health: environment.services.health, delay: min(.seconds(1), grace / 2), logger: logger)),
-                ],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger))
+        var configuration = ServiceGroupConfiguration(
+            services: [
+                .init(service: MongoPoolService(pool: environment.mongoPool)),
+                .init(service: environment.redisPool),
+                .init(service: IndexService(createIndexes: environment.createIndexes, logger: logger)),
+                .init(service: RedisRecoveryProbe(gateway: environment.gateway)),
+                .init(service: app),
+                .init(service: DrainService(health: environment.services.health, delay: min(.seconds(1), grace / 2), logger: logger)),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger)
+        // From SIGTERM, everything (drain pause included) gets SHUTDOWN_GRACE_SECONDS; then
+        // what still runs is cancelled (its request answered 503) and the process exits 0.
+        configuration.maximumGracefulShutdownDuration = grace
+        let serviceGroup = ServiceGroup(configuration: configuration)
         do {
             try await serviceGroup.run()
+        } catch where environment.services.health.isDraining {
+            // SIGTERM, then a request outlived SHUTDOWN_GRACE_SECONDS and was cancelled: still a clean stop.
+            logger.warning("Shut down after cancelling what outlived SHUTDOWN_GRACE_SECONDS", metadata: ["error": "\(error)"])
         } catch {
             logger.error("Service stopped with an error", metadata: ["error": "\(error)"])
             throw ExitCode.failure

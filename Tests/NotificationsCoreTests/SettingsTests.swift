@@ -39,7 +39,7 @@ struct SettingsTests {
         ("REDIS_CIRCUIT_RECOVERY_TIMEOUT", "-5"), ("REDIS_OPERATION_TIMEOUT_MS", "5s"), ("REDIS_URL", "localhost:6379"),
         ("REDIS_URL", "redis://h:port"), ("MONGODB_URI", "postgres://x"), ("API_KEYS", "nocolon"), ("API_KEYS", "a:1,a:2"),
         ("API_KEYS", "a:"), ("RATE_LIMIT_POLICIES", "*:ten/1s"), ("RATE_LIMIT_POLICIES", "*:10/1y"), ("RATE_LIMIT_POLICIES", "*:0/1s"),
-        ("RATE_LIMIT_POLICIES", "*:1/1s,*:2/1s"), ("LOG_LEVEL", "loud"), ("SHUTDOWN_GRACE_SECONDS", "forever"), ("LOCK_TTL_MS", "1"),
+        ("RATE_LIMIT_POLICIES", "*:1/1s,*:2/1s"), ("RATE_LIMIT_POLICIES", "*:2000/1ms"), ("LOG_LEVEL", "loud"), ("SHUTDOWN_GRACE_SECONDS", "forever"), ("LOCK_TTL_MS", "1"),
         ("CONFIG_FILE", "config/missing.json"),
     ])
     func badValueNamesItsVariable(name: String, value: String) {
@@ -66,6 +66,18 @@ struct SettingsTests {
         #expect(throws: SettingsError.self) { try load(["CONFIG_FILE": "config/test.json"], file: #"{"PROT": 1}"#) }
         #expect(throws: SettingsError.self) { try load(["CONFIG_FILE": "config/test.json"], file: "{") }
         #expect(throws: SettingsError.self) { try load(["CONFIG_FILE": "config/test.json"], file: "[]") }
+    }
+
+    @Test func keySpecificPoliciesWinOverGroupDefaults() {
+        let policies = RateLimitPolicies(
+            global: [RateLimitPolicy(name: "internal", limit: nil, windowMilliseconds: 1000), RateLimitPolicy(name: "*", limit: 100, windowMilliseconds: 1000)],
+            byGroup: [.write: [RateLimitPolicy(name: "*", limit: 20, windowMilliseconds: 1000), RateLimitPolicy(name: "batch", limit: 5, windowMilliseconds: 1000)]])
+        #expect(policies.policy(forKey: "internal", group: .write).policy.limit == nil, "unlimited exempts the key everywhere")
+        #expect(policies.policy(forKey: "batch", group: .write).policy.limit == 5)
+        #expect(policies.policy(forKey: "app", group: .write).policy.limit == 20)
+        #expect(policies.policy(forKey: "app", group: .read).policy.limit == 100)
+        #expect(policies.policy(forKey: "app", group: .read).name == "default")
+        #expect(policies.policy(forKey: "app", group: .write).name == "write-default")
     }
 
     @Test func ratePolicies() throws {

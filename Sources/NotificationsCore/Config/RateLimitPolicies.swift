@@ -1,8 +1,9 @@
 /// All rate-limit policies: the global ones from `RATE_LIMIT_POLICIES` and, from the config
 /// file's `routeGroupPolicies`, per route group (`read`, `write`).
 ///
-/// The most specific policy wins: the route group's policy for the key, then the group's
-/// `*`, then the global policy for the key, then the global `*`.
+/// The most specific policy wins: the route group's policy for the key, then the global
+/// policy for the key (so `name:unlimited` exempts a key everywhere), then the group's `*`,
+/// then the global `*`.
 public struct RateLimitPolicies: Sendable, Equatable {
     public var global: [RateLimitPolicy]
     public var byGroup: [RouteGroup: [RateLimitPolicy]]
@@ -21,15 +22,19 @@ public struct RateLimitPolicies: Sendable, Equatable {
     }
 
     public func policy(forKey key: String, group: RouteGroup) -> Resolved {
-        if let policies = byGroup[group], let policy = Self.match(policies, key) {
-            return Resolved(policy: policy, name: "\(group.rawValue)-\(Self.display(policy))", scope: "\(group.rawValue):\(policy.name)")
-        }
-        let policy = Self.match(global, key) ?? RateLimitPolicy(name: "*", limit: 100, windowMilliseconds: 1000)
-        return Resolved(policy: policy, name: Self.display(policy), scope: "all:\(policy.name)")
+        let groupPolicies = byGroup[group] ?? []
+        if let policy = groupPolicies.first(where: { $0.name == key }) { return grouped(policy, group) }
+        if let policy = global.first(where: { $0.name == key }) { return plain(policy) }
+        if let policy = groupPolicies.first(where: { $0.name == "*" }) { return grouped(policy, group) }
+        return plain(global.first { $0.name == "*" } ?? RateLimitPolicy(name: "*", limit: 100, windowMilliseconds: 1000))
     }
 
-    private static func match(_ policies: [RateLimitPolicy], _ key: String) -> RateLimitPolicy? {
-        policies.first { $0.name == key } ?? policies.first { $0.name == "*" }
+    private func grouped(_ policy: RateLimitPolicy, _ group: RouteGroup) -> Resolved {
+        Resolved(policy: policy, name: "\(group.rawValue)-\(Self.display(policy))", scope: "\(group.rawValue):\(policy.name)")
+    }
+
+    private func plain(_ policy: RateLimitPolicy) -> Resolved {
+        Resolved(policy: policy, name: Self.display(policy), scope: "all:\(policy.name)")
     }
 
     private static func display(_ policy: RateLimitPolicy) -> String {

@@ -42,6 +42,10 @@ public struct RateLimitPolicy: Sendable, Equatable {
         guard rule.count == 2, let limit = Int(rule[0]), limit >= 1, limit <= 1_000_000_000, let window = windowMilliseconds(rule[1]) else {
             throw ParseError(message: "\"\(entry)\" must be name:limit/window with limit ≥ 1 and window like 1s, 60s, 15m, 1h or 500ms")
         }
+        // One request per window/limit: below a microsecond the limiters cannot tell requests apart.
+        guard Int64(limit) <= window * 1000 else {
+            throw ParseError(message: "\"\(entry)\" allows more than one request per microsecond")
+        }
         return RateLimitPolicy(name: name, limit: limit, windowMilliseconds: window)
     }
 

@@ -74,7 +74,7 @@ public final class FeedCache: Sendable {
 
     /// After a write for `user`: later reads on every instance miss and reload.
     public func invalidate(user: String) async {
-        let bumped = await gateway.call(.feedCache) { pool in
+        let bumped = await gateway.call(.feedCache, essential: true) { pool in
             try await pool.evaluate(Self.bump, keys: [Self.versionKey(user)], arguments: [String(Self.versionTTLSeconds)])
         }
         if bumped == nil {

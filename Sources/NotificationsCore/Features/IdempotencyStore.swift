@@ -87,8 +87,9 @@ public final class IdempotencyStore: Sendable {
         let record = IdempotencyRecord(fingerprint: claim.fingerprint, response: response, expiresAt: claim.claimedAt.advanced(by: ttl))
         memory.put(claim.id, record)
         do {
+            // Only our own claim: a holder whose claim was taken over must not overwrite the new one.
             _ = try await records.update(
-                ["_id": .string(claim.id)],
+                ["_id": .string(claim.id), "claimedAt": .datetime(claim.claimedAt.milliseconds)],
                 ["$set": [
                     "state": "completed", "status": .int32(Int32(response.status)), "body": .string(String(decoding: response.body, as: UTF8.self)),
                     "contentType": .string(response.contentType), "location": response.location.map(BSONValue.string) ?? .null,

@@ -73,7 +73,7 @@ public struct LockManager: Sendable {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: ttl / 3)
                     if Task.isCancelled { return }
-                    _ = await gateway.call(.lock) { pool in
+                    _ = await gateway.call(.lock, essential: true) { pool in
                         try await pool.evaluate(Self.extend, keys: [key], arguments: [token, String(ttl.milliseconds)])
                     }
                 }
@@ -87,7 +87,7 @@ public struct LockManager: Sendable {
             group.cancelAll()
             return outcome
         }
-        _ = await gateway.call(.lock) { pool in try await pool.evaluate(Self.release, keys: [key], arguments: [token]) }
+        _ = await gateway.call(.lock, essential: true) { pool in try await pool.evaluate(Self.release, keys: [key], arguments: [token]) }
         return try result.get()
     }
 

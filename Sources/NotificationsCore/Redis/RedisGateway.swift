@@ -52,11 +52,13 @@ public final class RedisGateway: Sendable {
     }
 
     /// Runs `body` against Redis if the breaker allows it; nil means "take your fallback".
+    /// - Parameter essential: cleanup that must be tried even after an earlier call of the same
+    ///   request failed (cache invalidation after a write, lock extension and release).
     public func call<T: Sendable>(
-        _ operation: ServiceMetrics.Operation, _ body: (RedisConnectionPool) async throws -> T
+        _ operation: ServiceMetrics.Operation, essential: Bool = false, _ body: (RedisConnectionPool) async throws -> T
     ) async -> T? {
         let scope = Self.requestScope
-        guard scope?.redisFailed != true, case .allowed(let probe) = breaker.acquire() else {
+        guard essential || scope?.redisFailed != true, case .allowed(let probe) = breaker.acquire() else {
             metrics.fallback(operation)
             return nil
         }
@@ -76,14 +78,13 @@ public final class RedisGateway: Sendable {
 
     /// Whether Redis answers a PING now. Only called while the circuit is closed, through the
     /// breaker like any call (an open circuit means Redis is not called at all).
-    /// Its deadline is at most 1 s, so a hung Redis cannot hold `/health` for long.
-    public func ping() async -> Bool {
+    /// `/health` waits at most `within` for the answer; the PING itself keeps the normal
+    /// deadline (a shorter one would close a connection other calls are pipelined on) and,
+    /// when late, finishes in the background.
+    public func ping(within: Duration = .seconds(1)) async -> Bool {
         guard breaker.state == .closed else { return false }
-        let timeout = TimeAmount.milliseconds(min(pool.configuration.operationTimeoutMilliseconds, 1000))
-        return await call(.healthCheck) { pool in
-            guard await pool.ping(timeout: timeout) else { throw RedisError.timeout }
-            return true
-        } ?? false
+        return await firstOf({ await self.call(.healthCheck) { pool in try await pool.send(.ping) } == .simpleString("PONG") },
+                             orAfter: within, fallback: false)
     }
 
     /// Seconds until an open circuit lets a probe through (at least 1): the `Retry-After` of fail-closed 503s.
