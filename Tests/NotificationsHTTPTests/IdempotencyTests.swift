@@ -134,6 +134,28 @@ struct IdempotencyTests {
         }
     }
 
+    @Test func aClaimWhoseReleaseFailedIsFreedOnceMongoDBIsBack() async throws {
+        try await withHarness { harness in
+            let store = harness.environment.services.idempotency
+            let fingerprint = IdempotencyStore.fingerprint(method: "POST", path: "/v1/notifications", body: Array(Self.body.utf8))
+            guard case .proceed(let claim) = try await store.begin(scope: "test", key: "orphan", fingerprint: fingerprint) else {
+                Issue.record("expected to claim")
+                return
+            }
+            // MongoDB dies under the request: the release cannot reach it.
+            harness.mongo.kill()
+            await store.release(claim)
+            try await harness.mongo.restart()
+            let deadline = ContinuousClock.now + .seconds(10)
+            var response = try await Self.post(harness.client, key: "orphan")
+            while response.status != .created && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(300))
+                response = try await Self.post(harness.client, key: "orphan")
+            }
+            #expect(response.status == .created, "freed well before the 60 s claim lease")
+        }
+    }
+
     @Test func mongoDownIs503AndLeavesNoKeyClaimed() async throws {
         try await withHarness { harness in
             harness.mongo.kill()

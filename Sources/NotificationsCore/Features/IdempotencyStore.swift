@@ -36,6 +36,7 @@ public final class IdempotencyStore: Sendable {
     let clock: any WallClock
     let logger: Logger
     private let memory: RecentRecords
+    private let releaser: BackgroundDeleter
 
     init(
         records: MongoCollection, gateway: RedisGateway, ttlSeconds: Int64, claimLease: Duration = .seconds(60), clock: any WallClock,
@@ -48,6 +49,7 @@ public final class IdempotencyStore: Sendable {
         self.clock = clock
         self.logger = logger
         self.memory = RecentRecords(capacity: 10_000)
+        self.releaser = BackgroundDeleter(logger: logger)
     }
 
     public convenience init(pool: MongoClientPool, gateway: RedisGateway, ttlSeconds: Int64, logger: Logger) {
@@ -106,12 +108,16 @@ public final class IdempotencyStore: Sendable {
     /// Gives the key back after a failed request, so a retry is processed.
     public func release(_ claim: Claim) async {
         memory.remove(claim.id)
-        _ = await gateway.call(.idempotency) { pool in try await pool.send(.del([Self.redisKey(claim.id)])) }
+        _ = await gateway.call(.idempotency, essential: true) { pool in try await pool.send(.del([Self.redisKey(claim.id)])) }
+        let ownClaim: BSONDocument = ["_id": .string(claim.id), "claimedAt": .datetime(claim.claimedAt.milliseconds)]
         do {
-            _ = try await records.delete(["_id": .string(claim.id), "claimedAt": .datetime(claim.claimedAt.milliseconds)], limit: 1)
+            _ = try await records.delete(ownClaim, limit: 1)
         } catch {
-            logger.warning("Releasing an idempotency claim failed; it is taken over after the lease",
+            // MongoDB failed under the request: keep trying in the background, so the key is
+            // free as soon as MongoDB is back (not only when the claim's lease runs out).
+            logger.warning("Releasing an idempotency claim failed; retrying until MongoDB answers",
                            metadata: ["key": "\(claim.id)", "error": "\(error)"])
+            releaser.deleteEventually(ownClaim, from: records)
         }
     }
 

@@ -1,6 +1,6 @@
 public import Logging
 
-/// A page of a user's feed, and how the cache served it.
+/// A page of a user's feed, newest first.
 public struct FeedPage: Sendable {
     public var items: [Notification]
     public var nextCursor: FeedCursor?
@@ -17,7 +17,6 @@ public struct FeedPage: Sendable {
         return json.bytes
     }
 }
-
 
 /// The notifications feature: creating, listing, reading and deleting a user's notifications.
 ///

@@ -18,14 +18,14 @@ public struct MongoNotificationStore: NotificationStore {
     let pool: MongoClientPool
     let logger: Logger
     private let staleCounters = StaleCounters()
-    private let compensator: LateWriteCompensator
+    private let deleter: BackgroundDeleter
 
     public init(pool: MongoClientPool, logger: Logger) {
         self.pool = pool
         self.logger = logger
         self.notifications = pool.collection("notifications")
         self.counters = pool.collection("user_counters")
-        self.compensator = LateWriteCompensator(logger: logger)
+        self.deleter = BackgroundDeleter(logger: logger)
     }
 
     /// Creates the indexes this store relies on (idempotent; run at start-up and by `create-indexes`).
@@ -43,7 +43,7 @@ public struct MongoNotificationStore: NotificationStore {
                 try await notifications.insertOne(Self.document(notification))
             } catch let error as MongoError where error.isUnavailable {
                 // The server may still apply it: make sure it does not stay.
-                compensator.removeIfLate(["_id": Self.document(notification)["_id"] ?? .null], from: notifications)
+                deleter.deleteEventually(["_id": Self.document(notification)["_id"] ?? .null], from: notifications)
                 throw error
             }
             await adjustUnread(notification.recipientId, by: 1)

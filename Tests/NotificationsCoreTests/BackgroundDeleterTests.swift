@@ -6,7 +6,7 @@ import Testing
 import TestSupport
 
 @Suite("Late writes are undone")
-struct LateWriteCompensatorTests {
+struct BackgroundDeleterTests {
     @Test func aWriteAppliedAfterItsRequestFailedIsRemoved() async throws {
         try await TestServers.fixtures.withPermit {
             let server = try await TestServers.startMongo()
@@ -18,7 +18,7 @@ struct LateWriteCompensatorTests {
             // As if a timed-out insert had been applied by the server after all.
             try await collection.insertOne(["_id": "late", "recipientId": "u"])
             try await collection.insertOne(["_id": "kept", "recipientId": "u"])
-            LateWriteCompensator(logger: Logger(label: "test")).removeIfLate(["_id": "late"], from: collection)
+            BackgroundDeleter(logger: Logger(label: "test")).deleteEventually(["_id": "late"], from: collection)
             let deadline = ContinuousClock.now + .seconds(6)
             while try await collection.findOne(["_id": "late"]) != nil && ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(200))

@@ -2,14 +2,16 @@ public import Logging
 internal import MongoStore
 internal import Synchronization
 
-/// Undoes inserts whose outcome is unknown.
+/// Deletes, in the background, documents that must not stay although MongoDB could not be
+/// told so during the request: inserts whose outcome is unknown, and idempotency claims of
+/// failed requests.
 ///
 /// When an insert times out or its connection fails, the request is answered 503, but the
 /// server may still apply the insert later (a frozen MongoDB that comes back processes what it
-/// had received). So the document is deleted by id in the background, twice a second apart
-/// once MongoDB answers again, retrying while it does not (for at most `giveUpAfter`).
-/// The answer the client got (nothing was written) thereby stays true.
-final class LateWriteCompensator: Sendable {
+/// had received). So the document is deleted in the background, twice a second apart once
+/// MongoDB answers again, retrying while it does not (for at most `giveUpAfter`). The answer
+/// the client got (nothing was written) thereby stays true.
+final class BackgroundDeleter: Sendable {
     private let logger: Logger
     private let pending = Atomic<Int>(0)
     static let maxPending = 10_000
@@ -19,7 +21,7 @@ final class LateWriteCompensator: Sendable {
         self.logger = logger
     }
 
-    func removeIfLate(_ filter: BSONDocument, from collection: MongoCollection) {
+    func deleteEventually(_ filter: BSONDocument, from collection: MongoCollection) {
         guard pending.wrappingAdd(1, ordering: .relaxed).newValue <= Self.maxPending else {
             pending.wrappingSubtract(1, ordering: .relaxed)
             logger.error("Too many unconfirmed writes to compensate; a late write may remain", metadata: ["filter": "\(filter)"])
@@ -40,7 +42,7 @@ final class LateWriteCompensator: Sendable {
                     confirmations = 0
                 }
             }
-            if removed > 0 { logger.warning("Removed a write that was applied after its request had failed", metadata: ["filter": "\(filter)"]) }
+            if removed > 0 { logger.notice("Removed a document left by a failed request", metadata: ["filter": "\(filter)"]) }
         }
     }
 }
