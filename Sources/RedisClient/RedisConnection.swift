@@ -11,15 +11,15 @@ public final class RedisConnection: Sendable {
 
     public var isActive: Bool { channel.isActive }
 
-    /// Connects, then authenticates and selects the database, all within the configured deadline.
+    /// Connects, then authenticates and selects the database, all before `deadline` (the
+    /// deadline of the call that needed the connection).
     static func connect(
-        to configuration: RedisConfiguration, on eventLoop: any EventLoop
+        to configuration: RedisConfiguration, on eventLoop: any EventLoop, deadline: NIODeadline
     ) async throws(RedisError) -> RedisConnection {
-        let timeout = TimeAmount.milliseconds(configuration.operationTimeoutMilliseconds)
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: eventLoop)
-                .connectTimeout(timeout)
+                .connectTimeout(max(.milliseconds(1), deadline - .now()))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
@@ -35,10 +35,10 @@ public final class RedisConnection: Sendable {
         do {
             if let password = configuration.password {
                 let auth = configuration.username.map { ["AUTH", $0, password] } ?? ["AUTH", password]
-                _ = try await connection.send(RedisCommand(auth[0], Array(auth.dropFirst())), timeout: timeout)
+                _ = try await connection.send(RedisCommand(auth[0], Array(auth.dropFirst())), deadline: deadline)
             }
             if configuration.database != 0 {
-                _ = try await connection.send(RedisCommand("SELECT", [String(configuration.database)]), timeout: timeout)
+                _ = try await connection.send(RedisCommand("SELECT", [String(configuration.database)]), deadline: deadline)
             }
         } catch {
             connection.close()
@@ -47,17 +47,18 @@ public final class RedisConnection: Sendable {
         return connection
     }
 
-    /// Sends one command and waits for its reply. An error reply throws `RedisError.server`.
-    public func send(_ command: RedisCommand, timeout: TimeAmount) async throws(RedisError) -> RESPValue {
-        let reply = try await sendRaw(command, timeout: timeout)
+    /// Sends one command and waits for its reply until `deadline`. An error reply throws `RedisError.server`.
+    public func send(_ command: RedisCommand, deadline: NIODeadline) async throws(RedisError) -> RESPValue {
+        guard deadline > .now() else { throw .timeout }
+        let reply = try await sendRaw(command, deadline: deadline)
         if case .error(let text) = reply { throw RedisError.fromErrorReply(text) }
         return reply
     }
 
     /// Sends one command; an error reply is returned as `.error`, not thrown.
-    func sendRaw(_ command: RedisCommand, timeout: TimeAmount) async throws(RedisError) -> RESPValue {
+    func sendRaw(_ command: RedisCommand, deadline: NIODeadline) async throws(RedisError) -> RESPValue {
         let promise = channel.eventLoop.makePromise(of: RESPValue.self)
-        let request = RedisRequest(command: command, promise: promise, deadline: .now() + timeout)
+        let request = RedisRequest(command: command, promise: promise, deadline: deadline)
         // A write that never reaches the handler (channel already closed) must still fail the call.
         channel.writeAndFlush(request).whenFailure { _ in promise.fail(RedisError.connectionClosed) }
         do {

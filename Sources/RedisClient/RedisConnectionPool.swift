@@ -27,9 +27,11 @@ public final class RedisConnectionPool: Service, Sendable {
     public var operationTimeout: TimeAmount { .milliseconds(configuration.operationTimeoutMilliseconds) }
 
     /// Sends one command on the next connection. Throws only `RedisError`; an error reply is `RedisError.server`.
+    /// Connecting (if needed) and the command share one `REDIS_OPERATION_TIMEOUT_MS` deadline.
     public func send(_ command: RedisCommand) async throws -> RESPValue {
-        let connection = try await connection()
-        return try await connection.send(command, timeout: operationTimeout)
+        let deadline = NIODeadline.now() + operationTimeout
+        let connection = try await connection(deadline: deadline)
+        return try await connection.send(command, deadline: deadline)
     }
 
     /// Runs a Lua script by `EVALSHA`, loading it on first use and again after `NOSCRIPT`
@@ -39,23 +41,24 @@ public final class RedisConnectionPool: Service, Sendable {
     }
 
     private func evaluateTyped(_ script: RedisScript, keys: [String], arguments: [String]) async throws(RedisError) -> RESPValue {
-        let connection = try await connection()
+        let deadline = NIODeadline.now() + operationTimeout
+        let connection = try await connection(deadline: deadline)
         let sha: String
         if let known = scriptHashes.withLock({ $0[script.source] }) {
             sha = known
         } else {
-            sha = try await load(script, on: connection)
+            sha = try await load(script, on: connection, deadline: deadline)
         }
         do {
-            return try await connection.send(script.evalsha(sha, keys: keys, arguments: arguments), timeout: operationTimeout)
+            return try await connection.send(script.evalsha(sha, keys: keys, arguments: arguments), deadline: deadline)
         } catch .server(code: "NOSCRIPT", _) {
-            let reloaded = try await load(script, on: connection)
-            return try await connection.send(script.evalsha(reloaded, keys: keys, arguments: arguments), timeout: operationTimeout)
+            let reloaded = try await load(script, on: connection, deadline: deadline)
+            return try await connection.send(script.evalsha(reloaded, keys: keys, arguments: arguments), deadline: deadline)
         }
     }
 
-    private func load(_ script: RedisScript, on connection: RedisConnection) async throws(RedisError) -> String {
-        let reply = try await connection.send(RedisCommand("SCRIPT", ["LOAD", script.source]), timeout: operationTimeout)
+    private func load(_ script: RedisScript, on connection: RedisConnection, deadline: NIODeadline) async throws(RedisError) -> String {
+        let reply = try await connection.send(RedisCommand("SCRIPT", ["LOAD", script.source]), deadline: deadline)
         guard let sha = reply.string else { throw .protocolError("SCRIPT LOAD answered \(reply)") }
         scriptHashes.withLock { $0[script.source] = sha }
         return sha
@@ -71,7 +74,7 @@ public final class RedisConnectionPool: Service, Sendable {
         for slot in slots { slot.close() }
     }
 
-    private func connection() async throws(RedisError) -> RedisConnection {
+    private func connection(deadline: NIODeadline) async throws(RedisError) -> RedisConnection {
         let index = nextSlot.wrappingAdd(1, ordering: .relaxed).oldValue
         let slot = slots[index % slots.count]
         switch slot.acquire(now: .now()) {
@@ -84,7 +87,7 @@ public final class RedisConnectionPool: Service, Sendable {
         case .connect(let promise, let attempt):
             let eventLoop = eventLoopGroup.any()
             do {
-                let connection = try await RedisConnection.connect(to: configuration, on: eventLoop)
+                let connection = try await RedisConnection.connect(to: configuration, on: eventLoop, deadline: deadline)
                 slot.connected(connection)
                 if attempt > 0 { logger.info("Redis reconnected", metadata: ["attempts": "\(attempt)"]) }
                 promise.succeed(connection)

@@ -79,6 +79,23 @@ struct RedisClientTests {
         }
     }
 
+    @Test func connectingAndTheCommandShareOneDeadline() async throws {
+        try await Self.withPool { pool, server async throws in
+            _ = try await pool.send(RedisCommand("CONFIG", ["SET", "requirepass", "pw"]))
+            let fresh = RedisConnectionPool(
+                configuration: try RedisConfiguration(url: "redis://:pw@127.0.0.1:\(server.port)", operationTimeoutMilliseconds: 400),
+                eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "t"))
+            defer { fresh.close() }
+            server.pause()
+            defer { server.resume() }
+            // TCP still connects (the kernel accepts), AUTH then hangs: AUTH and the command must
+            // fit in one 400 ms deadline together, not 400 ms each.
+            let started = ContinuousClock.now
+            await #expect(throws: RedisError.self) { _ = try await fresh.send(.ping) }
+            #expect(ContinuousClock.now - started < .milliseconds(700))
+        }
+    }
+
     @Test func killedServerIsRefusedThenReconnected() async throws {
         try await Self.withPool { pool, server async throws in
             _ = try await pool.send(.set("before", Array("1".utf8)))
