@@ -124,7 +124,7 @@ struct RedisFailureTests {
     }
 
     @Test func aHungRedisCostsARequestAtMostOneDeadline() async throws {
-        try await withHarness(configure: { $0.redisOperationTimeoutMilliseconds = 800 }) { harness in
+        try await withHarness(configure: { $0.redisOperationTimeoutMilliseconds = 1000 }) { harness in
             _ = try await harness.client.get("/v1/users/u/notifications")
             harness.redis.pause()
             defer { harness.redis.resume() }
@@ -134,10 +134,10 @@ struct RedisFailureTests {
             let elapsed = ContinuousClock.now - started
             #expect(response.status == .ok)
             #expect(response.headers[.init("X-Cache")!] == "bypass")
-            #expect(elapsed < .milliseconds(1500), "\(elapsed)")
+            #expect(elapsed < .milliseconds(1800), "one 1 s deadline, not two: \(elapsed)")
             let health = ContinuousClock.now
             #expect(try await harness.client.get("/health", headers: [:]).status == .ok)
-            #expect(ContinuousClock.now - health < .milliseconds(1500))
+            #expect(ContinuousClock.now - health < .milliseconds(1800))
         }
     }
 

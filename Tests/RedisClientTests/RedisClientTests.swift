@@ -8,7 +8,15 @@ import TestSupport
 @Suite("RedisClient against a real redis-server", .serialized)
 struct RedisClientTests {
     static func withPool(
-        timeoutMilliseconds: Int64 = 1000, connections: Int = 2, _ body: (RedisConnectionPool, ChildServer) async throws -> Void
+        timeoutMilliseconds: Int64 = 1000, connections: Int = 2, _ body: @Sendable (RedisConnectionPool, ChildServer) async throws -> Void
+    ) async throws {
+        try await TestServers.fixtures.withPermit {
+            try await runPool(timeoutMilliseconds: timeoutMilliseconds, connections: connections, body)
+        }
+    }
+
+    static func runPool(
+        timeoutMilliseconds: Int64, connections: Int, _ body: @Sendable (RedisConnectionPool, ChildServer) async throws -> Void
     ) async throws {
         let server = try await TestServers.startRedis()
         defer { server.stop() }
@@ -21,7 +29,8 @@ struct RedisClientTests {
     }
 
     @Test func tenThousandPipelinedCommandsAnswerInOrder() async throws {
-        try await Self.withPool(connections: 1) { pool, _ async throws in
+        // About order, not latency: the default deadline, so a busy machine cannot fail it.
+        try await Self.withPool(timeoutMilliseconds: 5000, connections: 1) { pool, _ async throws in
             let replies = try await withThrowingTaskGroup(of: (Int, RESPValue).self) { group in
                 for index in 0..<10_000 {
                     group.addTask { (index, try await pool.send(RedisCommand("ECHO", ["value-\(index)"]))) }
@@ -66,13 +75,13 @@ struct RedisClientTests {
     }
 
     @Test func pausedServerTimesOutWithinDeadlineAndRecovers() async throws {
-        try await Self.withPool(timeoutMilliseconds: 300) { pool, server async throws in
+        try await Self.withPool(timeoutMilliseconds: 500) { pool, server async throws in
             #expect(try await pool.send(.ping) == .simpleString("PONG"))
             server.pause()
             let clock = ContinuousClock()
             let start = clock.now
             await #expect(throws: RedisError.timeout) { _ = try await pool.send(.ping) }
-            #expect(clock.now - start < .milliseconds(800))
+            #expect(clock.now - start < .milliseconds(1400))
             server.resume()
             // The timed-out connection was closed; the next call reconnects.
             #expect(try await eventually { try await pool.send(.ping) } == .simpleString("PONG"))
@@ -83,16 +92,16 @@ struct RedisClientTests {
         try await Self.withPool { pool, server async throws in
             _ = try await pool.send(RedisCommand("CONFIG", ["SET", "requirepass", "pw"]))
             let fresh = RedisConnectionPool(
-                configuration: try RedisConfiguration(url: "redis://:pw@127.0.0.1:\(server.port)", operationTimeoutMilliseconds: 400),
+                configuration: try RedisConfiguration(url: "redis://:pw@127.0.0.1:\(server.port)", operationTimeoutMilliseconds: 1000),
                 eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "t"))
             defer { fresh.close() }
             server.pause()
             defer { server.resume() }
             // TCP still connects (the kernel accepts), AUTH then hangs: AUTH and the command must
-            // fit in one 400 ms deadline together, not 400 ms each.
+            // fit in one 1 s deadline together, not 1 s each.
             let started = ContinuousClock.now
             await #expect(throws: RedisError.self) { _ = try await fresh.send(.ping) }
-            #expect(ContinuousClock.now - started < .milliseconds(700))
+            #expect(ContinuousClock.now - started < .milliseconds(1700))
         }
     }
 
