@@ -26,8 +26,6 @@ public struct BSONDocument: Sendable, Equatable, ExpressibleByDictionaryLiteral 
         }
     }
 
-    public var keys: [String] { fields.map(\.key) }
-
     public static func == (lhs: BSONDocument, rhs: BSONDocument) -> Bool {
         lhs.fields.count == rhs.fields.count && zip(lhs.fields, rhs.fields).allSatisfy { $0.key == $1.key && $0.value == $1.value }
     }

@@ -33,17 +33,6 @@ public struct ObjectID: Sendable, Hashable, Comparable, CustomStringConvertible 
         return make(milliseconds: milliseconds, tail: processTag + [UInt8(truncatingIfNeeded: count >> 16), UInt8(truncatingIfNeeded: count >> 8), UInt8(truncatingIfNeeded: count)])
     }
 
-    /// An id derived from a time and six bytes of the caller's choosing (e.g. a hash), so a retry derives the same id.
-    public static func derived(milliseconds: Int64, tail: [UInt8]) -> ObjectID {
-        precondition(tail.count == 6)
-        return make(milliseconds: milliseconds, tail: tail)
-    }
-
-    /// The smallest id of a given millisecond: `_id < ObjectID.lowerBound(t)` selects documents created before `t`.
-    public static func lowerBound(milliseconds: Int64) -> ObjectID {
-        make(milliseconds: milliseconds, tail: [0, 0, 0, 0, 0, 0])
-    }
-
     /// Milliseconds since the epoch encoded in the first six bytes (for ids this type generated).
     public var milliseconds: Int64 {
         let seconds = bytes[0..<4].reduce(Int64(0)) { $0 << 8 | Int64($1) }

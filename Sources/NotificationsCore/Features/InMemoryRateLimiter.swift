@@ -25,8 +25,6 @@ final class InMemoryRateLimiter: Sendable {
         }
     }
 
-    var count: Int { buckets.withLock { $0.count } }
-
     private static func evict(_ buckets: inout [String: Duration], now: Duration, capacity: Int) {
         buckets = buckets.filter { $0.value > now }
         while buckets.count >= capacity, let victim = buckets.keys.first {

@@ -1,5 +1,3 @@
-public import Logging
-
 /// A page of a user's feed, newest first.
 public struct FeedPage: Sendable {
     public var items: [Notification]
@@ -27,18 +25,16 @@ public struct NotificationFeed: Sendable {
     let locks: LockManager
     let cache: FeedCache
     let metrics: ServiceMetrics
-    let logger: Logger
 
     public init(
         store: any NotificationStore, locks: LockManager, cache: FeedCache, clock: any WallClock = SystemWallClock(),
-        metrics: ServiceMetrics, logger: Logger
+        metrics: ServiceMetrics
     ) {
         self.store = store
         self.locks = locks
         self.cache = cache
         self.clock = clock
         self.metrics = metrics
-        self.logger = logger
     }
 
     public func create(_ request: NewNotification) async throws -> Notification {

@@ -35,24 +35,6 @@ public struct JSONObjectReader {
         case let other?: throw ValidationError(field: name, "must be an object, not \(other.typeName)")
         }
     }
-
-    public func optionalArray(_ name: String) throws(ValidationError) -> [JSONValue]? {
-        switch members[name] {
-        case nil, .null?: return nil
-        case .array(let array)?: return array
-        case let other?: throw ValidationError(field: name, "must be an array, not \(other.typeName)")
-        }
-    }
-
-    public func optionalBool(_ name: String) throws(ValidationError) -> Bool? {
-        switch members[name] {
-        case nil, .null?: return nil
-        case .bool(let flag)?: return flag
-        case let other?: throw ValidationError(field: name, "must be a boolean, not \(other.typeName)")
-        }
-    }
-
-    public func contains(_ name: String) -> Bool { members[name] != nil }
 }
 
 extension NewNotification {

@@ -27,8 +27,6 @@ public struct Notification: Sendable, Equatable {
         self.readAt = readAt
     }
 
-    public var isRead: Bool { readAt != nil }
-
     /// The contract's JSON shape: `{"id", "recipientId", "type", "actorId", "title", "body", "data", "createdAt", "readAt"}`.
     public func write(to json: inout JSONWriter) {
         json.object { object in

@@ -99,10 +99,6 @@ public struct MongoNotificationStore: NotificationStore {
         }
     }
 
-    public func ping() async -> Bool {
-        await pool.ping()
-    }
-
 
     /// Follows a committed write; a failure marks the counter for a recount instead of failing the write.
     private func adjustUnread(_ recipientId: String, by delta: Int) async {

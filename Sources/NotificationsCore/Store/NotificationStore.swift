@@ -15,8 +15,6 @@ public protocol NotificationStore: Sendable {
     func markAllRead(recipientId: String, at: Timestamp) async throws -> Int
     /// False when the recipient has no such notification.
     func delete(recipientId: String, id: String) async throws -> Bool
-    /// True when the store answers.
-    func ping() async -> Bool
 }
 
 /// Why the store could not do what was asked.

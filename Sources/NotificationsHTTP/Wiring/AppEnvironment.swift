@@ -42,7 +42,7 @@ public struct AppEnvironment: Sendable {
                     gateway: gateway, ttl: .milliseconds(settings.lockTTLMilliseconds), wait: .milliseconds(settings.lockWaitMilliseconds),
                     logger: logger),
                 cache: FeedCache(gateway: gateway, ttlSeconds: settings.feedCacheTTLSeconds, logger: logger),
-                metrics: metrics, logger: logger),
+                metrics: metrics),
             health: health, redis: gateway,
             limiter: RateLimiter(policies: settings.allRateLimitPolicies, gateway: gateway, metrics: metrics, logger: logger),
             idempotency: IdempotencyStore(pool: mongoPool, gateway: gateway, ttlSeconds: settings.idempotencyTTLSeconds, logger: logger),
