@@ -228,12 +228,6 @@ private final class RecentRecords: Sendable {
     }
 }
 
-extension Timestamp {
-    func advanced(by duration: Duration) -> Timestamp {
-        Timestamp(milliseconds: milliseconds + duration.milliseconds)
-    }
-}
-
 extension BSONDocument {
     func removing(_ key: String) -> BSONDocument {
         var copy = self

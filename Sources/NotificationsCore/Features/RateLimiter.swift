@@ -125,15 +125,3 @@ extension GCRALimit {
     /// The window in whole seconds for `w=` (at least 1).
     var windowSeconds: Int { max(1, window.wholeSecondsRoundedUp) }
 }
-
-extension Duration {
-    var wholeSecondsRoundedUp: Int {
-        let (seconds, attoseconds) = components
-        return Int(seconds) + (attoseconds > 0 ? 1 : 0)
-    }
-
-    var microseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000 + attoseconds / 1_000_000_000_000
-    }
-}

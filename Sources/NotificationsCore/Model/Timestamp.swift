@@ -8,6 +8,10 @@ public struct Timestamp: Sendable, Hashable, Comparable {
 
     public static func < (lhs: Timestamp, rhs: Timestamp) -> Bool { lhs.milliseconds < rhs.milliseconds }
 
+    func advanced(by duration: Duration) -> Timestamp {
+        Timestamp(milliseconds: milliseconds + duration.milliseconds)
+    }
+
     public var rfc3339: String {
         let millis = Int(((milliseconds % 1000) + 1000) % 1000)
         let seconds = (milliseconds - Int64(millis)) / 1000
