@@ -126,7 +126,7 @@ let package = Package(
             name: "NotificationsCoreTests",
             dependencies: [
                 "NotificationsCore", "TestSupport", "MongoStore", .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Metrics", package: "swift-metrics"),
             ],
             swiftSettings: swiftSettings
         ),

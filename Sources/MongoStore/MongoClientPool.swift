@@ -20,6 +20,7 @@ public final class MongoClientPool: Sendable {
     private let threadPool: NIOThreadPool
     private let eventLoopGroup: any EventLoopGroup
     public let operationTimeout: TimeAmount
+    public var operationTimeoutMilliseconds: Int64 { operationTimeout.nanoseconds / 1_000_000 }
 
     /// Initialises libmongoc once and silences its own stderr logger: failures reach our logs as typed errors.
     private static let initialize: Void = {

@@ -65,12 +65,38 @@ public struct MongoCollection: Sendable {
         try await find(filter, limit: 1).first
     }
 
+    /// One statement of an `update` command.
+    public struct UpdateStatement: Sendable {
+        public var filter: BSONDocument
+        public var update: BSONDocument
+        public var multi: Bool
+        public var upsert: Bool
+
+        public init(filter: BSONDocument, update: BSONDocument, multi: Bool = false, upsert: Bool = false) {
+            self.filter = filter
+            self.update = update
+            self.multi = multi
+            self.upsert = upsert
+        }
+    }
+
     public func update(
         _ filter: BSONDocument, _ update: BSONDocument, multi: Bool = false, upsert: Bool = false
     ) async throws(MongoError) -> UpdateResult {
+        try await self.update([UpdateStatement(filter: filter, update: update, multi: multi, upsert: upsert)])
+    }
+
+    /// Several statements in one `update` command (one round trip); counts are their sums.
+    public func update(_ statements: [UpdateStatement]) async throws(MongoError) -> UpdateResult {
+        guard !statements.isEmpty else { return UpdateResult(matched: 0, modified: 0, upserted: 0) }
         let reply = try await pool.runCommand([
             "update": .string(name),
-            "updates": .array([.document(["q": .document(filter), "u": .document(update), "multi": .bool(multi), "upsert": .bool(upsert)])]),
+            "updates": .array(statements.map { statement in
+                .document([
+                    "q": .document(statement.filter), "u": .document(statement.update), "multi": .bool(statement.multi),
+                    "upsert": .bool(statement.upsert),
+                ])
+            }),
         ])
         let duplicates = try Self.writeErrors(reply)
         if !duplicates.isEmpty { throw .duplicateKey(name) }

@@ -82,9 +82,15 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         fail(.connectionClosed)
     }
 
+    /// A deadline passed: that call fails with `.timeout` (calls ahead of it in the pipeline
+    /// were not late, so they are only `.aborted`), then the connection closes.
     private func deadlineMissed(id: UInt64) {
-        guard pending.contains(where: { $0.id == id }) else { return }
-        fail(.timeout)
+        guard let index = pending.firstIndex(where: { $0.id == id }) else { return }
+        let late = pending.remove(at: index)
+        late.timeout?.cancel()
+        late.promise.fail(RedisError.timeout)
+        failAll(.aborted(RedisError.timeout.description))
+        context?.close(promise: nil)
     }
 
     private func fail(_ error: RedisError) {
@@ -92,11 +98,15 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         context?.close(promise: nil)
     }
 
+    /// The first pending call gets `error`; the calls pipelined behind it get `.aborted`, so
+    /// one connection failure is counted once by whoever counts failures.
     private func failAll(_ error: RedisError) {
         if failure == nil { failure = error }
+        var first = true
         while let request = pending.popFirst() {
             request.timeout?.cancel()
-            request.promise.fail(error)
+            request.promise.fail(first ? error : .aborted(error.description))
+            first = false
         }
     }
 }

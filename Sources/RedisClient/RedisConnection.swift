@@ -65,7 +65,8 @@ public final class RedisConnection: Sendable {
             return try await withTaskCancellationHandler {
                 try await promise.futureResult.get()
             } onCancel: {
-                promise.fail(RedisError.timeout)
+                // The reply may still come and is then dropped; the connection stays usable.
+                promise.fail(RedisError.cancelled)
             }
         } catch let error as RedisError {
             throw error

@@ -12,11 +12,27 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
     case protocolError(String)
     /// The pool has been shut down.
     case shutdown
+    /// The caller stopped waiting (its task was cancelled): says nothing about Redis.
+    case cancelled
+    /// Failed only because another call on the same connection failed first (its deadline
+    /// passed, or the connection broke under it): one connection failure, reported once as
+    /// that first call's error and as `aborted` for the rest of the pipeline.
+    case aborted(String)
 
     /// Builds a typed server error from the text of an error reply ("OOM command not allowed ...").
     public static func fromErrorReply(_ text: String) -> RedisError {
         let code = text.prefix { $0 != " " }
         return .server(code: String(code), message: text)
+    }
+
+    /// Whether the error says something about Redis's health (what a circuit breaker counts):
+    /// not a caller's cancellation, and not a call that only shared a connection with the
+    /// failure another call already reports.
+    public var isRedisFailure: Bool {
+        switch self {
+        case .cancelled, .aborted, .shutdown: false
+        default: true
+        }
     }
 
     public var description: String {
@@ -27,6 +43,8 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
         case .server(_, let message): "redis error reply: \(message)"
         case .protocolError(let reason): "redis protocol error: \(reason)"
         case .shutdown: "redis client shut down"
+        case .cancelled: "redis call cancelled by its caller"
+        case .aborted(let cause): "redis call aborted with its connection: \(cause)"
         }
     }
 }

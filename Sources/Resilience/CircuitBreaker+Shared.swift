@@ -39,6 +39,20 @@ public final class CircuitBreaker<C: Clock>: Sendable where C.Duration == Durati
         }
     }
 
+    /// Permission for an essential write: a normal one when the circuit gives it, else a
+    /// non-probe call in half-open or forced open (it takes no probe slot); rejected only by a
+    /// real OPEN.
+    public func acquireEssential() -> Permission {
+        let permission = acquire()
+        if case .allowed = permission { return permission }
+        let now = clock.now
+        return machine.withLock { $0.admitsEssential(at: now) } ? .allowed(probe: false) : .rejected
+    }
+
+    public func release(probe: Bool) {
+        machine.withLock { $0.release(probe: probe) }
+    }
+
     public func forceOpen() {
         let now = clock.now
         if let transition = machine.withLock({ $0.forceOpen(at: now) }) { onTransition(transition) }

@@ -129,6 +129,21 @@ public struct CircuitBreakerStateMachine<Instant: InstantProtocol>: Sendable whe
         }
     }
 
+    /// Whether an essential write (cleanup that keeps shared state correct, such as a cache
+    /// invalidation) may still go to the service: in every state but a real OPEN. A half-open
+    /// circuit or an operator's drill says nothing about whether the service would take it.
+    public func admitsEssential(at now: Instant) -> Bool {
+        isForcedOpen || state(at: now) != .open
+    }
+
+    /// Reports a call that ended without telling anything about the service (its caller
+    /// cancelled it, or it only shared a broken connection with a failure already reported):
+    /// a half-open probe gives its slot back, nothing is counted.
+    public mutating func release(probe: Bool) {
+        guard probe, case .halfOpen(let inFlight, let successes) = state else { return }
+        state = .halfOpen(inFlight: max(0, inFlight - 1), successes: successes)
+    }
+
     /// The admin drill: open now and stay open (no probes) until `reset`.
     public mutating func forceOpen(at now: Instant) -> CircuitTransition? {
         let before = state(at: now)

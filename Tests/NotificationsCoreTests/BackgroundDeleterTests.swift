@@ -1,13 +1,17 @@
 import Logging
+import Metrics
 import MongoStore
 import NIOPosix
 @testable import NotificationsCore
+import Synchronization
 import Testing
 import TestSupport
 
-@Suite("Late writes are undone")
+@Suite("Late writes are undone: one worker, batches, a bounded queue")
 struct BackgroundDeleterTests {
-    @Test func aWriteAppliedAfterItsRequestFailedIsRemoved() async throws {
+    static let metrics = ServiceMetrics(factory: NOOPMetricsHandler.instance)
+
+    @Test func lateWritesAreRemovedInBatchesAndOthersKept() async throws {
         try await TestServers.fixtures.withPermit {
             let server = try await TestServers.startMongo()
             defer { server.stop() }
@@ -15,17 +19,43 @@ struct BackgroundDeleterTests {
                 uriString: "mongodb://127.0.0.1:\(server.port)/t?maxPoolSize=2", operationTimeoutMilliseconds: 2000,
                 eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
             let collection = pool.collection("notifications")
-            // As if a timed-out insert had been applied by the server after all.
-            try await collection.insertOne(["_id": "late", "recipientId": "u"])
-            try await collection.insertOne(["_id": "kept", "recipientId": "u"])
-            BackgroundDeleter(logger: Logger(label: "test")).deleteEventually(["_id": "late"], from: collection)
-            let deadline = ContinuousClock.now + .seconds(6)
-            while try await collection.findOne(["_id": "late"]) != nil && ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(200))
+            // As if 50 timed-out inserts had been applied by the server after all.
+            let late: [BSONDocument] = (0..<50).map { ["_id": .string("late-\($0)"), "recipientId": "u"] }
+            _ = try await collection.insert(late + [["_id": "kept", "recipientId": "u"]])
+            let deleter = BackgroundDeleter(collection: collection, metrics: Self.metrics, logger: Logger(label: "test"))
+            for document in late { deleter.deleteEventually(id: document["_id"] ?? .null) }
+            let deadline = ContinuousClock.now + .seconds(10)
+            while deleter.queue.count > 0 && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(100))
             }
-            #expect(try await collection.findOne(["_id": "late"]) == nil)
-            #expect(try await collection.findOne(["_id": "kept"]) != nil)
+            #expect(try await collection.find(["recipientId": "u"]).compactMap { $0["_id"]?.string } == ["kept"])
+            #expect(deleter.queue.batchesSent == 2, "one command per confirmation round, not one per document")
             await pool.shutdown()
         }
     }
+
+    @Test func theQueueIsBoundedAndBacksOffWhileMongoDBIsDown() async throws {
+        let attempts = AttemptCounter()
+        var policy = RetryQueue<Int>.Policy()
+        policy.capacity = 3
+        policy.firstAttemptAfter = .zero
+        policy.backoffBase = .milliseconds(100)
+        policy.backoffCap = .milliseconds(400)
+        let queue = RetryQueue<Int>(.lateInserts, policy: policy, metrics: Self.metrics, logger: Logger(label: "test")) { _ in
+            attempts.increment()
+            throw MongoError.unavailable("down")
+        }
+        #expect(queue.enqueue(1) && queue.enqueue(2) && queue.enqueue(3))
+        #expect(!queue.enqueue(4), "a full queue refuses (and counts) instead of growing")
+        try await Task.sleep(for: .milliseconds(1200))
+        // 100, 200, 400, 400 ms (each ±50 %) in 1.2 s: a handful of attempts, each one batch of all three.
+        #expect((2...8).contains(attempts.value), "\(attempts.value) attempts")
+        #expect(queue.count == 3)
+    }
+}
+
+final class AttemptCounter: Sendable {
+    private let count = Mutex(0)
+    func increment() { count.withLock { $0 += 1 } }
+    var value: Int { count.withLock { $0 } }
 }

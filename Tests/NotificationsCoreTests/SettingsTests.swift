@@ -53,6 +53,18 @@ struct SettingsTests {
         }
     }
 
+    /// An in-progress claim must never read as expired (and be taken over while its request runs).
+    @Test func idempotencyRetentionMustOutlastTheClaimLease() throws {
+        do {
+            _ = try load(["IDEMPOTENCY_TTL_SECONDS": "30"])
+            Issue.record("a retention shorter than the 60 s claim lease was accepted")
+        } catch {
+            #expect(error.variable == "IDEMPOTENCY_TTL_SECONDS")
+            #expect(error.description.contains("claim lease"))
+        }
+        #expect(try load(["IDEMPOTENCY_TTL_SECONDS": "61"]).idempotencyTTLSeconds == 61)
+    }
+
     @Test func secretsAreNotEchoedInErrors() {
         do {
             _ = try load(["API_KEYS": "good:s3cr3t-value,broken"])

@@ -74,6 +74,19 @@ struct RedisClientTests {
         }
     }
 
+    /// The premise of every unknown-outcome rule: a command whose reply never came (deadline
+    /// passed, connection closed) may still be applied when the server resumes.
+    @Test func aTimedOutCommandMayStillBeApplied() async throws {
+        try await Self.withPool(timeoutMilliseconds: 300, connections: 1) { pool, server async throws in
+            #expect(try await pool.send(.ping) == .simpleString("PONG"))
+            server.pause()
+            await #expect(throws: RedisError.timeout) { _ = try await pool.send(.set("late", Array("applied".utf8))) }
+            try await Task.sleep(for: .milliseconds(200))
+            server.resume()
+            #expect(try await eventually { try await pool.send(.get("late")) } == .bulkString(Array("applied".utf8)))
+        }
+    }
+
     @Test func pausedServerTimesOutWithinDeadlineAndRecovers() async throws {
         try await Self.withPool(timeoutMilliseconds: 500) { pool, server async throws in
             #expect(try await pool.send(.ping) == .simpleString("PONG"))

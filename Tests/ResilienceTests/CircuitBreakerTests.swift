@@ -122,6 +122,38 @@ struct CircuitBreakerTests {
         #expect(breaker.state == .open)
     }
 
+    /// Essential writes (cache invalidation, lock release) go through a half-open or forced-open
+    /// circuit without taking a probe slot; only a real OPEN skips them.
+    @Test func essentialWritesPassEveryStateButARealOpen() {
+        let (breaker, clock, _) = make()
+        #expect(breaker.acquireEssential() == .allowed(probe: false))
+        fail(breaker, times: 5)
+        #expect(breaker.acquireEssential() == .rejected, "while OPEN, Redis is not called")
+        clock.advance(by: .seconds(30))
+        #expect(breaker.acquire() == .allowed(probe: true))
+        #expect(breaker.acquire() == .allowed(probe: true))
+        #expect(breaker.acquire() == .rejected, "both probe slots are taken")
+        #expect(breaker.acquireEssential() == .allowed(probe: false))
+        breaker.reset()
+        breaker.forceOpen()
+        #expect(breaker.acquire() == .rejected)
+        #expect(breaker.acquireEssential() == .allowed(probe: false))
+    }
+
+    /// A probe whose caller cancelled it gives its slot back and counts as nothing.
+    @Test func releasedProbeFreesItsSlotWithoutCounting() {
+        let (breaker, clock, transitions) = make()
+        fail(breaker, times: 5)
+        clock.advance(by: .seconds(30))
+        #expect(breaker.acquire() == .allowed(probe: true))
+        #expect(breaker.acquire() == .allowed(probe: true))
+        breaker.release(probe: true)
+        #expect(breaker.state == .halfOpen)
+        #expect(breaker.acquire() == .allowed(probe: true), "the released slot is free again")
+        breaker.release(probe: false)
+        #expect(transitions.states == [.open, .halfOpen])
+    }
+
     @Test func gaugeValues() {
         #expect(CircuitState.closed.gaugeValue == 0 && CircuitState.halfOpen.gaugeValue == 1 && CircuitState.open.gaugeValue == 2)
         #expect(CircuitState.halfOpen.rawValue == "half_open")

@@ -16,6 +16,9 @@ public struct Settings: Sendable {
     public var circuitSuccessThreshold = 2
     public var redisOperationTimeoutMilliseconds: Int64 = 5000
     public var idempotencyTTLSeconds: Int64 = 86400
+    /// How long an idempotency claim in progress is its holder's before another request may
+    /// take it over (its holder died). Not an environment variable: the retention must exceed it.
+    public var idempotencyClaimLeaseMilliseconds: Int64 = 60_000
     public var apiKeys: [APIKey] = []
     public var adminToken: String?
     public var rateLimitPolicies: [RateLimitPolicy] = [RateLimitPolicy(name: "*", limit: 100, windowMilliseconds: 1000)]
@@ -70,6 +73,12 @@ public struct Settings: Sendable {
         circuitSuccessThreshold = try reader.integer("REDIS_CIRCUIT_SUCCESS_THRESHOLD", default: circuitSuccessThreshold, in: 1...1_000_000)
         redisOperationTimeoutMilliseconds = try reader.integer("REDIS_OPERATION_TIMEOUT_MS", default: redisOperationTimeoutMilliseconds, in: 1...600_000)
         idempotencyTTLSeconds = try reader.integer("IDEMPOTENCY_TTL_SECONDS", default: idempotencyTTLSeconds, in: 1...31_536_000)
+        guard idempotencyTTLSeconds * 1000 > idempotencyClaimLeaseMilliseconds else {
+            // A record that expires while its claim is still leased would be taken over while the first request runs.
+            throw SettingsError(
+                variable: "IDEMPOTENCY_TTL_SECONDS",
+                reason: "must be longer than the idempotency claim lease (\(idempotencyClaimLeaseMilliseconds / 1000) s), got \(idempotencyTTLSeconds)")
+        }
         apiKeys = try reader.apiKeys("API_KEYS")
         adminToken = try reader.optionalSecret("ADMIN_TOKEN")
         rateLimitPolicies = try reader.policies("RATE_LIMIT_POLICIES", default: rateLimitPolicies)

@@ -1,4 +1,4 @@
-public import Logging
+internal import Logging
 internal import RedisClient
 
 /// Parses one variable at a time, turning every problem into a `SettingsError` naming it.

@@ -15,9 +15,10 @@ public enum CacheStatus: String, Sendable {
 
 /// Caches feed responses in Redis under a per-user version, and its rule for Redis failures.
 ///
-/// Every write for a user `INCR`s the user's version (one atomic command, seen by every
-/// instance), and entries are keyed by version, so the next read after a write misses:
-/// read-your-writes across instances. A cold entry is loaded from MongoDB once per instance
+/// Every write for a user sets the user's version to a new random token (one atomic command,
+/// seen by every instance), and entries are keyed by version, so the next read after a write
+/// misses: read-your-writes across instances. Invalidation is an essential write: tried even
+/// while the circuit is half-open or forced open, skipped only when the circuit is really open. A cold entry is loaded from MongoDB once per instance
 /// (single flight). Redis unusable: read MongoDB, `X-Cache: bypass` (never a reason to fail).
 /// An invalidation Redis refuses (e.g. out of memory) leaves entries stale for at most the TTL.
 public final class FeedCache: Sendable {
@@ -32,9 +33,11 @@ public final class FeedCache: Sendable {
         self.logger = logger
     }
 
-    /// Versions outlive every entry made under them, so a version that expires and restarts
-    /// at 0 can never meet an old entry.
-    static let versionTTLSeconds = 86_400
+    /// A version lives twice as long as an entry, refreshed by every write. Versions are random
+    /// tokens, never reused, so an entry can only be found under the version it was made for;
+    /// the one value that recurs is "no version" (`0`), and an entry made under it is older
+    /// than the write that replaced it, so it has expired before that write's version can.
+    var versionTTLSeconds: Int64 { 2 * ttlSeconds }
 
     static func versionKey(_ user: String) -> String { "feed:{\(user)}:v" }
     static func entryPrefix(_ user: String) -> String { "feed:{\(user)}:e:" }
@@ -45,13 +48,6 @@ public final class FeedCache: Sendable {
         """
         local version = redis.call('GET', KEYS[1]) or '0'
         return {version, redis.call('GET', ARGV[1] .. version .. ':' .. ARGV[2])}
-        """)
-
-    static let bump = RedisScript(
-        """
-        local version = redis.call('INCR', KEYS[1])
-        redis.call('EXPIRE', KEYS[1], ARGV[1])
-        return version
         """)
 
     /// The cached body of `variant` for `user`, or `load()`'s, stored for the next reader.
@@ -74,12 +70,18 @@ public final class FeedCache: Sendable {
 
     /// After a write for `user`: later reads on every instance miss and reload.
     public func invalidate(user: String) async {
-        let bumped = await gateway.call(.feedCache, essential: true) { pool in
-            try await pool.evaluate(Self.bump, keys: [Self.versionKey(user)], arguments: [String(Self.versionTTLSeconds)])
+        let token = Array(Self.newVersion().utf8)
+        let bumped = await gateway.call(.feedCache, essential: true) { [versionTTLSeconds] pool in
+            try await pool.send(RedisCommand([Array("SET".utf8), Array(Self.versionKey(user).utf8), token, Array("EX".utf8), Array(String(versionTTLSeconds).utf8)]))
         }
         if bumped == nil {
             logger.warning("Feed cache invalidation failed; cached feed may be stale up to the TTL", metadata: ["user": "\(user)", "ttl_s": "\(ttlSeconds)"])
         }
+    }
+
+    /// 64 random bits: a version no other write will ever pick.
+    static func newVersion() -> String {
+        String(UInt64.random(in: 1...UInt64.max), radix: 36)
     }
 
     /// Concurrent misses of one entry on this instance share a single load.

@@ -2,7 +2,6 @@ internal import Crypto
 public import Logging
 public import MongoStore
 internal import RedisClient
-internal import Synchronization
 
 /// `Idempotency-Key`: exactly-once processing of POSTs, and its rule for Redis failures.
 ///
@@ -11,6 +10,16 @@ internal import Synchronization
 /// record in MongoDB, whose unique `_id` lets exactly one request win even across instances
 /// and with Redis down. The winner's response (non-5xx) replaces the claim; a failed request
 /// releases it. A claim whose holder died is taken over after `claimLease`.
+///
+/// Only MongoDB decides that a key is in progress: memory and Redis hold completed responses
+/// only, written after MongoDB accepted them, so no cached tier can answer 409 for a claim
+/// MongoDB no longer has. Every write is designed for an unknown outcome:
+/// - a claim (or takeover) whose insert timed out is deleted again in the background, guarded
+///   by its `claimedAt` (`RetryQueue`), so no key stays claimed by a request that got 503;
+/// - a response MongoDB did not take is retried in the background until it does;
+/// - a claim carries a planned result id, kept across an abandoned-claim takeover, so a
+///   create run again by the taker finds the notification its first run stored (and answers
+///   with it) instead of creating a second one.
 public final class IdempotencyStore: Sendable {
     public enum Begin: Sendable {
         /// Process the request, then `complete` (or `release`) the claim.
@@ -27,7 +36,25 @@ public final class IdempotencyStore: Sendable {
         let id: String
         let fingerprint: String
         let claimedAt: Timestamp
+        /// The id a notification created by this request gets: the same for every run of it.
+        public let plannedID: String
     }
+
+    /// A claim whose insert or takeover may have been applied although the request failed.
+    struct ClaimRef: Sendable {
+        var id: String
+        var claimedAt: Timestamp
+    }
+
+    /// A response MongoDB has not confirmed yet.
+    struct PendingResponse: Sendable {
+        var claim: ClaimRef
+        var fields: BSONDocument
+    }
+
+    /// Redis copies live at most this long (and never past the record's expiry): Redis is the
+    /// fast tier for recent repeats, MongoDB keeps the record for the whole retention.
+    static let redisCopyTTL = Duration.seconds(3600)
 
     let records: MongoCollection
     let gateway: RedisGateway
@@ -35,12 +62,13 @@ public final class IdempotencyStore: Sendable {
     let claimLease: Duration
     let clock: any WallClock
     let logger: Logger
-    private let memory: RecentRecords
-    private let releaser: BackgroundDeleter
+    let memory = IdempotencyMemory()
+    let claimUndo: RetryQueue<ClaimRef>
+    let pendingResponses: RetryQueue<PendingResponse>
 
     init(
-        records: MongoCollection, gateway: RedisGateway, ttlSeconds: Int64, claimLease: Duration = .seconds(60), clock: any WallClock,
-        logger: Logger
+        records: MongoCollection, gateway: RedisGateway, ttlSeconds: Int64, claimLease: Duration, clock: any WallClock,
+        metrics: ServiceMetrics, logger: Logger
     ) {
         self.records = records
         self.gateway = gateway
@@ -48,12 +76,26 @@ public final class IdempotencyStore: Sendable {
         self.claimLease = claimLease
         self.clock = clock
         self.logger = logger
-        self.memory = RecentRecords(capacity: 10_000)
-        self.releaser = BackgroundDeleter(logger: logger)
+        var undoPolicy = RetryQueue<ClaimRef>.Policy()
+        undoPolicy.confirmations = 2
+        claimUndo = RetryQueue(.idempotencyClaims, policy: undoPolicy, metrics: metrics, logger: logger) { claims in
+            // Only those exact claims: a newer claim of the same key (a retry) stays.
+            _ = try await records.delete(["$or": .array(claims.map { .document(Self.ownClaim($0)) })], limit: 0)
+        }
+        var responsePolicy = RetryQueue<PendingResponse>.Policy()
+        responsePolicy.batchSize = 100
+        responsePolicy.firstAttemptAfter = .milliseconds(200)
+        pendingResponses = RetryQueue(.idempotencyResponses, policy: responsePolicy, metrics: metrics, logger: logger) { responses in
+            _ = try await records.update(responses.map { .init(filter: Self.ownClaim($0.claim), update: ["$set": .document($0.fields)]) })
+        } completed: { responses in
+            logger.notice("Stored idempotent responses MongoDB had missed", metadata: ["count": "\(responses.count)"])
+        }
     }
 
-    public convenience init(pool: MongoClientPool, gateway: RedisGateway, ttlSeconds: Int64, logger: Logger) {
-        self.init(records: pool.collection("idempotency_records"), gateway: gateway, ttlSeconds: ttlSeconds, clock: SystemWallClock(), logger: logger)
+    public convenience init(pool: MongoClientPool, gateway: RedisGateway, ttlSeconds: Int64, claimLease: Duration, metrics: ServiceMetrics, logger: Logger) {
+        self.init(
+            records: pool.collection("idempotency_records"), gateway: gateway, ttlSeconds: ttlSeconds, claimLease: claimLease,
+            clock: SystemWallClock(), metrics: metrics, logger: logger)
     }
 
     /// The TTL index (MongoDB expires records eventually; readers also check `expiresAt`).
@@ -70,103 +112,123 @@ public final class IdempotencyStore: Sendable {
     }
 
     /// Looks the key up and claims it if it is new. Throws `StoreError` when MongoDB is unusable
-    /// (nothing is claimed then).
+    /// (nothing stays claimed then).
     public func begin(scope: String, key: String, fingerprint: String) async throws -> Begin {
         let id = "\(scope):\(key)"
         let now = clock.now()
         if let record = memory.get(id, now: now) { return Self.answer(record, fingerprint: fingerprint) }
         if let cached = await gateway.call(.idempotency, { pool in try await pool.send(.get(Self.redisKey(id))) }),
-            case .bulkString(let bytes) = cached, let record = IdempotencyRecord(redisValue: bytes), record.expiresAt > now
+            case .bulkString(let bytes) = cached, let record = IdempotencyRecord(redisValue: bytes), record.response != nil, record.expiresAt > now
         {
-            if record.response != nil { memory.put(id, record) }
+            memory.put(id, record)
             return Self.answer(record, fingerprint: fingerprint)
         }
         return try await claimInMongo(id: id, fingerprint: fingerprint, now: now)
     }
 
-    /// Stores the response for repeats (everywhere it is looked up).
+    /// Stores the response for repeats: in MongoDB first, and in memory and Redis only once
+    /// MongoDB took it for this very claim (a holder whose claim was taken over stores nothing).
+    /// A response MongoDB did not take is retried in the background until it does.
     public func complete(_ claim: Claim, response: IdempotencyRecord.StoredResponse) async {
         let record = IdempotencyRecord(fingerprint: claim.fingerprint, response: response, expiresAt: claim.claimedAt.advanced(by: ttl))
-        memory.put(claim.id, record)
+        let own = ClaimRef(id: claim.id, claimedAt: claim.claimedAt)
+        let fields: BSONDocument = [
+            "state": "completed", "status": .int32(Int32(response.status)), "body": .string(String(decoding: response.body, as: UTF8.self)),
+            "contentType": .string(response.contentType), "location": response.location.map(BSONValue.string) ?? .null,
+        ]
         do {
-            // Only our own claim: a holder whose claim was taken over must not overwrite the new one.
-            _ = try await records.update(
-                ["_id": .string(claim.id), "claimedAt": .datetime(claim.claimedAt.milliseconds)],
-                ["$set": [
-                    "state": "completed", "status": .int32(Int32(response.status)), "body": .string(String(decoding: response.body, as: UTF8.self)),
-                    "contentType": .string(response.contentType), "location": response.location.map(BSONValue.string) ?? .null,
-                ]])
+            let result = try await records.update(Self.ownClaim(own), ["$set": .document(fields)])
+            guard result.matched > 0 else {
+                logger.warning("Idempotency claim was taken over before its response was stored", metadata: ["key": "\(claim.id)"])
+                return
+            }
         } catch {
-            logger.error("Storing an idempotent response failed; a repeat on another instance may run again",
-                         metadata: ["key": "\(claim.id)", "error": "\(error)"])
+            logger.warning("Storing an idempotent response failed; retrying until MongoDB takes it", metadata: ["key": "\(claim.id)", "error": "\(error)"])
+            pendingResponses.enqueue(PendingResponse(claim: own, fields: fields))
+            return
         }
-        _ = await gateway.call(.idempotency) { [ttl] pool in
-            try await pool.send(.set(Self.redisKey(claim.id), record.redisValue, ttlMilliseconds: max(1, ttl.milliseconds)))
+        memory.put(claim.id, record)
+        let copyTTL = min(Self.redisCopyTTL.milliseconds, record.expiresAt.milliseconds - clock.now().milliseconds)
+        guard copyTTL > 0 else { return }
+        _ = await gateway.call(.idempotency, essential: true) { pool in
+            try await pool.send(.set(Self.redisKey(claim.id), record.redisValue, ttlMilliseconds: copyTTL))
         }
     }
 
-    /// Gives the key back after a failed request, so a retry is processed.
+    /// Gives the key back after a failed request, so a retry is processed. When MongoDB does not
+    /// answer, the claim is freed in the background as soon as it does (not after the lease).
     public func release(_ claim: Claim) async {
-        memory.remove(claim.id)
-        _ = await gateway.call(.idempotency, essential: true) { pool in try await pool.send(.del([Self.redisKey(claim.id)])) }
-        let ownClaim: BSONDocument = ["_id": .string(claim.id), "claimedAt": .datetime(claim.claimedAt.milliseconds)]
+        let own = ClaimRef(id: claim.id, claimedAt: claim.claimedAt)
         do {
-            _ = try await records.delete(ownClaim, limit: 1)
+            _ = try await records.delete(Self.ownClaim(own), limit: 1)
         } catch {
-            // MongoDB failed under the request: keep trying in the background, so the key is
-            // free as soon as MongoDB is back (not only when the claim's lease runs out).
-            logger.warning("Releasing an idempotency claim failed; retrying until MongoDB answers",
-                           metadata: ["key": "\(claim.id)", "error": "\(error)"])
-            releaser.deleteEventually(ownClaim, from: records)
+            logger.warning("Releasing an idempotency claim failed; retrying until MongoDB answers", metadata: ["key": "\(claim.id)", "error": "\(error)"])
+            claimUndo.enqueue(own)
         }
     }
 
     private func claimInMongo(id: String, fingerprint: String, now: Timestamp) async throws -> Begin {
-        let claim = Claim(id: id, fingerprint: fingerprint, claimedAt: now)
-        let document: BSONDocument = [
-            "_id": .string(id), "fingerprint": .string(fingerprint), "state": "in_progress",
-            "claimedAt": .datetime(now.milliseconds), "expiresAt": .datetime(now.advanced(by: ttl).milliseconds),
-        ]
-        if try await insertClaim(document) { return await claimed(claim) }
+        let claim = Claim(id: id, fingerprint: fingerprint, claimedAt: now, plannedID: ObjectIDs.new(at: now))
+        if try await insertClaim(claim) { return .proceed(claim) }
         guard let existing = try await mongoOperation({ try await records.findOne(["_id": .string(id)]) }) else {
             // Released between our insert and this read: try once more.
-            return try await insertClaim(document) ? await claimed(claim) : .inProgress
+            return try await insertClaim(claim) ? .proceed(claim) : .inProgress
         }
         let expired = (existing["expiresAt"]?.datetime ?? 0) <= now.milliseconds
         let abandoned = existing["state"]?.string == "in_progress"
             && (existing["claimedAt"]?.datetime ?? 0) <= now.milliseconds - claimLease.milliseconds
+        if abandoned && !expired && existing["fingerprint"]?.string != fingerprint { return .mismatch }
         if expired || abandoned {
-            // Take over only the exact claim we saw, so two takers cannot both win.
-            let filter: BSONDocument = ["_id": .string(id), "claimedAt": existing["claimedAt"] ?? .null]
-            let replacement: BSONDocument = [
-                "$set": .document(document.removing("_id")), "$unset": ["status": "", "body": "", "contentType": "", "location": ""],
-            ]
-            let taken = try await mongoOperation { try await records.findAndModify(filter, update: replacement) }
-            return taken == nil ? .inProgress : await claimed(claim)
+            // An abandoned claim's request may have stored its result: keep its planned id, so
+            // running it again finds that result instead of making a second one.
+            let planned = abandoned ? existing["plannedId"]?.string ?? claim.plannedID : claim.plannedID
+            let taker = Claim(id: id, fingerprint: fingerprint, claimedAt: now, plannedID: planned)
+            return try await takeOver(existing, by: taker) ? .proceed(taker) : .inProgress
         }
         let record = Self.record(existing)
         if record.response != nil { memory.put(id, record) }
         return Self.answer(record, fingerprint: fingerprint)
     }
 
-    /// True when the claim was inserted, false when the key already has a record.
-    private func insertClaim(_ document: BSONDocument) async throws -> Bool {
+    private func claimDocument(_ claim: Claim) -> BSONDocument {
+        [
+            "_id": .string(claim.id), "fingerprint": .string(claim.fingerprint), "state": "in_progress",
+            "claimedAt": .datetime(claim.claimedAt.milliseconds), "expiresAt": .datetime(claim.claimedAt.advanced(by: ttl).milliseconds),
+            "plannedId": .string(claim.plannedID),
+        ]
+    }
+
+    /// True when the claim was inserted, false when the key already has a record. An insert of
+    /// unknown outcome is undone in the background and reported as `StoreError`.
+    private func insertClaim(_ claim: Claim) async throws -> Bool {
         do {
-            try await records.insertOne(document)
+            try await records.insertOne(claimDocument(claim))
             return true
         } catch {
             if case .duplicateKey = error { return false }
+            if error.isUnavailable { claimUndo.enqueue(ClaimRef(id: claim.id, claimedAt: claim.claimedAt)) }
             throw StoreError.unavailable(error.description)
         }
     }
 
-    /// Tells the other instances (through Redis, best-effort) that the key is being processed.
-    private func claimed(_ claim: Claim) async -> Begin {
-        let marker = IdempotencyRecord(fingerprint: claim.fingerprint, response: nil, expiresAt: claim.claimedAt.advanced(by: claimLease))
-        _ = await gateway.call(.idempotency) { [claimLease] pool in
-            try await pool.send(.set(Self.redisKey(claim.id), marker.redisValue, onlyIfAbsent: true, ttlMilliseconds: claimLease.milliseconds))
+    /// Replaces exactly the record we saw (so two takers cannot both win); a takeover of unknown
+    /// outcome is undone in the background like a claim.
+    private func takeOver(_ existing: BSONDocument, by claim: Claim) async throws -> Bool {
+        let filter: BSONDocument = ["_id": .string(claim.id), "claimedAt": existing["claimedAt"] ?? .null]
+        let replacement: BSONDocument = [
+            "$set": .document(claimDocument(claim).removing("_id")), "$unset": ["status": "", "body": "", "contentType": "", "location": ""],
+        ]
+        do {
+            return try await records.findAndModify(filter, update: replacement) != nil
+        } catch {
+            if error.isUnavailable { claimUndo.enqueue(ClaimRef(id: claim.id, claimedAt: claim.claimedAt)) }
+            throw StoreError.unavailable(error.description)
         }
-        return .proceed(claim)
+    }
+
+    /// Matches one claim exactly: its key and the time it was claimed.
+    static func ownClaim(_ claim: ClaimRef) -> BSONDocument {
+        ["_id": .string(claim.id), "claimedAt": .datetime(claim.claimedAt.milliseconds)]
     }
 
     private static func answer(_ record: IdempotencyRecord, fingerprint: String) -> Begin {
@@ -187,45 +249,6 @@ public final class IdempotencyStore: Sendable {
     }
 
     static func redisKey(_ id: String) -> String { "idem:\(id)" }
-}
-
-/// Completed records recently seen on this instance: bounded, oldest dropped first.
-private final class RecentRecords: Sendable {
-    private struct State {
-        var records: [String: IdempotencyRecord] = [:]
-        var order: [String] = []
-    }
-
-    private let state = Mutex(State())
-    private let capacity: Int
-
-    init(capacity: Int) {
-        self.capacity = capacity
-    }
-
-    func get(_ id: String, now: Timestamp) -> IdempotencyRecord? {
-        state.withLock { state in
-            guard let record = state.records[id], record.expiresAt > now else { return nil }
-            return record
-        }
-    }
-
-    func put(_ id: String, _ record: IdempotencyRecord) {
-        state.withLock { state in
-            if state.records.updateValue(record, forKey: id) == nil { state.order.append(id) }
-            if state.order.count > capacity {
-                let evicted = state.order.prefix(state.order.count - capacity)
-                for key in evicted { state.records[key] = nil }
-                state.order.removeFirst(evicted.count)
-            }
-        }
-    }
-
-    func remove(_ id: String) {
-        state.withLock { state in
-            if state.records.removeValue(forKey: id) != nil { state.order.removeAll { $0 == id } }
-        }
-    }
 }
 
 extension BSONDocument {

@@ -1,5 +1,6 @@
 public import Logging
 internal import RedisClient
+internal import Synchronization
 
 /// Why a section could not run under its lock.
 public enum LockError: Error, Sendable, Equatable {
@@ -9,12 +10,33 @@ public enum LockError: Error, Sendable, Equatable {
     case unavailable(retryAfterSeconds: Int)
 }
 
+/// What the work under a lock knows about it.
+public final class LockLease: Sendable {
+    /// Grows with every acquisition of the same lock (nil: running without the lock, fail-open).
+    /// A store that remembers the highest token it saw can refuse a late writer whose lease ran out.
+    public let fencingToken: Int64?
+    private let lostFlag = Atomic<Bool>(false)
+
+    init(fencingToken: Int64?) {
+        self.fencingToken = fencingToken
+    }
+
+    /// True once an extension found the lock gone or held by someone else: the work is no
+    /// longer exclusive (it was paused past the lease, or Redis lost the key).
+    public var isLost: Bool { lostFlag.load(ordering: .relaxed) }
+    func markLost() { lostFlag.store(true, ordering: .relaxed) }
+}
+
 /// Distributed locks in Redis, and their rule for Redis failures.
 ///
-/// Acquire is `SET key token NX PX ttl`, retried with jitter for up to `wait`; the lease is
-/// extended (compare-and-`PEXPIRE`) while the work runs and released by compare-and-`DEL`,
-/// so a holder never deletes a lock that expired and was taken by someone else. Redis
-/// unusable: proceed without the lock (fail-open, counted and logged) or `LockError.unavailable`.
+/// Acquire is one script, `SET key token NX PX ttl` then `INCR` of the lock's fencing counter,
+/// retried with jitter for up to `wait`; the lease is extended (compare-and-`PEXPIRE`) while
+/// the work runs and released by compare-and-`DEL`, so a holder never deletes a lock that
+/// expired and was taken by someone else. An extension that finds the lock gone marks the
+/// lease lost and logs it. An acquisition whose outcome is unknown (sent, no reply: Redis may
+/// have applied it) is released with its token in the background once Redis answers, so it
+/// cannot leave a ghost lock for `LOCK_TTL_MS`. Redis unusable: proceed without the lock
+/// (fail-open, counted and logged) or `LockError.unavailable`.
 public struct LockManager: Sendable {
     let gateway: RedisGateway
     let ttl: Duration
@@ -28,38 +50,57 @@ public struct LockManager: Sendable {
         self.logger = logger
     }
 
+    /// Fencing counters outlive any lease by far; an idle lock's counter may expire and restart.
+    static let fenceTTLSeconds = 7 * 86_400
+
+    static let acquire = RedisScript(
+        """
+        if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+          local fence = redis.call('INCR', KEYS[2])
+          redis.call('EXPIRE', KEYS[2], ARGV[3])
+          return fence
+        end
+        return 0
+        """)
     static let release = RedisScript(
         "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end")
     static let extend = RedisScript(
         "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end")
 
     /// Runs `body` holding lock `name` (or without it, when Redis is down and fail-open).
-    public func withLock<T: Sendable>(_ name: String, _ body: @Sendable () async throws -> T) async throws -> T {
+    public func withLock<T: Sendable>(_ name: String, _ body: @Sendable (LockLease) async throws -> T) async throws -> T {
         let key = "lock:\(name)"
         let token = Self.newToken()
         switch await acquire(key: key, token: token) {
-        case .acquired:
-            return try await hold(key: key, token: token, body)
+        case .acquired(let fence):
+            return try await hold(key: key, token: token, lease: LockLease(fencingToken: fence), body)
         case .busy:
             throw LockError.busy
         case .redisUnusable:
             guard gateway.failOpen else { throw LockError.unavailable(retryAfterSeconds: gateway.retryAfterSeconds) }
             logger.warning("Proceeding without lock: Redis unusable (fail-open)", metadata: ["lock": "\(name)"])
-            return try await body()
+            return try await body(LockLease(fencingToken: nil))
         }
     }
 
-    private enum Acquisition { case acquired, busy, redisUnusable }
+    private enum Acquisition { case acquired(fence: Int64), busy, redisUnusable }
 
     private func acquire(key: String, token: String) async -> Acquisition {
         let deadline = ContinuousClock.now + wait
-        let ttlMilliseconds = ttl.milliseconds
+        let arguments = [token, String(ttl.milliseconds), String(Self.fenceTTLSeconds)]
         while true {
-            let reply = await gateway.call(.lock) { pool in
-                try await pool.send(.set(key, Array(token.utf8), onlyIfAbsent: true, ttlMilliseconds: ttlMilliseconds))
+            let outcome = await gateway.attempt(.lock) { pool in
+                try await pool.evaluate(Self.acquire, keys: [key, key + ":fence"], arguments: arguments)
             }
-            guard let reply else { return .redisUnusable }
-            if reply == .simpleString("OK") { return .acquired }
+            switch outcome {
+            case .reply(let reply):
+                if case .integer(let fence) = reply, fence > 0 { return .acquired(fence: fence) }
+            case .notAttempted:
+                return .redisUnusable
+            case .failed:
+                releaseEventually(key: key, token: token)
+                return .redisUnusable
+            }
             let pause = Duration.milliseconds(Int64.random(in: 20...60))
             guard ContinuousClock.now + pause < deadline else { return .busy }
             try? await Task.sleep(for: pause)
@@ -67,28 +108,52 @@ public struct LockManager: Sendable {
     }
 
     /// Runs the work while a child task extends the lease every ttl/3; releases afterwards.
-    private func hold<T: Sendable>(key: String, token: String, _ body: @Sendable () async throws -> T) async throws -> T {
+    private func hold<T: Sendable>(key: String, token: String, lease: LockLease, _ body: @Sendable (LockLease) async throws -> T) async throws -> T {
         let result: Result<T, any Error> = await withTaskGroup(of: Void.self) { group in
-            group.addTask { [gateway, ttl] in
+            group.addTask { [gateway, ttl, logger] in
                 while !Task.isCancelled {
                     try? await Task.sleep(for: ttl / 3)
                     if Task.isCancelled { return }
-                    _ = await gateway.call(.lock, essential: true) { pool in
+                    let reply = await gateway.call(.lock, essential: true) { pool in
                         try await pool.evaluate(Self.extend, keys: [key], arguments: [token, String(ttl.milliseconds)])
+                    }
+                    if reply == .integer(0) && !lease.isLost {
+                        lease.markLost()
+                        logger.error("Lock lease lost: the lock expired or was taken while its work ran", metadata: ["lock": "\(key)"])
                     }
                 }
             }
             let outcome: Result<T, any Error>
             do {
-                outcome = .success(try await body())
+                outcome = .success(try await body(lease))
             } catch {
                 outcome = .failure(error)
             }
             group.cancelAll()
             return outcome
         }
-        _ = await gateway.call(.lock, essential: true) { pool in try await pool.evaluate(Self.release, keys: [key], arguments: [token]) }
+        if await gateway.call(.lock, essential: true, { pool in try await pool.evaluate(Self.release, keys: [key], arguments: [token]) }) == nil {
+            releaseEventually(key: key, token: token)
+        }
         return try result.get()
+    }
+
+    /// Compare-and-deletes our token once Redis answers, trying until the lease would have
+    /// expired anyway. Harmless when the lock is not ours (the compare fails).
+    private func releaseEventually(key: String, token: String) {
+        let until = ContinuousClock.now + ttl
+        Task.detached { [gateway, logger] in
+            while ContinuousClock.now < until {
+                let reply = await gateway.call(.lock, essential: true) { pool in
+                    try await pool.evaluate(Self.release, keys: [key], arguments: [token])
+                }
+                if let reply {
+                    if reply == .integer(1) { logger.notice("Released a lock left by a call of unknown outcome", metadata: ["lock": "\(key)"]) }
+                    return
+                }
+                try? await Task.sleep(for: .milliseconds(Int64.random(in: 100...300)))
+            }
+        }
     }
 
     private static func newToken() -> String {

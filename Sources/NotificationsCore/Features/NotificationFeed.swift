@@ -37,15 +37,31 @@ public struct NotificationFeed: Sendable {
         self.metrics = metrics
     }
 
-    public func create(_ request: NewNotification) async throws -> Notification {
-        let now = clock.now()
+    /// - Parameter plannedID: the id an idempotent request planned in its claim (its time part is
+    ///   the creation time): a run of the same request that finds it already stored answers
+    ///   with the stored notification and creates nothing.
+    public func create(_ request: NewNotification, plannedID: String? = nil) async throws -> Notification {
+        let id = plannedID ?? ObjectIDs.new(at: clock.now())
+        let createdAt = ObjectIDs.time(of: id) ?? clock.now()
         let notification = Notification(
-            id: ObjectIDs.new(at: now), recipientId: request.recipientId, type: request.type, actorId: request.actorId,
-            title: request.title, body: request.body, dataJSON: request.dataJSON, createdAt: now, readAt: nil)
-        try await store.insert(notification)
-        metrics.notificationsCreated(1)
-        await cache.invalidate(user: notification.recipientId)
-        return notification
+            id: id, recipientId: request.recipientId, type: request.type, actorId: request.actorId,
+            title: request.title, body: request.body, dataJSON: request.dataJSON, createdAt: createdAt, readAt: nil)
+        let stored = try await invalidating(notification.recipientId) { try await store.insert(notification) }
+        if stored.created { metrics.notificationsCreated(1) }
+        return stored.notification
+    }
+
+    /// Runs a write for `user`, then drops the user's cached feed, also when the write failed:
+    /// a write whose outcome is unknown may still have been applied.
+    private func invalidating<T>(_ user: String, _ write: () async throws -> T) async throws -> T {
+        do {
+            let result = try await write()
+            await cache.invalidate(user: user)
+            return result
+        } catch {
+            await cache.invalidate(user: user)
+            throw error
+        }
     }
 
     /// A feed page as response JSON, from the feed cache when it has it.
@@ -78,23 +94,20 @@ public struct NotificationFeed: Sendable {
     }
 
     public func markRead(userId: String, id: String) async throws -> Notification? {
-        let notification = try await store.markRead(recipientId: userId, id: id, at: clock.now())
-        if notification != nil { await cache.invalidate(user: userId) }
-        return notification
+        try await invalidating(userId) { try await store.markRead(recipientId: userId, id: id, at: clock.now()) }
     }
 
     /// Under the distributed lock `read-all:{userId}`, so concurrent read-alls of one user do the work once.
     public func markAllRead(userId: String) async throws -> Int {
-        let updated = try await locks.withLock("read-all:\(userId)") { [store, clock] in
-            try await store.markAllRead(recipientId: userId, at: clock.now())
+        // The work is one MongoDB update, idempotent by its filter: a lost lease needs no fencing here.
+        try await invalidating(userId) {
+            try await locks.withLock("read-all:\(userId)") { [store, clock] _ in
+                try await store.markAllRead(recipientId: userId, at: clock.now())
+            }
         }
-        if updated > 0 { await cache.invalidate(user: userId) }
-        return updated
     }
 
     public func delete(userId: String, id: String) async throws -> Bool {
-        let deleted = try await store.delete(recipientId: userId, id: id)
-        if deleted { await cache.invalidate(user: userId) }
-        return deleted
+        try await invalidating(userId) { try await store.delete(recipientId: userId, id: id) }
     }
 }

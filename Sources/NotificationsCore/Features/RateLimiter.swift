@@ -1,6 +1,6 @@
 public import Logging
 internal import RedisClient
-public import Resilience
+internal import Resilience
 
 /// What the rate-limit headers say about one request.
 public struct RateLimitDecision: Sendable, Equatable {

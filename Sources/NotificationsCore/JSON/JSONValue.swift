@@ -1,4 +1,4 @@
-public import Foundation
+internal import Foundation
 
 /// A parsed JSON document, kept as plain data so request bodies can be validated field by
 /// field (wrong types, unknown fields) with messages that name the field.

@@ -13,12 +13,27 @@ public final class ServiceMetrics: Sendable {
         case healthCheck = "health_check"
     }
 
+    /// The `queue` label values of `background_writes_pending` and `background_writes_dropped_total`:
+    /// MongoDB writes retried in the background (`RetryQueue`).
+    public enum BackgroundQueue: String, Sendable, CaseIterable {
+        /// Inserts whose outcome was unknown, deleted so the 503 their client got stays true.
+        case lateInserts = "late_inserts"
+        /// Idempotency claims of failed requests (or of unknown outcome), freed.
+        case idempotencyClaims = "idempotency_claims"
+        /// Idempotent responses that MongoDB did not take during their request.
+        case idempotencyResponses = "idempotency_responses"
+        /// Unread counters marked for a recount after a write of unknown outcome.
+        case counterRepairs = "counter_repairs"
+    }
+
     private let factory: any MetricsFactory
     private let breakerState: Gauge
     private let breakerFailures: Counter
     private let fallbacks: [Operation: Counter]
     private let rateLimitBypass: Counter
     private let notificationsCreatedCounter: Counter
+    private let backgroundPending: [BackgroundQueue: Gauge]
+    private let backgroundDropped: [BackgroundQueue: Counter]
     private let http = Mutex<[HTTPSeries: (requests: Counter, duration: Timer)]>([:])
 
     private struct HTTPSeries: Hashable {
@@ -39,6 +54,15 @@ public final class ServiceMetrics: Sendable {
         self.fallbacks = fallbacks
         rateLimitBypass = Counter(label: "rate_limit_bypass_total", factory: factory)
         notificationsCreatedCounter = Counter(label: "notifications_created_total", factory: factory)
+        var pending: [BackgroundQueue: Gauge] = [:]
+        var dropped: [BackgroundQueue: Counter] = [:]
+        for queue in BackgroundQueue.allCases {
+            pending[queue] = Gauge(label: "background_writes_pending", dimensions: [("queue", queue.rawValue)], factory: factory)
+            pending[queue]?.record(0)
+            dropped[queue] = Counter(label: "background_writes_dropped_total", dimensions: [("queue", queue.rawValue)], factory: factory)
+        }
+        backgroundPending = pending
+        backgroundDropped = dropped
         // The HTTP families exist from start-up too: their first series is the metrics scrape itself.
         _ = httpSeries(method: "GET", route: "/metrics", status: 200)
     }
@@ -48,6 +72,8 @@ public final class ServiceMetrics: Sendable {
     public func fallback(_ operation: Operation) { fallbacks[operation]?.increment() }
     public func rateLimitBypassed() { rateLimitBypass.increment() }
     public func notificationsCreated(_ count: Int) { notificationsCreatedCounter.increment(by: count) }
+    public func backgroundWritesPending(_ queue: BackgroundQueue, _ size: Int) { backgroundPending[queue]?.record(size) }
+    public func backgroundWriteDropped(_ queue: BackgroundQueue, count: Int = 1) { backgroundDropped[queue]?.increment(by: count) }
 
     /// `http_requests_total{method,route,status}` and `http_request_duration_seconds{method,route}`.
     /// `route` must be a template or a fixed placeholder, never a raw path (bounded labels).

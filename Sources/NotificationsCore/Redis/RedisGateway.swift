@@ -52,27 +52,62 @@ public final class RedisGateway: Sendable {
     }
 
     /// Runs `body` against Redis if the breaker allows it; nil means "take your fallback".
-    /// - Parameter essential: cleanup that must be tried even after an earlier call of the same
-    ///   request failed (cache invalidation after a write, lock extension and release).
+    /// - Parameter essential: a write that keeps shared state correct (cache invalidation, lock
+    ///   extension and release, storing an idempotent response): tried even after an earlier
+    ///   call of the same request failed, and while the circuit is half-open or forced open
+    ///   (Redis may well take it); only a real OPEN circuit skips it.
+    ///
+    /// A cancelled call (its caller gave up) counts as nothing, and a call that only shared a
+    /// connection with another call's failure is not counted again: one connection failure
+    /// is one breaker failure.
     public func call<T: Sendable>(
         _ operation: ServiceMetrics.Operation, essential: Bool = false, _ body: (RedisConnectionPool) async throws -> T
     ) async -> T? {
+        if case .reply(let value) = await attempt(operation, essential: essential, body) { return value }
+        return nil
+    }
+
+    /// What became of a call: for writes whose effect must be undone when their outcome is
+    /// unknown (a `SET NX` that timed out may still have been applied).
+    public enum Outcome<T: Sendable>: Sendable {
+        case reply(T)
+        /// Redis was not called (circuit open, or an earlier call of the request failed).
+        case notAttempted
+        /// Sent, but no reply: Redis may or may not have applied it.
+        case failed
+    }
+
+    /// `call`, telling apart "not sent" from "sent, outcome unknown".
+    public func attempt<T: Sendable>(
+        _ operation: ServiceMetrics.Operation, essential: Bool = false, _ body: (RedisConnectionPool) async throws -> T
+    ) async -> Outcome<T> {
         let scope = Self.requestScope
-        guard essential || scope?.redisFailed != true, case .allowed(let probe) = breaker.acquire() else {
+        let permission: CircuitBreaker<ContinuousClock>.Permission =
+            essential ? breaker.acquireEssential() : (scope?.redisFailed == true ? .rejected : breaker.acquire())
+        guard case .allowed(let probe) = permission else {
             metrics.fallback(operation)
-            return nil
+            return .notAttempted
         }
         do {
             let result = try await body(pool)
             breaker.record(success: true, probe: probe)
-            return result
+            return .reply(result)
         } catch {
+            let redisError = error as? RedisError
+            if redisError == .cancelled || Task.isCancelled {
+                breaker.release(probe: probe)
+                return .failed
+            }
             scope?.markFailed()
-            metrics.circuitFailure()
-            breaker.record(success: false, probe: probe, reason: "\(error)")
             metrics.fallback(operation)
+            if let redisError, !redisError.isRedisFailure {
+                breaker.release(probe: probe)
+            } else {
+                metrics.circuitFailure()
+                breaker.record(success: false, probe: probe, reason: "\(error)")
+            }
             logger.debug("Redis call failed; falling back", metadata: ["operation": "\(operation.rawValue)", "error": "\(error)"])
-            return nil
+            return .failed
         }
     }
 

@@ -1,4 +1,4 @@
-public import Logging
+internal import Logging
 public import ServiceLifecycle
 internal import RedisClient
 internal import Resilience

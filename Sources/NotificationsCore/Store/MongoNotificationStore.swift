@@ -1,6 +1,5 @@
 public import Logging
 public import MongoStore
-internal import Synchronization
 
 /// Notifications in MongoDB.
 ///
@@ -9,23 +8,31 @@ internal import Synchronization
 /// servers that only use an index for a sorted query use it) and `user_counters` (one
 /// document per user holding the unread count, so no read ever runs a count query).
 ///
-/// The notification document is the commit point of every write; the counter follows it.
-/// If the counter update fails after the commit, the write still succeeds (it is stored),
-/// and the user's counter is recounted from the notifications on its next read.
+/// The notification document is the commit point of every write; the counter follows it
+/// (`UnreadCounters`). A write whose outcome is unknown (timed out, connection lost: the
+/// server may still apply it) is made harmless: an insert is deleted again in the background
+/// (`BackgroundDeleter`), and a read, read-all or delete marks the user's counter for a recount.
 public struct MongoNotificationStore: NotificationStore {
     let notifications: MongoCollection
-    let counters: MongoCollection
     let pool: MongoClientPool
     let logger: Logger
-    private let staleCounters = StaleCounters()
-    private let deleter: BackgroundDeleter
+    let counters: UnreadCounters
+    let lateInserts: BackgroundDeleter
 
-    public init(pool: MongoClientPool, logger: Logger) {
+    /// - Parameter counterRepaired: called when a user's counter was marked for a recount in the
+    ///   background (the feed cache drops that user's entries).
+    public init(
+        pool: MongoClientPool, metrics: ServiceMetrics, logger: Logger, counterRepaired: @escaping @Sendable (String) async -> Void = { _ in }
+    ) {
         self.pool = pool
         self.logger = logger
-        self.notifications = pool.collection("notifications")
-        self.counters = pool.collection("user_counters")
-        self.deleter = BackgroundDeleter(logger: logger)
+        let notifications = pool.collection("notifications")
+        self.notifications = notifications
+        self.counters = UnreadCounters(
+            notifications: notifications, counters: pool.collection("user_counters"),
+            settle: .milliseconds(pool.operationTimeoutMilliseconds) + .seconds(1), metrics: metrics, logger: logger,
+            repaired: counterRepaired)
+        self.lateInserts = BackgroundDeleter(collection: notifications, metrics: metrics, logger: logger)
     }
 
     /// Creates the indexes this store relies on (idempotent; run at start-up and by `create-indexes`).
@@ -37,16 +44,24 @@ public struct MongoNotificationStore: NotificationStore {
 
     static let feedSort: BSONDocument = ["recipientId": 1, "_id": -1]
 
-    public func insert(_ notification: Notification) async throws {
-        try await mongoOperation {
+    public func insert(_ notification: Notification) async throws -> (notification: Notification, created: Bool) {
+        let document = Self.document(notification)
+        return try await mongoOperation {
             do {
-                try await notifications.insertOne(Self.document(notification))
+                try await notifications.insertOne(document)
+            } catch MongoError.duplicateKey {
+                // The id was planned by an earlier run of the same idempotent request, which stored it.
+                guard let stored = try await notifications.findOne(["_id": document["_id"] ?? .null]).flatMap(Self.notification) else {
+                    throw MongoError.unavailable("a notification with this id was stored and is gone")
+                }
+                return (stored, false)
             } catch let error as MongoError where error.isUnavailable {
                 // The server may still apply it: make sure it does not stay.
-                deleter.deleteEventually(["_id": Self.document(notification)["_id"] ?? .null], from: notifications)
+                lateInserts.deleteEventually(id: document["_id"] ?? .null)
                 throw error
             }
-            await adjustUnread(notification.recipientId, by: 1)
+            await counters.adjust(notification.recipientId, by: 1)
+            return (notification, true)
         }
     }
 
@@ -60,11 +75,7 @@ public struct MongoNotificationStore: NotificationStore {
     }
 
     public func unreadCount(recipientId: String) async throws -> Int {
-        try await mongoOperation {
-            if staleCounters.contains(recipientId) { return try await recount(recipientId) }
-            let counter = try await counters.findOne(["_id": .string(recipientId)])
-            return max(0, Int(counter?["unread"]?.int64 ?? 0))
-        }
+        try await mongoOperation { try await counters.count(recipientId) }
     }
 
     public func markRead(recipientId: String, id: String, at: Timestamp) async throws -> Notification? {
@@ -74,17 +85,21 @@ public struct MongoNotificationStore: NotificationStore {
             var unreadFilter = filter
             unreadFilter["readAt"] = .null
             // Only the request that flips readAt decrements the counter, so repeats are idempotent.
-            let result = try await notifications.update(unreadFilter, ["$set": ["readAt": .datetime(at.milliseconds)]])
-            if result.modified > 0 { await adjustUnread(recipientId, by: -1) }
+            let result = try await countingWrite(recipientId) {
+                try await notifications.update(unreadFilter, ["$set": ["readAt": .datetime(at.milliseconds)]])
+            }
+            if result.modified > 0 { await counters.adjust(recipientId, by: -1) }
             return try await notifications.findOne(filter).flatMap(Self.notification)
         }
     }
 
     public func markAllRead(recipientId: String, at: Timestamp) async throws -> Int {
         try await mongoOperation {
-            let result = try await notifications.update(
-                ["recipientId": .string(recipientId), "readAt": .null], ["$set": ["readAt": .datetime(at.milliseconds)]], multi: true)
-            if result.modified > 0 { await adjustUnread(recipientId, by: -result.modified) }
+            let result = try await countingWrite(recipientId) {
+                try await notifications.update(
+                    ["recipientId": .string(recipientId), "readAt": .null], ["$set": ["readAt": .datetime(at.milliseconds)]], multi: true)
+            }
+            if result.modified > 0 { await counters.adjust(recipientId, by: -result.modified) }
             return result.modified
         }
     }
@@ -92,31 +107,25 @@ public struct MongoNotificationStore: NotificationStore {
     public func delete(recipientId: String, id: String) async throws -> Bool {
         guard let objectID = ObjectID(hex: id) else { return false }
         return try await mongoOperation {
-            let removed = try await notifications.findAndModify(["_id": .objectID(objectID), "recipientId": .string(recipientId)], remove: true)
+            let removed = try await countingWrite(recipientId) {
+                try await notifications.findAndModify(["_id": .objectID(objectID), "recipientId": .string(recipientId)], remove: true)
+            }
             guard let removed else { return false }
-            if removed["readAt"]?.isNull ?? true { await adjustUnread(recipientId, by: -1) }
+            if removed["readAt"]?.isNull ?? true { await counters.adjust(recipientId, by: -1) }
             return true
         }
     }
 
-
-    /// Follows a committed write; a failure marks the counter for a recount instead of failing the write.
-    private func adjustUnread(_ recipientId: String, by delta: Int) async {
+    /// A write that changes the user's unread notifications: when its outcome is unknown (the
+    /// server may apply it after we gave up, and a retry then changes nothing), the counter
+    /// can no longer follow it, so it is marked for a recount.
+    private func countingWrite<T>(_ recipientId: String, _ write: () async throws -> T) async throws -> T {
         do {
-            _ = try await counters.update(["_id": .string(recipientId)], ["$inc": ["unread": .int64(Int64(delta))]], upsert: true)
+            return try await write()
         } catch {
-            staleCounters.insert(recipientId)
-            logger.warning("Unread counter update failed; it will be recounted", metadata: ["user": "\(recipientId)", "error": "\(error)"])
+            if (error as? MongoError)?.isUnavailable == true { counters.markStale(recipientId) }
+            throw error
         }
-    }
-
-    /// Counts the user's unread notifications (a sorted query on the feed index) and stores the count.
-    private func recount(_ recipientId: String) async throws -> Int {
-        let unread = try await notifications.find(
-            ["recipientId": .string(recipientId), "readAt": .null], sort: Self.feedSort, projection: ["_id": 1])
-        _ = try await counters.update(["_id": .string(recipientId)], ["$set": ["unread": .int64(Int64(unread.count))]], upsert: true)
-        staleCounters.remove(recipientId)
-        return unread.count
     }
 
     // MARK: Mapping, explicit in both directions
@@ -144,13 +153,4 @@ public struct MongoNotificationStore: NotificationStore {
             title: document["title"]?.string, body: document["body"]?.string, dataJSON: document["data"]?.string ?? "{}",
             createdAt: Timestamp(milliseconds: createdAt), readAt: document["readAt"]?.datetime.map(Timestamp.init(milliseconds:)))
     }
-}
-
-/// Users whose unread counter missed an update on this instance (bounded: a set of ids).
-private final class StaleCounters: Sendable {
-    private let users = Mutex<Set<String>>([])
-
-    func insert(_ user: String) { _ = users.withLock { $0.insert(user) } }
-    func remove(_ user: String) { _ = users.withLock { $0.remove(user) } }
-    func contains(_ user: String) -> Bool { users.withLock { $0.contains(user) } }
 }

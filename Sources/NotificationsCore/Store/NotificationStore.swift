@@ -4,8 +4,10 @@ internal import MongoStore
 ///
 /// Implementations throw `StoreError` only.
 public protocol NotificationStore: Sendable {
-    /// Stores a new notification and counts it as unread for its recipient.
-    func insert(_ notification: Notification) async throws
+    /// Stores a new notification and counts it as unread for its recipient. When a notification
+    /// with its id is already stored (an earlier run of the same idempotent request planned the
+    /// id and stored it), nothing is written and the stored one is returned with `created: false`.
+    func insert(_ notification: Notification) async throws -> (notification: Notification, created: Bool)
     /// Newest first, strictly older than `before` (an id) when given.
     func page(recipientId: String, before: String?, limit: Int, unreadOnly: Bool) async throws -> [Notification]
     func unreadCount(recipientId: String) async throws -> Int

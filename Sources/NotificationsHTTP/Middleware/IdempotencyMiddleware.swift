@@ -1,4 +1,4 @@
-public import HTTPTypes
+internal import HTTPTypes
 public import Hummingbird
 internal import NIOCore
 public import NotificationsCore
@@ -38,6 +38,8 @@ public struct IdempotencyMiddleware: RouterMiddleware {
                           detail: "This Idempotency-Key was used with another route or body.")
         case .proceed(let claim):
             var response: Response
+            var context = context
+            context.idempotencyClaim = claim
             do {
                 response = try await next(request, context)
             } catch {

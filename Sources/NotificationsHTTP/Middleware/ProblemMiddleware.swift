@@ -1,6 +1,6 @@
 internal import HTTPTypes
 public import Hummingbird
-public import Logging
+internal import Logging
 internal import NotificationsCore
 
 /// Turns every error into a problem+json response, so no request ever gets a bare 500 or a

@@ -1,5 +1,5 @@
-public import Hummingbird
-public import NotificationsCore
+internal import Hummingbird
+internal import NotificationsCore
 internal import Resilience
 internal import Logging
 

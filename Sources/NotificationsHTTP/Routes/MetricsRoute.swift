@@ -1,5 +1,5 @@
-public import Hummingbird
-public import Prometheus
+internal import Hummingbird
+internal import Prometheus
 internal import NIOCore
 
 /// `GET /metrics`: the Prometheus text exposition of this instance's registry.

@@ -1,8 +1,8 @@
 internal import HTTPTypes
 internal import Foundation
 internal import NIOCore
-public import Hummingbird
-public import NotificationsCore
+internal import Hummingbird
+internal import NotificationsCore
 
 /// `/v1/notifications` and `/v1/users/{userId}/notifications...`: decode, validate, call
 /// `NotificationFeed`, encode. No rules live here.
@@ -20,7 +20,7 @@ struct NotificationRoutes {
 
     @Sendable func create(_ request: Request, context: AppRequestContext) async throws -> Response {
         let input = try NewNotification(json: try await RequestBody.json(request, context: context))
-        let notification = try await feed.create(input)
+        let notification = try await feed.create(input, plannedID: context.idempotencyClaim?.plannedID)
         let location = "/v1/users/\(notification.recipientId)/notifications/\(notification.id)"
         return .json(.created, headers: [.location: location]) { notification.write(to: &$0) }
     }

@@ -1,4 +1,4 @@
-public import Hummingbird
+internal import Hummingbird
 internal import NIOCore
 
 /// `GET /openapi.yaml`: the contract, as built into the binary.

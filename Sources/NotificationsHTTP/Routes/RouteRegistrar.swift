@@ -1,5 +1,5 @@
-public import HTTPTypes
-public import Hummingbird
+internal import HTTPTypes
+internal import Hummingbird
 
 /// Registers a route on a router or group and records it in the `RouteTable` (for 405s).
 struct RouteRegistrar<Methods: RouterMethods<AppRequestContext>> {

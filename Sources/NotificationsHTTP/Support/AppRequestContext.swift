@@ -8,6 +8,8 @@ public struct AppRequestContext: RequestContext {
     /// Set by `AuthMiddleware` on `/v1` routes.
     public var apiKey: APIKey?
     public let remoteAddress: SocketAddress?
+    /// Set by `IdempotencyMiddleware` for a request that holds an idempotency claim.
+    public var idempotencyClaim: IdempotencyStore.Claim?
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)

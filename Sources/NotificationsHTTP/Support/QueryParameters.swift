@@ -1,4 +1,4 @@
-public import NotificationsCore
+internal import NotificationsCore
 
 /// Strict query-parameter parsing: a present but bad value is a 400 naming the parameter.
 enum QueryParameters {

@@ -2,9 +2,9 @@ public import Logging
 public import MongoStore
 public import NIOCore
 public import NotificationsCore
-public import Prometheus
+internal import Prometheus
 public import RedisClient
-public import Resilience
+internal import Resilience
 
 /// Everything the service is made of, built from `Settings` in one place, so the executable
 /// and the integration tests wire the same objects the same way.
@@ -31,7 +31,9 @@ public struct AppEnvironment: Sendable {
             failOpen: settings.redisFailOpen, metrics: metrics, logger: logger)
         let mongoPool = try MongoClientPool(
             uriString: settings.mongoURI, operationTimeoutMilliseconds: settings.mongoOperationTimeoutMilliseconds, eventLoopGroup: eventLoopGroup)
-        let store = MongoNotificationStore(pool: mongoPool, logger: logger)
+        let cache = FeedCache(gateway: gateway, ttlSeconds: settings.feedCacheTTLSeconds, logger: logger)
+        // A counter marked for a recount in the background also drops the user's cached feed.
+        let store = MongoNotificationStore(pool: mongoPool, metrics: metrics, logger: logger) { user in await cache.invalidate(user: user) }
         let healthPingTimeout = TimeAmount.milliseconds(min(settings.mongoOperationTimeoutMilliseconds, 2000))
         let health = HealthMonitor(mongoPing: { await mongoPool.ping(timeout: healthPingTimeout) }, redis: gateway)
         let services = AppServices(
@@ -41,11 +43,13 @@ public struct AppEnvironment: Sendable {
                 locks: LockManager(
                     gateway: gateway, ttl: .milliseconds(settings.lockTTLMilliseconds), wait: .milliseconds(settings.lockWaitMilliseconds),
                     logger: logger),
-                cache: FeedCache(gateway: gateway, ttlSeconds: settings.feedCacheTTLSeconds, logger: logger),
+                cache: cache,
                 metrics: metrics),
             health: health, redis: gateway,
             limiter: RateLimiter(policies: settings.allRateLimitPolicies, gateway: gateway, metrics: metrics, logger: logger),
-            idempotency: IdempotencyStore(pool: mongoPool, gateway: gateway, ttlSeconds: settings.idempotencyTTLSeconds, logger: logger),
+            idempotency: IdempotencyStore(
+                pool: mongoPool, gateway: gateway, ttlSeconds: settings.idempotencyTTLSeconds,
+                claimLease: .milliseconds(settings.idempotencyClaimLeaseMilliseconds), metrics: metrics, logger: logger),
             metrics: metrics, registry: registry)
         return AppEnvironment(settings: settings, services: services, redisPool: redisPool, mongoPool: mongoPool, store: store, gateway: gateway)
     }

@@ -1,0 +1,134 @@
+internal import Logging
+internal import MongoStore
+internal import Synchronization
+
+/// The per-user unread counters (`user_counters`), kept exact although writes can end with
+/// an unknown outcome.
+///
+/// A counter document is `{_id: user, unread, seq, stale, checkSeq, checkCount, checkAt}`.
+/// Every write that changes a user's unread notifications is followed by
+/// `$inc {unread: ±n, seq: 1}`. When a write's outcome is unknown (it timed out, or its
+/// connection broke, and the server may apply it later) or the `$inc` itself failed, the
+/// counter can no longer be trusted: it is marked `stale` in MongoDB (with `$inc seq`), in the
+/// background until MongoDB answers (`RetryQueue`), and in this instance's memory meanwhile.
+/// Every instance then serves a fresh count (a sorted query on the feed index) for that user
+/// until the counter is reconciled.
+///
+/// Reconciling must neither lose nor double an `$inc` that races the recount, and a write's
+/// `$inc` follows its commit by up to one operation deadline. So it takes two steps: a
+/// reader records `(checkSeq, checkCount, checkAt)` guarded on the `seq` it read before
+/// counting; a reader at least `settle` later, finding `seq` still equal to `checkSeq`, sets
+/// `unread = checkCount` and clears `stale`, guarded on the same `seq` and `checkAt`. Every
+/// write committed before the count had its `$inc` land before the `seq` was read (or `seq`
+/// would have moved), and every later write moves `seq` and restarts the check.
+final class UnreadCounters: Sendable {
+    let counters: MongoCollection
+    let notifications: MongoCollection
+    /// How long `seq` must stay unchanged before a recount is trusted: more than the time
+    /// between a write's commit and its `$inc` (one operation deadline).
+    let settle: Duration
+    private let logger: Logger
+    private let locallyStale = StaleUsers()
+    private let repairs: RetryQueue<String>
+
+    /// - Parameter repaired: called once a user's counter is marked stale in MongoDB, so cached
+    ///   counts are dropped (every instance then recounts).
+    init(
+        notifications: MongoCollection, counters: MongoCollection, settle: Duration, metrics: ServiceMetrics, logger: Logger,
+        repaired: @escaping @Sendable (String) async -> Void
+    ) {
+        self.notifications = notifications
+        self.counters = counters
+        self.settle = settle
+        self.logger = logger
+        var policy = RetryQueue<String>.Policy()
+        // Marked twice a second apart: a write the frozen server applies late lands before the second.
+        policy.confirmations = 2
+        policy.batchSize = 100
+        let locallyStale = self.locallyStale
+        repairs = RetryQueue(.counterRepairs, policy: policy, metrics: metrics, logger: logger) { users in
+            _ = try await counters.update(users.map(Self.markStale))
+        } completed: { users in
+            locallyStale.remove(users)
+            for user in users { await repaired(user) }
+        }
+    }
+
+    /// Follows a committed write; when the `$inc` fails (its outcome unknown), the counter is marked stale.
+    func adjust(_ user: String, by delta: Int) async {
+        do {
+            _ = try await counters.update(["_id": .string(user)], ["$inc": ["unread": .int64(Int64(delta)), "seq": .int64(1)]], upsert: true)
+        } catch {
+            logger.warning("Unread counter update failed; it will be recounted", metadata: ["user": "\(user)", "error": "\(error)"])
+            markStale(user)
+        }
+    }
+
+    /// A write for `user` may or may not have been applied: recount until reconciled.
+    func markStale(_ user: String) {
+        locallyStale.insert(user)
+        repairs.enqueue(user)
+    }
+
+    /// The user's unread count: the counter, or a fresh count while the counter is stale.
+    func count(_ user: String) async throws(MongoError) -> Int {
+        let counter = try await counters.findOne(["_id": .string(user)])
+        let stale = counter?["stale"]?.bool == true || locallyStale.contains(user)
+        guard stale else { return max(0, Int(counter?["unread"]?.int64 ?? 0)) }
+        let unread = try await notifications.find(
+            ["recipientId": .string(user), "readAt": .null], sort: MongoNotificationStore.feedSort, projection: ["_id": 1]
+        ).count
+        if let counter, counter["stale"]?.bool == true { await reconcile(user, counter: counter, counted: unread) }
+        return unread
+    }
+
+    private static func markStale(_ user: String) -> MongoCollection.UpdateStatement {
+        .init(filter: ["_id": .string(user)], update: ["$set": ["stale": true], "$inc": ["seq": .int64(1)]], upsert: true)
+    }
+
+    /// One step of the two-step reconciliation (best effort: a failure leaves the counter stale).
+    private func reconcile(_ user: String, counter: BSONDocument, counted: Int) async {
+        let seq = counter["seq"]?.int64 ?? 0
+        let now = SystemWallClock().now().milliseconds
+        do {
+            if counter["checkSeq"]?.int64 == seq, let checkedAt = counter["checkAt"]?.int64, let checked = counter["checkCount"]?.int64,
+                now - checkedAt >= settle.milliseconds
+            {
+                let result = try await counters.update(
+                    ["_id": .string(user), "seq": .int64(seq), "checkAt": .int64(checkedAt)],
+                    ["$set": ["unread": .int64(checked), "stale": false]])
+                if result.matched > 0 { logger.info("Unread counter reconciled", metadata: ["user": "\(user)", "unread": "\(checked)"]) }
+            } else if counter["checkSeq"]?.int64 != seq {
+                _ = try await counters.update(
+                    ["_id": .string(user), "seq": .int64(seq)],
+                    ["$set": ["checkSeq": .int64(seq), "checkCount": .int64(Int64(counted)), "checkAt": .int64(now)]])
+            }
+        } catch {
+            logger.debug("Unread counter reconciliation deferred", metadata: ["user": "\(user)", "error": "\(error)"])
+        }
+    }
+
+    /// Pending stale marks (tests and the queue gauge).
+    var pendingRepairs: Int { repairs.count }
+}
+
+/// Users whose counter this instance marked stale and MongoDB has not confirmed yet (bounded:
+/// past the bound, only the MongoDB mark, once it lands, triggers the recount).
+private final class StaleUsers: Sendable {
+    private let users = Mutex<Set<String>>([])
+    static let capacity = 100_000
+
+    func insert(_ user: String) {
+        users.withLock { users in
+            if users.count < Self.capacity { users.insert(user) }
+        }
+    }
+
+    func remove(_ done: [String]) {
+        users.withLock { users in
+            for user in done { users.remove(user) }
+        }
+    }
+
+    func contains(_ user: String) -> Bool { users.withLock { $0.contains(user) } }
+}

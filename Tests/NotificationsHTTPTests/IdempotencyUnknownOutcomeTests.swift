@@ -1,0 +1,148 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NotificationsCore
+import NotificationsHTTP
+import RedisClient
+import Testing
+import TestSupport
+
+/// Idempotency when a write times out after the server applied it, or a cached tier disagrees
+/// with MongoDB (issue 7, items 1–4 and 6). Faults are real: a frozen or killed MongoDB, a
+/// Redis that refuses writes, a holder that outlives its lease.
+@Suite("Idempotency-Key: writes of unknown outcome")
+struct IdempotencyUnknownOutcomeTests {
+    static let fingerprint = IdempotencyStore.fingerprint(method: "POST", path: "/v1/notifications", body: Array(IdempotencyTests.body.utf8))
+    static let response = IdempotencyRecord.StoredResponse(status: 201, body: Array(#"{"stored":true}"#.utf8), contentType: "application/json", location: nil)
+
+    static func claim(_ store: IdempotencyStore, _ key: String) async throws -> IdempotencyStore.Claim? {
+        guard case .proceed(let claim) = try await store.begin(scope: "test", key: key, fingerprint: fingerprint) else {
+            Issue.record("expected to claim \(key)")
+            return nil
+        }
+        return claim
+    }
+
+    /// Item 1: the claim's insert times out (MongoDB frozen) and is applied when MongoDB resumes.
+    @Test func aClaimWhoseInsertTimedOutIsUndoneOnceMongoDBAnswers() async throws {
+        try await withHarness { harness in
+            harness.mongo.pause()
+            let frozen = try await IdempotencyTests.post(harness.client, key: "frozen-claim")
+            harness.mongo.resume()
+            #expect(frozen.status == .serviceUnavailable)
+            // Before the fix the late claim answered 409 for the whole 60 s lease.
+            let retried = try await retrying(for: .seconds(12)) {
+                try await IdempotencyTests.post(harness.client, key: "frozen-claim")
+            } until: { $0.status == .created }
+            #expect(retried.status == .created)
+            #expect(retried.headers[IdempotencyTests.replayHeader] == nil)
+            #expect(try await IdempotencyTests.count(harness.client) == 1)
+        }
+    }
+
+    /// Item 2: Redis kept a stale picture (its writes were refused while the holder completed one
+    /// key and released another); another instance must follow MongoDB, not answer 409.
+    @Test func aCachedTierNeverAnswersInProgressForMongoDB() async throws {
+        try await withHarness { harness in
+            let store = harness.environment.services.idempotency
+            guard let completed = try await Self.claim(store, "marker-completed"), let released = try await Self.claim(store, "marker-released") else { return }
+            try await harness.withRedisAdmin { _ = try await $0.send(RedisCommand("CLIENT", ["PAUSE", "2000", "WRITE"])) }
+            await store.complete(completed, response: Self.response)
+            await store.release(released)
+            try await harness.withRedisAdmin { _ = try await $0.send(RedisCommand("CLIENT", ["UNPAUSE"])) }
+            try await harness.withOtherInstance { other in
+                let replay = try await other.services.idempotency.begin(scope: "test", key: "marker-completed", fingerprint: Self.fingerprint)
+                guard case .replay(let stored) = replay else {
+                    Issue.record("expected the stored response, got \(replay)")
+                    return
+                }
+                #expect(stored == Self.response)
+                let fresh = try await other.services.idempotency.begin(scope: "test", key: "marker-released", fingerprint: Self.fingerprint)
+                guard case .proceed = fresh else {
+                    Issue.record("expected a fresh claim, got \(fresh)")
+                    return
+                }
+            }
+        }
+    }
+
+    /// Item 3: the notification is stored and the client answered, but MongoDB dies before the
+    /// response is stored. After the lease another instance must not create a second notification.
+    @Test func aResponseMongoDBMissedIsStoredLaterAndATakeoverCreatesNothingTwice() async throws {
+        try await withHarness(configure: { $0.idempotencyClaimLeaseMilliseconds = 1500 }) { harness in
+            let store = harness.environment.services.idempotency
+            let request = NewNotification(recipientId: "idem-user", type: "x", title: "once")
+            guard let claim = try await Self.claim(store, "lost-response") else { return }
+            let created = try await harness.environment.services.feed.create(request, plannedID: claim.plannedID)
+            harness.mongo.kill()
+            await store.complete(claim, response: Self.response)
+            try await harness.mongo.restart()
+            try await Task.sleep(for: .milliseconds(1700))
+            try await harness.withOtherInstance { other in
+                let outcome = try await retrying(for: .seconds(10)) {
+                    try await other.services.idempotency.begin(scope: "test", key: "lost-response", fingerprint: Self.fingerprint)
+                } until: { outcome in
+                    if case .inProgress = outcome { return false }
+                    return true
+                }
+                switch outcome {
+                case .replay(let stored):
+                    #expect(stored == Self.response)
+                case .proceed(let takeover):
+                    // The taker runs the request again: it finds the notification instead of making one.
+                    #expect(takeover.plannedID == claim.plannedID)
+                    let again = try await other.services.feed.create(request, plannedID: takeover.plannedID)
+                    #expect(again.id == created.id)
+                    await other.services.idempotency.complete(takeover, response: Self.response)
+                default:
+                    Issue.record("expected a replay or a takeover, got \(outcome)")
+                }
+            }
+            #expect(try await IdempotencyTests.count(harness.client) == 1)
+            let repeated = try await retrying(for: .seconds(10)) {
+                try await IdempotencyTests.post(harness.client, key: "lost-response")
+            } until: { $0.headers[IdempotencyTests.replayHeader] == "true" }
+            #expect(repeated.headers[IdempotencyTests.replayHeader] == "true")
+            #expect(try await IdempotencyTests.count(harness.client) == 1)
+        }
+    }
+
+    /// Item 4: a holder that outlived its lease completes after another instance took the key over.
+    @Test func aHolderWhoseClaimWasTakenOverStoresNothing() async throws {
+        try await withHarness(configure: { $0.idempotencyClaimLeaseMilliseconds = 1000 }) { harness in
+            let store = harness.environment.services.idempotency
+            guard let first = try await Self.claim(store, "taken") else { return }
+            try await Task.sleep(for: .milliseconds(1200))
+            try await harness.withOtherInstance { other in
+                let takeover = try await other.services.idempotency.begin(scope: "test", key: "taken", fingerprint: Self.fingerprint)
+                guard case .proceed = takeover else {
+                    Issue.record("expected a takeover, got \(takeover)")
+                    return
+                }
+                await store.complete(first, response: Self.response)
+                let redisCopy = try await harness.withRedisAdmin { try await $0.send(.get("idem:test:taken")) }
+                #expect(redisCopy == .null, "no Redis copy of a response MongoDB refused")
+                let again = try await store.begin(scope: "test", key: "taken", fingerprint: Self.fingerprint)
+                guard case .inProgress = again else {
+                    Issue.record("the first holder's memory answered: \(again)")
+                    return
+                }
+            }
+        }
+    }
+
+    /// Item 6: Redis holds a recent copy, MongoDB the record for the whole retention.
+    @Test func redisCopiesLiveShorterThanTheRetention() async throws {
+        try await withHarness { harness in
+            #expect(try await IdempotencyTests.post(harness.client, key: "copy-ttl").status == .created)
+            let ttl = try await harness.withRedisAdmin { try await $0.send(RedisCommand("PTTL", ["idem:test:copy-ttl"])) }
+            guard case .integer(let milliseconds) = ttl else {
+                Issue.record("expected a TTL, got \(ttl)")
+                return
+            }
+            #expect(milliseconds > 0 && milliseconds <= 3_600_000)
+        }
+    }
+}

@@ -1,0 +1,59 @@
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import Logging
+import MongoStore
+import NIOPosix
+import NotificationsCore
+import NotificationsHTTP
+import RedisClient
+import Testing
+import TestSupport
+
+/// Helpers for the tests of writes whose outcome is unknown: a second instance on the same
+/// servers, retrying until an answer changes, and a direct Redis connection for inspection.
+extension Harness {
+    /// Another instance of the service (its own pools, memory and caches) on the same servers.
+    func withOtherInstance(
+        configure: (inout Settings) -> Void = { _ in }, _ body: @Sendable (AppEnvironment) async throws -> Void
+    ) async throws {
+        var settings = environment.settings
+        configure(&settings)
+        let other = try AppEnvironment.make(settings: settings, logger: Logger(label: "other"), eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+        do {
+            try await body(other)
+        } catch {
+            other.redisPool.close()
+            await other.mongoPool.shutdown()
+            throw error
+        }
+        other.redisPool.close()
+        await other.mongoPool.shutdown()
+    }
+
+    /// A separate connection to the test's Redis, for looking at keys or injecting faults.
+    func withRedisAdmin<T: Sendable>(_ body: @Sendable (RedisConnectionPool) async throws -> T) async throws -> T {
+        var configuration = try RedisConfiguration(url: "redis://127.0.0.1:\(redis.port)", operationTimeoutMilliseconds: 2000)
+        configuration.connectionCount = 1
+        let admin = RedisConnectionPool(configuration: configuration, eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "admin"))
+        defer { admin.close() }
+        return try await body(admin)
+    }
+
+    func unreadCount(_ user: String) async throws -> Int? {
+        try await client.get("/v1/users/\(user)/notifications/unread-count").jsonObject()["unreadCount"] as? Int
+    }
+}
+
+/// Runs `attempt` until `done` accepts its result or `timeout` passes; returns the last result.
+func retrying<T: Sendable>(
+    for timeout: Duration, every pause: Duration = .milliseconds(250), _ attempt: @Sendable () async throws -> T, until done: (T) -> Bool
+) async throws -> T {
+    let deadline = ContinuousClock.now + timeout
+    var result = try await attempt()
+    while !done(result) && ContinuousClock.now < deadline {
+        try await Task.sleep(for: pause)
+        result = try await attempt()
+    }
+    return result
+}
