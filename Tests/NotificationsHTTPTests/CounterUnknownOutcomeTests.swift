@@ -18,6 +18,14 @@ struct CounterUnknownOutcomeTests {
         try await harness.environment.mongoPool.collection("user_counters").findOne(["_id": .string(user)])
     }
 
+    /// Reads the user's count (each read steps the reconciliation) until the stored counter is no longer stale.
+    static func reconciledCounter(_ harness: Harness, _ user: String) async throws -> BSONDocument? {
+        try await retrying(for: .seconds(20), every: .milliseconds(400)) {
+            _ = try await harness.unreadCount(user)
+            return try await counter(harness, user)
+        } until: { $0?["stale"]?.bool == false }
+    }
+
     /// Item 7: read, read-all and delete that time out but are applied; the client's retry changes nothing.
     @Test(arguments: ["read", "read-all", "delete"])
     func aCountedWriteAppliedAfterItsTimeoutIsRecounted(operation: String) async throws {
@@ -67,10 +75,7 @@ struct CounterUnknownOutcomeTests {
                 #expect(String(decoding: body, as: UTF8.self) == #"{"unreadCount":1}"#, "a restarted instance does not forget")
             }
             // The counter itself is reconciled, not recounted forever.
-            let counter = try await retrying(for: .seconds(15), every: .milliseconds(400)) {
-                _ = try await harness.unreadCount(user)
-                return try await Self.counter(harness, user)
-            } until: { $0?["stale"]?.bool == false }
+            let counter = try await Self.reconciledCounter(harness, user)
             #expect(counter?["stale"]?.bool == false)
             #expect(counter?["unread"]?.int64 == 1)
         }
@@ -98,10 +103,7 @@ struct CounterUnknownOutcomeTests {
                 }
                 try await group.waitForAll()
             }
-            let counter = try await retrying(for: .seconds(20), every: .milliseconds(400)) {
-                _ = try await harness.unreadCount(user)
-                return try await Self.counter(harness, user)
-            } until: { $0?["stale"]?.bool == false }
+            let counter = try await Self.reconciledCounter(harness, user)
             #expect(counter?["stale"]?.bool == false)
             #expect(counter?["unread"]?.int64 == 12)
             #expect(try await harness.unreadCount(user) == 12)
