@@ -55,7 +55,8 @@ public struct ObjectID: Sendable, Hashable, Comparable, CustomStringConvertible 
         lhs.bytes.lexicographicallyPrecedes(rhs.bytes)
     }
 
-    private static func make(milliseconds: Int64, tail: [UInt8]) -> ObjectID {
+    /// An id with the time in milliseconds in its first six bytes and a caller's six-byte tail.
+    public static func make(milliseconds: Int64, tail: [UInt8]) -> ObjectID {
         let seconds = UInt32(truncatingIfNeeded: milliseconds / 1000)
         let millis = UInt16(milliseconds % 1000)
         let head: [UInt8] = [

@@ -10,14 +10,23 @@ public struct AppServices: Sendable {
     public var redis: RedisGateway
     public var limiter: RateLimiter
     public var idempotency: IdempotencyStore
+    public var events: EventService
+    public var followers: FollowerStore
+    public var preferences: PreferenceService
+    public var cache: FeedCache
     public var metrics: ServiceMetrics
     public var registry: PrometheusCollectorRegistry
 
     public init(
         settings: Settings, feed: NotificationFeed, health: HealthMonitor, redis: RedisGateway, limiter: RateLimiter,
-        idempotency: IdempotencyStore, metrics: ServiceMetrics, registry: PrometheusCollectorRegistry
+        idempotency: IdempotencyStore, events: EventService, followers: FollowerStore, preferences: PreferenceService, cache: FeedCache,
+        metrics: ServiceMetrics, registry: PrometheusCollectorRegistry
     ) {
         self.idempotency = idempotency
+        self.events = events
+        self.followers = followers
+        self.preferences = preferences
+        self.cache = cache
         self.settings = settings
         self.feed = feed
         self.health = health
@@ -50,6 +59,10 @@ public func buildRouter(_ services: AppServices) -> Router<AppRequestContext> {
         .add(middleware: AuthMiddleware(keys: services.settings.apiKeys))
         .add(middleware: RateLimitMiddleware(limiter: services.limiter))
         .add(middleware: IdempotencyMiddleware(store: services.idempotency))
-    NotificationRoutes(feed: services.feed).register(on: RouteRegistrar(methods: v1, table: table, prefix: "/v1"))
+    let v1Routes = RouteRegistrar(methods: v1, table: table, prefix: "/v1")
+    NotificationRoutes(feed: services.feed).register(on: v1Routes)
+    EventRoutes(events: services.events).register(on: v1Routes)
+    UserRoutes(followers: services.followers, preferences: services.preferences, cache: services.cache, clock: SystemWallClock())
+        .register(on: v1Routes)
     return router
 }

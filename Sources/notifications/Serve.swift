@@ -40,6 +40,7 @@ struct Serve: AsyncParsableCommand {
                 .init(service: environment.redisPool),
                 .init(service: IndexService(createIndexes: environment.createIndexes, logger: logger)),
                 .init(service: RedisRecoveryProbe(gateway: environment.gateway)),
+                .init(service: FanoutSweeper(service: environment.services.events)),
                 .init(service: app),
                 .init(service: DrainService(health: environment.services.health, delay: min(.seconds(1), grace / 2), logger: logger)),
             ],

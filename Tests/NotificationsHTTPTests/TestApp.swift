@@ -61,6 +61,7 @@ private func runHarness(_ configured: Settings, _ test: @Sendable (Harness) asyn
         router: buildRouter(environment.services), configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: logger)
     try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await RedisRecoveryProbe(gateway: environment.gateway, interval: .milliseconds(100)).run() }
+        group.addTask { try await FanoutSweeper(service: environment.services.events).run() }
         try await app.test(.live) { client in
             try await test(Harness(client: client, redis: redis, mongo: mongo, environment: environment, logs: logs))
         }

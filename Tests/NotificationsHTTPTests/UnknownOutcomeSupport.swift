@@ -46,8 +46,8 @@ extension Harness {
 }
 
 /// Runs `attempt` until `done` accepts its result or `timeout` passes; returns the last result.
-func retrying<T: Sendable>(
-    for timeout: Duration, every pause: Duration = .milliseconds(250), _ attempt: @Sendable () async throws -> T, until done: (T) -> Bool
+func retrying<T>(
+    for timeout: Duration, every pause: Duration = .milliseconds(250), _ attempt: () async throws -> T, until done: (T) -> Bool
 ) async throws -> T {
     let deadline = ContinuousClock.now + timeout
     var result = try await attempt()

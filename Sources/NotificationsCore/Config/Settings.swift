@@ -25,6 +25,10 @@ public struct Settings: Sendable {
     /// From the config file's `routeGroupPolicies`: `{"read": "*:200/1s", "write": "*:20/1s"}`.
     public var routeGroupPolicies: [RouteGroup: [RateLimitPolicy]] = [:]
     public var eventRetentionSeconds: Int64 = 604_800
+    /// Followers above which an event answers `in_progress` and fans out in the background.
+    public var eventSyncFanoutLimit = 10_000
+    /// A fan-out whose owner renewed nothing for this long is resumed by another instance.
+    public var eventFanoutLeaseMilliseconds: Int64 = 30_000
     public var feedCacheTTLSeconds: Int64 = 30
     public var lockTTLMilliseconds: Int64 = 10000
     public var lockWaitMilliseconds: Int64 = 2000
@@ -43,7 +47,8 @@ public struct Settings: Sendable {
     public static let variableNames = [
         "HOST", "PORT", "REDIS_URL", "MONGODB_URI", "REDIS_FAIL_OPEN", "REDIS_CIRCUIT_FAILURE_THRESHOLD",
         "REDIS_CIRCUIT_RECOVERY_TIMEOUT", "REDIS_CIRCUIT_SUCCESS_THRESHOLD", "REDIS_OPERATION_TIMEOUT_MS", "IDEMPOTENCY_TTL_SECONDS",
-        "API_KEYS", "ADMIN_TOKEN", "RATE_LIMIT_POLICIES", "EVENT_RETENTION_SECONDS", "FEED_CACHE_TTL_SECONDS", "LOCK_TTL_MS",
+        "API_KEYS", "ADMIN_TOKEN", "RATE_LIMIT_POLICIES", "EVENT_RETENTION_SECONDS", "EVENT_SYNC_FANOUT_LIMIT", "EVENT_FANOUT_LEASE_MS",
+        "FEED_CACHE_TTL_SECONDS", "LOCK_TTL_MS",
         "LOCK_WAIT_MS", "MONGODB_OPERATION_TIMEOUT_MS", "SHUTDOWN_GRACE_SECONDS", "LOG_LEVEL", "CONFIG_FILE",
     ]
 
@@ -84,6 +89,8 @@ public struct Settings: Sendable {
         rateLimitPolicies = try reader.policies("RATE_LIMIT_POLICIES", default: rateLimitPolicies)
         routeGroupPolicies = try reader.routeGroupPolicies("routeGroupPolicies")
         eventRetentionSeconds = try reader.integer("EVENT_RETENTION_SECONDS", default: eventRetentionSeconds, in: 1...315_360_000)
+        eventSyncFanoutLimit = try reader.integer("EVENT_SYNC_FANOUT_LIMIT", default: eventSyncFanoutLimit, in: 1...1_000_000)
+        eventFanoutLeaseMilliseconds = try reader.integer("EVENT_FANOUT_LEASE_MS", default: eventFanoutLeaseMilliseconds, in: 1000...3_600_000)
         feedCacheTTLSeconds = try reader.integer("FEED_CACHE_TTL_SECONDS", default: feedCacheTTLSeconds, in: 1...86_400)
         lockTTLMilliseconds = try reader.integer("LOCK_TTL_MS", default: lockTTLMilliseconds, in: 10...3_600_000)
         lockWaitMilliseconds = try reader.integer("LOCK_WAIT_MS", default: lockWaitMilliseconds, in: 0...600_000)

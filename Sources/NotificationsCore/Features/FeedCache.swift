@@ -84,6 +84,71 @@ public final class FeedCache: Sendable {
         String(UInt64.random(in: 1...UInt64.max), radix: 36)
     }
 
+    /// For each user, its version and the entry `variant` stored under it: one round trip for
+    /// a whole batch. nil when Redis is unusable (the caller reads MongoDB).
+    public func lookupMany(users: [String], variant: String) async -> [(version: String, body: [UInt8]?)]? {
+        guard !users.isEmpty else { return [] }
+        let reply = await gateway.call(.feedCache) { pool in
+            try await pool.evaluate(Self.lookupMany, keys: users.map(Self.versionKey), arguments: [variant])
+        }
+        guard let parts = reply?.array, parts.count == 2 * users.count else { return nil }
+        return stride(from: 0, to: parts.count, by: 2).map { index in
+            let body: [UInt8]? = if case .bulkString(let bytes) = parts[index + 1] { bytes } else { nil }
+            return (parts[index].string ?? "0", body)
+        }
+    }
+
+    /// Stores entries found missing by `lookupMany`, each under the version it was read with
+    /// (one round trip; best effort).
+    public func storeMany(_ entries: [(user: String, version: String, body: [UInt8])], variant: String) async {
+        guard !entries.isEmpty else { return }
+        _ = await gateway.call(.feedCache) { [ttlSeconds] pool in
+            try await pool.evaluate(
+                Self.storeMany, keys: entries.map { Self.entryPrefix($0.user) + $0.version + ":" + variant },
+                arguments: [String(ttlSeconds)] + entries.map { String(decoding: $0.body, as: UTF8.self) })
+        }
+    }
+
+    /// `invalidate` for many users in one round trip (a fan-out batch).
+    public func invalidateMany(users: [String]) async {
+        guard !users.isEmpty else { return }
+        let bumped = await gateway.call(.feedCache, essential: true) { [versionTTLSeconds] pool in
+            try await pool.evaluate(Self.bumpMany, keys: users.map(Self.versionKey), arguments: [String(versionTTLSeconds), Self.newVersion()])
+        }
+        if bumped == nil {
+            logger.warning("Feed cache invalidation failed; cached feeds may be stale up to the TTL", metadata: ["users": "\(users.count)", "ttl_s": "\(ttlSeconds)"])
+        }
+    }
+
+    /// Entry keys are the version key with `v` replaced by `e:<version>:<variant>`.
+    static let lookupMany = RedisScript(
+        """
+        local out = {}
+        for i, key in ipairs(KEYS) do
+          local version = redis.call('GET', key) or '0'
+          out[2 * i - 1] = version
+          out[2 * i] = redis.call('GET', string.sub(key, 1, -2) .. 'e:' .. version .. ':' .. ARGV[1]) or false
+        end
+        return out
+        """)
+
+    static let storeMany = RedisScript(
+        """
+        for i, key in ipairs(KEYS) do
+          redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1])
+        end
+        return #KEYS
+        """)
+
+    /// One new token for the batch, made unique per user by appending the key (tokens never repeat).
+    static let bumpMany = RedisScript(
+        """
+        for _, key in ipairs(KEYS) do
+          redis.call('SET', key, ARGV[2] .. key, 'EX', ARGV[1])
+        end
+        return #KEYS
+        """)
+
     /// Concurrent misses of one entry on this instance share a single load.
     private func singleFlight(_ key: String, _ load: @escaping @Sendable () async throws -> [UInt8]) async throws -> [UInt8] {
         let (task, owner) = inFlight.withLock { tasks -> (Task<[UInt8], any Error>, Bool) in

@@ -24,22 +24,38 @@ public struct NotificationFeed: Sendable {
     let clock: any WallClock
     let locks: LockManager
     let cache: FeedCache
+    let preferences: PreferenceService
     let metrics: ServiceMetrics
 
     public init(
-        store: any NotificationStore, locks: LockManager, cache: FeedCache, clock: any WallClock = SystemWallClock(),
+        store: any NotificationStore, locks: LockManager, cache: FeedCache, preferences: PreferenceService, clock: any WallClock = SystemWallClock(),
         metrics: ServiceMetrics
     ) {
         self.store = store
         self.locks = locks
         self.cache = cache
+        self.preferences = preferences
         self.clock = clock
         self.metrics = metrics
+    }
+
+    public enum Delivery: Sendable {
+        case created(Notification)
+        /// The recipient muted the type or turned `in_app` off: nothing is stored.
+        case suppressed(Preferences.Suppression)
+    }
+
+    /// `POST /v1/notifications`: stored unless the recipient's preferences suppress it.
+    public func deliver(_ request: NewNotification, plannedID: String? = nil) async throws -> Delivery {
+        let settings = try await preferences.lookup(users: [request.recipientId])
+        if let reason = settings[request.recipientId]?.suppression(of: request.type) { return .suppressed(reason) }
+        return .created(try await create(request, plannedID: plannedID))
     }
 
     /// - Parameter plannedID: the id an idempotent request planned in its claim (its time part is
     ///   the creation time): a run of the same request that finds it already stored answers
     ///   with the stored notification and creates nothing.
+    /// Stores a notification (no preference check: `deliver` makes it).
     public func create(_ request: NewNotification, plannedID: String? = nil) async throws -> Notification {
         let id = plannedID ?? ObjectIDs.new(at: clock.now())
         let createdAt = ObjectIDs.time(of: id) ?? clock.now()

@@ -2,20 +2,24 @@
 /// with a `ValidationError` that names the field.
 public struct JSONObjectReader {
     private let members: [String: JSONValue]
+    private let prefix: String
 
-    /// - Parameter allowed: every field the endpoint accepts; any other is an error.
-    public init(_ value: JSONValue, allowed: Set<String>) throws(ValidationError) {
+    /// - Parameters:
+    ///   - allowed: every field the endpoint accepts; any other is an error.
+    ///   - prefix: for a nested object, the path to it, so errors name `audience.userIds`.
+    public init(_ value: JSONValue, allowed: Set<String>, prefix: String = "") throws(ValidationError) {
         guard case .object(let members) = value else {
-            throw ValidationError(field: "$", "the request body must be a JSON object")
+            throw ValidationError(field: prefix.isEmpty ? "$" : String(prefix.dropLast()), "must be a JSON object")
         }
         if let unknown = members.keys.sorted().first(where: { !allowed.contains($0) }) {
-            throw ValidationError(field: unknown, "is not a known field")
+            throw ValidationError(field: prefix + unknown, "is not a known field")
         }
         self.members = members
+        self.prefix = prefix
     }
 
     public func requiredString(_ name: String) throws(ValidationError) -> String {
-        guard let value = try optionalString(name) else { throw ValidationError(field: name, "is required") }
+        guard let value = try optionalString(name) else { throw ValidationError(field: prefix + name, "is required") }
         return value
     }
 
@@ -24,15 +28,25 @@ public struct JSONObjectReader {
         switch members[name] {
         case nil, .null?: return nil
         case .string(let text)?: return text
-        case let other?: throw ValidationError(field: name, "must be a string, not \(other.typeName)")
+        case let other?: throw ValidationError(field: prefix + name, "must be a string, not \(other.typeName)")
         }
     }
+
+    public func optionalArray(_ name: String) throws(ValidationError) -> [JSONValue]? {
+        switch members[name] {
+        case nil, .null?: return nil
+        case .array(let elements)?: return elements
+        case let other?: throw ValidationError(field: prefix + name, "must be an array, not \(other.typeName)")
+        }
+    }
+
+    public func has(_ name: String) -> Bool { members[name] != nil }
 
     public func optionalObject(_ name: String) throws(ValidationError) -> [String: JSONValue]? {
         switch members[name] {
         case nil, .null?: return nil
         case .object(let object)?: return object
-        case let other?: throw ValidationError(field: name, "must be an object, not \(other.typeName)")
+        case let other?: throw ValidationError(field: prefix + name, "must be an object, not \(other.typeName)")
         }
     }
 }

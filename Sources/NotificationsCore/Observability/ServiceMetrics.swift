@@ -26,6 +26,14 @@ public final class ServiceMetrics: Sendable {
         case counterRepairs = "counter_repairs"
     }
 
+    /// The `status` label values of `events_total`: events by outcome, and recipients skipped.
+    public enum EventOutcome: String, Sendable, CaseIterable {
+        case accepted, duplicate
+        case inProgress = "in_progress"
+        /// Recipients a fan-out skipped (the actor, a muted type, `in_app` off): counted per recipient.
+        case suppressed
+    }
+
     private let factory: any MetricsFactory
     private let breakerState: Gauge
     private let breakerFailures: Counter
@@ -33,6 +41,9 @@ public final class ServiceMetrics: Sendable {
     private let rateLimitBypass: Counter
     private let notificationsCreatedCounter: Counter
     private let backgroundPending: [BackgroundQueue: Gauge]
+    private let events: [EventOutcome: Counter]
+    private let fanoutDuration: Timer
+    private let fanoutsRunning: Gauge
     private let backgroundDropped: [BackgroundQueue: Counter]
     private let http = Mutex<[HTTPSeries: (requests: Counter, duration: Timer)]>([:])
 
@@ -63,6 +74,14 @@ public final class ServiceMetrics: Sendable {
         }
         backgroundPending = pending
         backgroundDropped = dropped
+        var events: [EventOutcome: Counter] = [:]
+        for outcome in EventOutcome.allCases {
+            events[outcome] = Counter(label: "events_total", dimensions: [("status", outcome.rawValue)], factory: factory)
+        }
+        self.events = events
+        fanoutDuration = Timer(label: "event_fanout_seconds", factory: factory)
+        fanoutsRunning = Gauge(label: "event_fanouts_in_progress", factory: factory)
+        fanoutsRunning.record(0)
         // The HTTP families exist from start-up too: their first series is the metrics scrape itself.
         _ = httpSeries(method: "GET", route: "/metrics", status: 200)
     }
@@ -72,6 +91,10 @@ public final class ServiceMetrics: Sendable {
     public func fallback(_ operation: Operation) { fallbacks[operation]?.increment() }
     public func rateLimitBypassed() { rateLimitBypass.increment() }
     public func notificationsCreated(_ count: Int) { notificationsCreatedCounter.increment(by: count) }
+    public func event(_ outcome: EventOutcome) { events[outcome]?.increment() }
+    public func eventRecipientsSuppressed(_ count: Int) { if count > 0 { events[.suppressed]?.increment(by: count) } }
+    public func eventFanout(_ duration: Duration) { fanoutDuration.recordNanoseconds(duration.nanoseconds) }
+    public func fanoutsInProgress(_ count: Int) { fanoutsRunning.record(count) }
     public func backgroundWritesPending(_ queue: BackgroundQueue, _ size: Int) { backgroundPending[queue]?.record(size) }
     public func backgroundWriteDropped(_ queue: BackgroundQueue, count: Int = 1) { backgroundDropped[queue]?.increment(by: count) }
 

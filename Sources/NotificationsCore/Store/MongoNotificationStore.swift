@@ -65,6 +65,19 @@ public struct MongoNotificationStore: NotificationStore {
         }
     }
 
+    public func insertBatch(_ batch: [Notification], resumed: Bool) async throws -> [Notification] {
+        guard !batch.isEmpty else { return [] }
+        let result = try await mongoOperation { try await notifications.insert(batch.map(Self.document), ordered: false) }
+        let duplicates = Set(result.duplicateIndexes)
+        let stored = batch.enumerated().filter { !duplicates.contains($0.offset) }.map(\.element)
+        if resumed {
+            await counters.markStaleMany(batch.map(\.recipientId))
+        } else {
+            await counters.incrementMany(stored.map(\.recipientId))
+        }
+        return stored
+    }
+
     public func page(recipientId: String, before: String?, limit: Int, unreadOnly: Bool) async throws -> [Notification] {
         var filter: BSONDocument = ["recipientId": .string(recipientId)]
         if let before, let id = ObjectID(hex: before) { filter["_id"] = ["$lt": .objectID(id)] }

@@ -8,6 +8,11 @@ public protocol NotificationStore: Sendable {
     /// with its id is already stored (an earlier run of the same idempotent request planned the
     /// id and stored it), nothing is written and the stored one is returned with `created: false`.
     func insert(_ notification: Notification) async throws -> (notification: Notification, created: Bool)
+    /// Stores a fan-out batch in one unordered insert; notifications already stored (same id:
+    /// the batch ran before) are skipped. Counters follow in a constant number of commands; for a
+    /// `resumed` batch (its first run may have counted some) they are marked for a recount.
+    /// Returns the notifications this call stored.
+    func insertBatch(_ batch: [Notification], resumed: Bool) async throws -> [Notification]
     /// Newest first, strictly older than `before` (an id) when given.
     func page(recipientId: String, before: String?, limit: Int, unreadOnly: Bool) async throws -> [Notification]
     func unreadCount(recipientId: String) async throws -> Int

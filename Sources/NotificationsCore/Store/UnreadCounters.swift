@@ -64,6 +64,44 @@ final class UnreadCounters: Sendable {
         }
     }
 
+    /// After a fan-out batch committed: +1 for each user, in a constant number of commands (one
+    /// query and one insert for users without a counter yet, one multi-document `$inc`), never
+    /// a statement per user. A failure marks the users' counters stale instead.
+    func incrementMany(_ users: [String]) async {
+        guard !users.isEmpty else { return }
+        do {
+            try await ensureCounters(users)
+            _ = try await counters.update(
+                ["_id": ["$in": .array(users.map(BSONValue.string))]], ["$inc": ["unread": .int64(1), "seq": .int64(1)]], multi: true)
+        } catch {
+            logger.warning("Unread counter updates of a batch failed; they will be recounted", metadata: ["users": "\(users.count)", "error": "\(error)"])
+            for user in users { markStale(user) }
+        }
+    }
+
+    /// For a batch that was interrupted and is written again: which counters its first run
+    /// incremented is unknown, so all of them are marked stale (recounted, then reconciled).
+    func markStaleMany(_ users: [String]) async {
+        guard !users.isEmpty else { return }
+        do {
+            try await ensureCounters(users)
+            _ = try await counters.update(
+                ["_id": ["$in": .array(users.map(BSONValue.string))]], ["$set": ["stale": true], "$inc": ["seq": .int64(1)]], multi: true)
+        } catch {
+            for user in users { markStale(user) }
+        }
+    }
+
+    /// Creates the counters missing among `users` (a multi-document update cannot upsert).
+    private func ensureCounters(_ users: [String]) async throws(MongoError) {
+        let existing = try await counters.find(["_id": ["$in": .array(users.map(BSONValue.string))]], sort: ["_id": 1], projection: ["_id": 1])
+        let known = Set(existing.compactMap { $0["_id"]?.string })
+        let missing = Set(users).subtracting(known)
+        guard !missing.isEmpty else { return }
+        // Duplicates (created meanwhile by another write) are reported, not thrown: fine.
+        _ = try await counters.insert(missing.sorted().map { ["_id": .string($0), "unread": .int64(0), "seq": .int64(0)] })
+    }
+
     /// A write for `user` may or may not have been applied: recount until reconciled.
     func markStale(_ user: String) {
         locallyStale.insert(user)

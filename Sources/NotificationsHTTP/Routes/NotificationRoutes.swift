@@ -20,7 +20,13 @@ struct NotificationRoutes {
 
     @Sendable func create(_ request: Request, context: AppRequestContext) async throws -> Response {
         let input = try NewNotification(json: try await RequestBody.json(request, context: context))
-        let notification = try await feed.create(input, plannedID: context.idempotencyClaim?.plannedID)
+        let notification: NotificationsCore.Notification
+        switch try await feed.deliver(input, plannedID: context.idempotencyClaim?.plannedID) {
+        case .created(let created):
+            notification = created
+        case .suppressed(let reason):
+            return .json(.accepted) { $0.object { $0.string("status", "suppressed"); $0.string("reason", reason.rawValue) } }
+        }
         let location = "/v1/users/\(notification.recipientId)/notifications/\(notification.id)"
         return .json(.created, headers: [.location: location]) { notification.write(to: &$0) }
     }

@@ -15,6 +15,7 @@ public struct AppEnvironment: Sendable {
     public let mongoPool: MongoClientPool
     public let store: MongoNotificationStore
     public let gateway: RedisGateway
+    public let eventStore: EventStore
 
     public static func make(settings: Settings, logger: Logger, eventLoopGroup: any EventLoopGroup) throws -> AppEnvironment {
         let registry = PrometheusCollectorRegistry()
@@ -34,6 +35,9 @@ public struct AppEnvironment: Sendable {
         let cache = FeedCache(gateway: gateway, ttlSeconds: settings.feedCacheTTLSeconds, logger: logger)
         // A counter marked for a recount in the background also drops the user's cached feed.
         let store = MongoNotificationStore(pool: mongoPool, metrics: metrics, logger: logger) { user in await cache.invalidate(user: user) }
+        let preferences = PreferenceService(store: PreferenceStore(pool: mongoPool), cache: cache)
+        let followers = FollowerStore(pool: mongoPool)
+        let events = EventStore(pool: mongoPool)
         let healthPingTimeout = TimeAmount.milliseconds(min(settings.mongoOperationTimeoutMilliseconds, 2000))
         let health = HealthMonitor(mongoPing: { await mongoPool.ping(timeout: healthPingTimeout) }, redis: gateway)
         let services = AppServices(
@@ -43,20 +47,28 @@ public struct AppEnvironment: Sendable {
                 locks: LockManager(
                     gateway: gateway, ttl: .milliseconds(settings.lockTTLMilliseconds), wait: .milliseconds(settings.lockWaitMilliseconds),
                     logger: logger),
-                cache: cache,
+                cache: cache, preferences: preferences,
                 metrics: metrics),
             health: health, redis: gateway,
             limiter: RateLimiter(policies: settings.allRateLimitPolicies, gateway: gateway, metrics: metrics, logger: logger),
             idempotency: IdempotencyStore(
                 pool: mongoPool, gateway: gateway, ttlSeconds: settings.idempotencyTTLSeconds,
                 claimLease: .milliseconds(settings.idempotencyClaimLeaseMilliseconds), metrics: metrics, logger: logger),
+            events: EventService(
+                events: events, followers: followers, preferences: preferences, store: store, cache: cache,
+                runner: FanoutRunner(metrics: metrics, logger: logger), settings: settings, metrics: metrics, logger: logger),
+            followers: followers, preferences: preferences, cache: cache,
             metrics: metrics, registry: registry)
-        return AppEnvironment(settings: settings, services: services, redisPool: redisPool, mongoPool: mongoPool, store: store, gateway: gateway)
+        return AppEnvironment(
+            settings: settings, services: services, redisPool: redisPool, mongoPool: mongoPool, store: store, gateway: gateway,
+            eventStore: events)
     }
 
     /// Every MongoDB index the service relies on (idempotent).
     public func createIndexes() async throws {
         try await store.createIndexes()
         try await services.idempotency.createIndexes()
+        try await services.followers.createIndexes()
+        try await eventStore.createIndexes()
     }
 }

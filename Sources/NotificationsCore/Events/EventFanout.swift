@@ -1,0 +1,97 @@
+internal import Logging
+internal import MongoStore
+
+/// Writes an event's notifications, batch by batch, exactly once per recipient.
+///
+/// For each batch of at most 1000 recipients (the next `userIds`, or the next page of
+/// followers by id):
+/// 1. fix the batch's time in the progress record and renew the lease, only if the lease is
+///    still ours (an owner that froze and lost it stops here);
+/// 2. skip the actor and recipients who muted the type or turned `in_app` off (their
+///    preferences in one Redis round trip plus one MongoDB query for the misses);
+/// 3. one unordered insert of the batch's notifications, ids derived from (event, recipient)
+///    and the batch time, so a batch written again skips what is already there;
+/// 4. counters in a constant number of commands (`UnreadCounters`), and one Redis round trip
+///    to drop the recipients' cached feeds;
+/// 5. move the cursor and the count, again only under our lease.
+/// A batch found with its time already fixed was interrupted (crash, outage, a frozen owner):
+/// it is written again with the same time, and its counters are marked for a recount (which
+/// of them the first run incremented is unknown).
+struct EventFanout: Sendable {
+    let events: EventStore
+    let followers: FollowerStore
+    let preferences: PreferenceService
+    let store: any NotificationStore
+    let cache: FeedCache
+    let metrics: ServiceMetrics
+    let lease: Duration
+    let clock: any WallClock
+    let logger: Logger
+
+    static let batchSize = 1000
+
+    enum Outcome: Sendable, Equatable {
+        case completed(created: Int)
+        /// Asked to stop between batches (shutdown): resumable by any instance after the lease.
+        case stopped(created: Int)
+        /// Someone else holds the fan-out now.
+        case leaseLost
+    }
+
+    /// Runs batches until the fan-out is complete, the lease is lost, or `stop()` is true.
+    func run(_ start: EventRecord, stop: @Sendable () -> Bool = { false }) async throws -> Outcome {
+        var record = start
+        while true {
+            if stop() { return .stopped(created: record.created) }
+            let (recipients, next) = try await nextBatch(record)
+            let now = clock.now()
+            guard !recipients.isEmpty else {
+                guard try await events.complete(record, at: now) else { return .leaseLost }
+                return .completed(created: record.created)
+            }
+            let resumed = record.batchTime != nil
+            let time = record.batchTime ?? now
+            guard try await events.startBatch(record, time: time, leaseUntil: now.advanced(by: lease)) else { return .leaseLost }
+            let written = try await write(record, recipients: recipients, time: time, resumed: resumed)
+            guard try await events.finishBatch(record, cursor: next, created: written, leaseUntil: clock.now().advanced(by: lease)) else {
+                return .leaseLost
+            }
+            record.batch += 1
+            record.cursor = next
+            record.batchTime = nil
+            record.created += written
+        }
+    }
+
+    /// The batch's recipients and the cursor after it.
+    private func nextBatch(_ record: EventRecord) async throws -> ([String], BSONValue) {
+        switch record.event.audience {
+        case .userIDs(let ids):
+            let start = min(Int(record.cursor.int64 ?? 0), ids.count)
+            let end = min(start + Self.batchSize, ids.count)
+            return (Array(ids[start..<end]), .int64(Int64(end)))
+        case .followersOf(let user):
+            let page = try await followers.page(user: user, after: record.cursor.string, limit: Self.batchSize)
+            return (page, page.last.map(BSONValue.string) ?? record.cursor)
+        }
+    }
+
+    /// Writes one batch; returns how many recipients it is for (after skipping).
+    private func write(_ record: EventRecord, recipients: [String], time: Timestamp, resumed: Bool) async throws -> Int {
+        let event = record.event
+        let candidates = recipients.filter { $0 != event.actorId }
+        let settings = try await preferences.lookup(users: candidates)
+        let eligible = candidates.filter { settings[$0]?.suppression(of: event.type) == nil }
+        metrics.eventRecipientsSuppressed(recipients.count - eligible.count)
+        let notifications = eligible.map { recipient in
+            Notification(
+                id: ObjectIDs.derived(at: time, from: "\(record.key)\n\(recipient)"), recipientId: recipient, type: event.type,
+                actorId: event.actorId, title: event.title, body: event.body, dataJSON: event.dataJSON, createdAt: time, readAt: nil)
+        }
+        let stored = try await store.insertBatch(notifications, resumed: resumed)
+        metrics.notificationsCreated(stored.count)
+        await cache.invalidateMany(users: eligible)
+        if resumed { logger.info("Resumed an interrupted fan-out batch", metadata: ["event": "\(record.key)", "batch": "\(record.batch)"]) }
+        return eligible.count
+    }
+}

@@ -1,0 +1,159 @@
+public import MongoStore
+
+/// An event's claim, which is also its fan-out's progress (`events`, `_id` = `scope:eventId`).
+public struct EventRecord: Sendable, Equatable {
+    public var key: String
+    public var eventId: String
+    public var event: NewEvent
+    /// `in_progress` or `completed`.
+    public var status: String
+    public var created: Int
+    /// Index of the next batch to write.
+    public var batch: Int
+    /// Where the next batch starts: an index into `userIds`, or the last follower id done.
+    public var cursor: BSONValue
+    /// Set when the batch at `batch` has begun writing: its notifications' time. A record read
+    /// with it set means that batch was interrupted and is written again with the same time.
+    public var batchTime: Timestamp?
+    public var leaseToken: String
+    public var leaseUntil: Timestamp
+    public var createdAt: Timestamp
+    public var expiresAt: Timestamp
+}
+
+/// The `events` collection: exactly-once claims and fenced progress of fan-outs.
+///
+/// Every progress write is conditional on the lease token (and the batch index), so an owner
+/// that froze and lost its lease cannot move the progress; a taker sets a new token.
+public struct EventStore: Sendable {
+    let events: MongoCollection
+
+    public init(pool: MongoClientPool) {
+        events = pool.collection("events")
+    }
+
+    public func createIndexes() async throws {
+        try await mongoOperation {
+            try await events.createIndexes([
+                .init(name: "expires", keys: ["expiresAt": 1], expireAfterSeconds: 0),
+                .init(name: "fanout_leases", keys: ["status": 1, "leaseUntil": 1]),
+            ])
+        }
+    }
+
+    public enum Claim: Sendable {
+        case claimed
+        /// The event id was used before (and is still remembered).
+        case existing(EventRecord)
+    }
+
+    /// Inserts the claim; an existing, unexpired record wins. An expired one is replaced.
+    func claim(_ record: EventRecord, now: Timestamp) async throws -> Claim {
+        let document = Self.document(record)
+        return try await mongoOperation {
+            do {
+                try await events.insertOne(document)
+                return .claimed
+            } catch MongoError.duplicateKey {
+                guard let existing = try await events.findOne(["_id": .string(record.key)]).flatMap(Self.record) else {
+                    // Removed between the insert and the read (expired): try once more.
+                    try await events.insertOne(document)
+                    return .claimed
+                }
+                guard existing.expiresAt <= now else { return .existing(existing) }
+                let replaced = try await events.findAndModify(
+                    ["_id": .string(record.key), "createdAt": .datetime(existing.createdAt.milliseconds)],
+                    update: ["$set": .document(document.removing("_id"))])
+                return replaced == nil ? .existing(existing) : .claimed
+            }
+        }
+    }
+
+    func find(key: String) async throws -> EventRecord? {
+        try await mongoOperation { try await events.findOne(["_id": .string(key)]).flatMap(Self.record) }
+    }
+
+    /// Fixes the batch's time and renews the lease, if the lease is still ours.
+    func startBatch(_ record: EventRecord, time: Timestamp, leaseUntil: Timestamp) async throws -> Bool {
+        try await fenced(record, ["$set": ["batchTime": .datetime(time.milliseconds), "leaseUntil": .datetime(leaseUntil.milliseconds)]])
+    }
+
+    /// Records a written batch: the next cursor, the count, no batch in flight.
+    func finishBatch(_ record: EventRecord, cursor: BSONValue, created: Int, leaseUntil: Timestamp) async throws -> Bool {
+        try await fenced(record, [
+            "$set": ["batch": .int64(Int64(record.batch + 1)), "cursor": cursor, "batchTime": .null, "leaseUntil": .datetime(leaseUntil.milliseconds)],
+            "$inc": ["created": .int64(Int64(created))],
+        ])
+    }
+
+    func complete(_ record: EventRecord, at time: Timestamp) async throws -> Bool {
+        try await fenced(record, ["$set": ["status": "completed", "batchTime": .null, "completedAt": .datetime(time.milliseconds)]])
+    }
+
+    private func fenced(_ record: EventRecord, _ update: BSONDocument) async throws -> Bool {
+        try await mongoOperation {
+            try await events.update(
+                ["_id": .string(record.key), "leaseToken": .string(record.leaseToken), "batch": .int64(Int64(record.batch))], update
+            ).matched > 0
+        }
+    }
+
+    /// Fan-outs whose owner stopped renewing its lease (sorted on the lease index).
+    func abandoned(now: Timestamp, limit: Int) async throws -> [EventRecord] {
+        try await mongoOperation {
+            try await events.find(
+                ["status": "in_progress", "leaseUntil": ["$lt": .datetime(now.milliseconds)]], sort: ["status": 1, "leaseUntil": 1], limit: limit
+            ).compactMap(Self.record)
+        }
+    }
+
+    /// Takes an abandoned fan-out over with a new lease token; nil if someone else did first.
+    func takeOver(_ record: EventRecord, token: String, leaseUntil: Timestamp) async throws -> EventRecord? {
+        try await mongoOperation {
+            try await events.findAndModify(
+                ["_id": .string(record.key), "leaseToken": .string(record.leaseToken), "status": "in_progress"],
+                update: ["$set": ["leaseToken": .string(token), "leaseUntil": .datetime(leaseUntil.milliseconds)]], returnNew: true
+            ).flatMap(Self.record)
+        }
+    }
+
+    // MARK: Mapping, explicit in both directions
+
+    static func document(_ record: EventRecord) -> BSONDocument {
+        let audience: BSONDocument = switch record.event.audience {
+        case .userIDs(let ids): ["userIds": .array(ids.map(BSONValue.string))]
+        case .followersOf(let user): ["followersOf": .string(user)]
+        }
+        return [
+            "_id": .string(record.key), "eventId": .string(record.eventId), "type": .string(record.event.type),
+            "actorId": .string(record.event.actorId), "title": record.event.title.map(BSONValue.string) ?? .null,
+            "body": record.event.body.map(BSONValue.string) ?? .null, "data": .string(record.event.dataJSON), "audience": .document(audience),
+            "status": .string(record.status), "created": .int64(Int64(record.created)), "batch": .int64(Int64(record.batch)),
+            "cursor": record.cursor, "batchTime": record.batchTime.map { .datetime($0.milliseconds) } ?? .null,
+            "leaseToken": .string(record.leaseToken), "leaseUntil": .datetime(record.leaseUntil.milliseconds),
+            "createdAt": .datetime(record.createdAt.milliseconds), "expiresAt": .datetime(record.expiresAt.milliseconds),
+        ]
+    }
+
+    static func record(_ document: BSONDocument) -> EventRecord? {
+        guard let key = document["_id"]?.string, let eventId = document["eventId"]?.string, let type = document["type"]?.string,
+            let actorId = document["actorId"]?.string, let audienceDocument = document["audience"]?.document,
+            let status = document["status"]?.string, let createdAt = document["createdAt"]?.datetime
+        else { return nil }
+        let audience: Audience
+        if let user = audienceDocument["followersOf"]?.string {
+            audience = .followersOf(user)
+        } else {
+            audience = .userIDs(audienceDocument["userIds"]?.array?.compactMap(\.string) ?? [])
+        }
+        let event = NewEvent(
+            id: eventId, type: type, actorId: actorId, audience: audience, title: document["title"]?.string, body: document["body"]?.string,
+            dataJSON: document["data"]?.string ?? "{}")
+        return EventRecord(
+            key: key, eventId: eventId, event: event, status: status, created: Int(document["created"]?.int64 ?? 0),
+            batch: Int(document["batch"]?.int64 ?? 0), cursor: document["cursor"] ?? .null,
+            batchTime: document["batchTime"]?.datetime.map(Timestamp.init(milliseconds:)), leaseToken: document["leaseToken"]?.string ?? "",
+            leaseUntil: Timestamp(milliseconds: document["leaseUntil"]?.datetime ?? 0), createdAt: Timestamp(milliseconds: createdAt),
+            expiresAt: Timestamp(milliseconds: document["expiresAt"]?.datetime ?? .max))
+    }
+}
