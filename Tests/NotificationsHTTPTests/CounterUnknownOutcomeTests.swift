@@ -68,7 +68,8 @@ struct CounterUnknownOutcomeTests {
                 let resumed = ContinuousClock.now
                 let count = try await retrying(for: .seconds(8)) { try await harness.unreadCount(user) } until: { $0 == 1 }
                 #expect(count == 1)
-                #expect(ContinuousClock.now - resumed < .seconds(3 + 2), "within the cache TTL of MongoDB answering (and one retry)")
+                // Within the cache TTL (3 s here) of MongoDB answering, plus the marks' two confirmations a second apart.
+                #expect(ContinuousClock.now - resumed < .seconds(3 + 4))
             }
             try await harness.withOtherInstance { fresh in
                 let body = try await fresh.services.feed.unreadCount(userId: user).body

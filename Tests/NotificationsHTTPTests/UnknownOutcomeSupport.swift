@@ -14,14 +14,16 @@ import TestSupport
 /// servers, retrying until an answer changes, and a direct Redis connection for inspection.
 extension Harness {
     /// Another instance of the service (its own pools, memory and caches) on the same servers.
-    func withOtherInstance(
-        configure: (inout Settings) -> Void = { _ in }, _ body: @Sendable (AppEnvironment) async throws -> Void
-    ) async throws {
+    @discardableResult
+    func withOtherInstance<T: Sendable>(
+        configure: (inout Settings) -> Void = { _ in }, _ body: @Sendable (AppEnvironment) async throws -> T
+    ) async throws -> T {
         var settings = environment.settings
         configure(&settings)
         let other = try AppEnvironment.make(settings: settings, logger: Logger(label: "other"), eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+        let result: T
         do {
-            try await body(other)
+            result = try await body(other)
         } catch {
             other.redisPool.close()
             await other.mongoPool.shutdown()
@@ -29,6 +31,7 @@ extension Harness {
         }
         other.redisPool.close()
         await other.mongoPool.shutdown()
+        return result
     }
 
     /// A separate connection to the test's Redis, for looking at keys or injecting faults.

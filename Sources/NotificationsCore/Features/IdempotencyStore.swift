@@ -38,12 +38,17 @@ public final class IdempotencyStore: Sendable {
         let claimedAt: Timestamp
         /// The id a notification created by this request gets: the same for every run of it.
         public let plannedID: String
+        /// Taken over from a holder that died: its run may have stored the planned result, so
+        /// giving the key back must keep the planned id (the record is marked abandoned, not deleted).
+        let inherited: Bool
     }
 
     /// A claim whose insert or takeover may have been applied although the request failed.
     struct ClaimRef: Sendable {
         var id: String
         var claimedAt: Timestamp
+        /// Give the key back by marking the record abandoned (keeping its planned id), not by deleting it.
+        var keepPlannedID = false
     }
 
     /// A response MongoDB has not confirmed yet.
@@ -80,11 +85,16 @@ public final class IdempotencyStore: Sendable {
         undoPolicy.confirmations = 2
         claimUndo = RetryQueue(.idempotencyClaims, policy: undoPolicy, metrics: metrics, logger: logger) { claims in
             // Only those exact claims: a newer claim of the same key (a retry) stays.
-            _ = try await records.delete(["$or": .array(claims.map { .document(Self.ownClaim($0)) })], limit: 0)
+            let deletions = claims.filter { !$0.keepPlannedID }
+            if !deletions.isEmpty {
+                _ = try await records.delete(["$or": .array(deletions.map { .document(Self.ownClaim($0)) })], limit: 0)
+            }
+            _ = try await records.update(claims.filter(\.keepPlannedID).map { .init(filter: Self.ownClaim($0), update: Self.abandon) })
         }
         var responsePolicy = RetryQueue<PendingResponse>.Policy()
         responsePolicy.batchSize = 100
         responsePolicy.firstAttemptAfter = .milliseconds(200)
+        responsePolicy.giveUpAfter = .seconds(86_400)
         pendingResponses = RetryQueue(.idempotencyResponses, policy: responsePolicy, metrics: metrics, logger: logger) { responses in
             _ = try await records.update(responses.map { .init(filter: Self.ownClaim($0.claim), update: ["$set": .document($0.fields)]) })
         } completed: { responses in
@@ -158,9 +168,13 @@ public final class IdempotencyStore: Sendable {
     /// Gives the key back after a failed request, so a retry is processed. When MongoDB does not
     /// answer, the claim is freed in the background as soon as it does (not after the lease).
     public func release(_ claim: Claim) async {
-        let own = ClaimRef(id: claim.id, claimedAt: claim.claimedAt)
+        let own = ClaimRef(id: claim.id, claimedAt: claim.claimedAt, keepPlannedID: claim.inherited)
         do {
-            _ = try await records.delete(Self.ownClaim(own), limit: 1)
+            if claim.inherited {
+                _ = try await records.update(Self.ownClaim(own), Self.abandon)
+            } else {
+                _ = try await records.delete(Self.ownClaim(own), limit: 1)
+            }
         } catch {
             logger.warning("Releasing an idempotency claim failed; retrying until MongoDB answers", metadata: ["key": "\(claim.id)", "error": "\(error)"])
             claimUndo.enqueue(own)
@@ -168,7 +182,7 @@ public final class IdempotencyStore: Sendable {
     }
 
     private func claimInMongo(id: String, fingerprint: String, now: Timestamp) async throws -> Begin {
-        let claim = Claim(id: id, fingerprint: fingerprint, claimedAt: now, plannedID: ObjectIDs.new(at: now))
+        let claim = Claim(id: id, fingerprint: fingerprint, claimedAt: now, plannedID: ObjectIDs.new(at: now), inherited: false)
         if try await insertClaim(claim) { return .proceed(claim) }
         guard let existing = try await mongoOperation({ try await records.findOne(["_id": .string(id)]) }) else {
             // Released between our insert and this read: try once more.
@@ -181,8 +195,9 @@ public final class IdempotencyStore: Sendable {
         if expired || abandoned {
             // An abandoned claim's request may have stored its result: keep its planned id, so
             // running it again finds that result instead of making a second one.
-            let planned = abandoned ? existing["plannedId"]?.string ?? claim.plannedID : claim.plannedID
-            let taker = Claim(id: id, fingerprint: fingerprint, claimedAt: now, plannedID: planned)
+            let inherited = abandoned && !expired && existing["plannedId"]?.string != nil
+            let planned = inherited ? existing["plannedId"]?.string ?? claim.plannedID : claim.plannedID
+            let taker = Claim(id: id, fingerprint: fingerprint, claimedAt: now, plannedID: planned, inherited: inherited)
             return try await takeOver(existing, by: taker) ? .proceed(taker) : .inProgress
         }
         let record = Self.record(existing)
@@ -221,10 +236,14 @@ public final class IdempotencyStore: Sendable {
         do {
             return try await records.findAndModify(filter, update: replacement) != nil
         } catch {
-            if error.isUnavailable { claimUndo.enqueue(ClaimRef(id: claim.id, claimedAt: claim.claimedAt)) }
+            if error.isUnavailable { claimUndo.enqueue(ClaimRef(id: claim.id, claimedAt: claim.claimedAt, keepPlannedID: claim.inherited)) }
             throw StoreError.unavailable(error.description)
         }
     }
+
+    /// Makes a record read as abandoned (claimed at the epoch): the next request takes it over
+    /// at once, with its planned id.
+    static let abandon: BSONDocument = ["$set": ["claimedAt": .datetime(0)]]
 
     /// Matches one claim exactly: its key and the time it was claimed.
     static func ownClaim(_ claim: ClaimRef) -> BSONDocument {

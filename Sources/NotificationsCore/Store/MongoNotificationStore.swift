@@ -30,9 +30,12 @@ public struct MongoNotificationStore: NotificationStore {
         self.notifications = notifications
         self.counters = UnreadCounters(
             notifications: notifications, counters: pool.collection("user_counters"),
-            settle: .milliseconds(pool.operationTimeoutMilliseconds) + .seconds(1), metrics: metrics, logger: logger,
+            settle: .milliseconds(2 * pool.operationTimeoutMilliseconds) + .seconds(1), metrics: metrics, logger: logger,
             repaired: counterRepaired)
-        self.lateInserts = BackgroundDeleter(collection: notifications, metrics: metrics, logger: logger)
+        let counters = self.counters
+        self.lateInserts = BackgroundDeleter(collection: notifications, metrics: metrics, logger: logger) { recipients in
+            for recipient in Set(recipients) { counters.markStale(recipient) }
+        }
     }
 
     /// Creates the indexes this store relies on (idempotent; run at start-up and by `create-indexes`).
@@ -45,19 +48,28 @@ public struct MongoNotificationStore: NotificationStore {
     static let feedSort: BSONDocument = ["recipientId": 1, "_id": -1]
 
     public func insert(_ notification: Notification) async throws -> (notification: Notification, created: Bool) {
-        let document = Self.document(notification)
+        // This run's token: a late copy is deleted only if it is this run's (see BackgroundDeleter).
+        let run = String(UInt64.random(in: 1...UInt64.max), radix: 36)
+        var document = Self.document(notification)
+        document["run"] = .string(run)
+        let id = document["_id"] ?? .null
         return try await mongoOperation {
             do {
                 try await notifications.insertOne(document)
             } catch MongoError.duplicateKey {
-                // The id was planned by an earlier run of the same idempotent request, which stored it.
-                guard let stored = try await notifications.findOne(["_id": document["_id"] ?? .null]).flatMap(Self.notification) else {
-                    throw MongoError.unavailable("a notification with this id was stored and is gone")
-                }
+                // The id was planned by an earlier run of the same idempotent request, which stored
+                // it. Adopt it (stamping our run, so that run's pending cleanup leaves it), and
+                // recount: a late copy of that run may never have been counted.
+                guard let stored = try await notifications.findAndModify(["_id": id], update: ["$set": ["run": .string(run)]], returnNew: true)
+                    .flatMap(Self.notification)
+                else { throw MongoError.unavailable("a notification with this id was stored and is gone") }
+                counters.markStale(notification.recipientId)
                 return (stored, false)
             } catch let error as MongoError where error.isUnavailable {
-                // The server may still apply it: make sure it does not stay.
-                lateInserts.deleteEventually(id: document["_id"] ?? .null)
+                // The server may still apply it: make sure it does not stay, and do not trust the
+                // counter while the ghost may be visible (a read-all would count it).
+                lateInserts.deleteEventually(.init(id: id, run: run, recipient: notification.recipientId))
+                counters.markStale(notification.recipientId)
                 throw error
             }
             await counters.adjust(notification.recipientId, by: 1)

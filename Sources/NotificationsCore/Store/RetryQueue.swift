@@ -11,7 +11,7 @@ internal import Synchronization
 /// exponential backoff and jitter (so a recovering MongoDB is not flooded by every instance
 /// at once), and an item that needs `confirmations` is written that many times, a
 /// `confirmationGap` apart (a frozen server that comes back may apply the original write after
-/// our first undo). Items older than `giveUpAfter` are dropped and logged. The queue's size is
+/// our first undo). Items older than `giveUpAfter` are dropped, logged and handed to `dropped`. The queue's size is
 /// the `background_writes_pending{queue}` gauge; refusals and drops count in
 /// `background_writes_dropped_total{queue}`.
 final class RetryQueue<Item: Sendable>: Sendable {
@@ -52,13 +52,16 @@ final class RetryQueue<Item: Sendable>: Sendable {
     private let logger: Logger
     private let perform: @Sendable ([Item]) async throws -> Void
     private let completed: @Sendable ([Item]) async -> Void
+    private let dropped: @Sendable ([Item]) -> Void
 
     /// - Parameters:
     ///   - perform: writes one batch in one command; throwing retries the whole batch later.
     ///   - completed: called with the items that got all their confirmations.
+    ///   - dropped: called with items given up (too old) or refused (queue full).
     init(
         _ queue: ServiceMetrics.BackgroundQueue, policy: Policy = Policy(), metrics: ServiceMetrics, logger: Logger,
-        perform: @escaping @Sendable ([Item]) async throws -> Void, completed: @escaping @Sendable ([Item]) async -> Void = { _ in }
+        perform: @escaping @Sendable ([Item]) async throws -> Void, completed: @escaping @Sendable ([Item]) async -> Void = { _ in },
+        dropped: @escaping @Sendable ([Item]) -> Void = { _ in }
     ) {
         self.queue = queue
         self.policy = policy
@@ -66,6 +69,7 @@ final class RetryQueue<Item: Sendable>: Sendable {
         self.logger = logger
         self.perform = perform
         self.completed = completed
+        self.dropped = dropped
     }
 
     /// Items not yet written all their confirmations (queued or being written).
@@ -76,17 +80,17 @@ final class RetryQueue<Item: Sendable>: Sendable {
     @discardableResult
     func enqueue(_ item: Item) -> Bool {
         let now = ContinuousClock.now
-        let (accepted, startWorker, size) = state.withLock { state -> (Bool, Bool, Int) in
-            let size = state.entries.count + state.inFlight
-            guard size < policy.capacity else { return (false, false, size) }
+        let (accepted, startWorker) = state.withLock { state -> (Bool, Bool) in
+            guard state.entries.count + state.inFlight < policy.capacity else { return (false, false) }
             state.entries.append(Entry(item: item, confirmations: 0, due: now + policy.firstAttemptAfter, since: now))
+            publishSize(state)
             defer { state.working = true }
-            return (true, !state.working, size + 1)
+            return (true, !state.working)
         }
-        metrics.backgroundWritesPending(queue, size)
         guard accepted else {
             metrics.backgroundWriteDropped(queue)
             logger.error("Background write queue full; a write MongoDB missed is dropped", metadata: ["queue": "\(queue.rawValue)"])
+            dropped([item])
             return false
         }
         if startWorker { Task.detached { [self] in await drain() } }
@@ -99,9 +103,10 @@ final class RetryQueue<Item: Sendable>: Sendable {
         while true {
             let now = ContinuousClock.now
             let (batch, wait, expired) = state.withLock { state in takeDue(&state, now: now) }
-            if expired > 0 {
-                metrics.backgroundWriteDropped(queue, count: expired)
-                logger.error("Background writes gave up after retrying", metadata: ["queue": "\(queue.rawValue)", "count": "\(expired)"])
+            if !expired.isEmpty {
+                metrics.backgroundWriteDropped(queue, count: expired.count)
+                logger.error("Background writes gave up after retrying", metadata: ["queue": "\(queue.rawValue)", "count": "\(expired.count)"])
+                dropped(expired)
             }
             if batch.isEmpty {
                 guard let wait else { break }
@@ -125,19 +130,25 @@ final class RetryQueue<Item: Sendable>: Sendable {
                         retry.due = ContinuousClock.now + delay
                         state.entries.prepend(retry)
                     }
+                    publishSize(state)
                 }
             }
-            metrics.backgroundWritesPending(queue, count)
         }
-        metrics.backgroundWritesPending(queue, count)
+    }
+
+    /// Called under the lock, so concurrent updates of the gauge cannot land out of order.
+    private func publishSize(_ state: State) {
+        metrics.backgroundWritesPending(queue, state.entries.count + state.inFlight)
     }
 
     /// Removes expired entries and up to `batchSize` due ones; with nothing due, how long to
     /// wait for the next (nil: the queue is empty and the worker stops).
-    private func takeDue(_ state: inout State, now: ContinuousClock.Instant) -> ([Entry], Duration?, Int) {
-        let before = state.entries.count
-        state.entries.removeAll { now - $0.since > policy.giveUpAfter }
-        let expired = before - state.entries.count
+    private func takeDue(_ state: inout State, now: ContinuousClock.Instant) -> ([Entry], Duration?, [Item]) {
+        let expired = state.entries.filter { now - $0.since > policy.giveUpAfter }.map(\.item)
+        if !expired.isEmpty {
+            state.entries.removeAll { now - $0.since > policy.giveUpAfter }
+            publishSize(state)
+        }
         guard let next = state.entries.map(\.due).min() else {
             state.working = false
             return ([], nil, expired)
@@ -167,6 +178,7 @@ final class RetryQueue<Item: Sendable>: Sendable {
                 state.entries.append(entry)
             }
         }
+        publishSize(state)
         return done
     }
 

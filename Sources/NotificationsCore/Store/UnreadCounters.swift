@@ -15,7 +15,8 @@ internal import Synchronization
 /// until the counter is reconciled.
 ///
 /// Reconciling must neither lose nor double an `$inc` that races the recount, and a write's
-/// `$inc` follows its commit by up to one operation deadline. So it takes two steps: a
+/// `$inc` follows its commit by up to two operation deadlines (the write's reply, then the
+/// `$inc` itself). So it takes two steps: a
 /// reader records `(checkSeq, checkCount, checkAt)` guarded on the `seq` it read before
 /// counting; a reader at least `settle` later, finding `seq` still equal to `checkSeq`, sets
 /// `unread = checkCount` and clears `stale`, guarded on the same `seq` and `checkAt`. Every
@@ -25,7 +26,8 @@ final class UnreadCounters: Sendable {
     let counters: MongoCollection
     let notifications: MongoCollection
     /// How long `seq` must stay unchanged before a recount is trusted: more than the time
-    /// between a write's commit and its `$inc` (one operation deadline).
+    /// between a write's commit and its `$inc` (two operation deadlines), plus a margin for the
+    /// instances' clocks (`checkAt` is one instance's wall clock, compared by another's).
     let settle: Duration
     private let logger: Logger
     private let locallyStale = StaleUsers()
@@ -45,12 +47,18 @@ final class UnreadCounters: Sendable {
         // Marked twice a second apart: a write the frozen server applies late lands before the second.
         policy.confirmations = 2
         policy.batchSize = 100
+        // A mark must land soon after MongoDB answers (counts converge within the cache TTL),
+        // and is worth keeping through a long outage.
+        policy.backoffCap = .seconds(5)
+        policy.giveUpAfter = .seconds(86_400)
         let locallyStale = self.locallyStale
         repairs = RetryQueue(.counterRepairs, policy: policy, metrics: metrics, logger: logger) { users in
             _ = try await counters.update(users.map(Self.markStale))
         } completed: { users in
             locallyStale.remove(users)
             for user in users { await repaired(user) }
+        } dropped: { users in
+            locallyStale.remove(users)
         }
     }
 
@@ -150,23 +158,27 @@ final class UnreadCounters: Sendable {
     var pendingRepairs: Int { repairs.count }
 }
 
-/// Users whose counter this instance marked stale and MongoDB has not confirmed yet (bounded:
-/// past the bound, only the MongoDB mark, once it lands, triggers the recount).
+/// Users whose counter this instance marked stale and MongoDB has not confirmed yet, with how
+/// many marks are pending for each (a user stays until the last one lands). Bounded: past the
+/// bound, only the MongoDB mark, once it lands, triggers the recount.
 private final class StaleUsers: Sendable {
-    private let users = Mutex<Set<String>>([])
+    private let users = Mutex<[String: Int]>([:])
     static let capacity = 100_000
 
     func insert(_ user: String) {
         users.withLock { users in
-            if users.count < Self.capacity { users.insert(user) }
+            if users[user] != nil || users.count < Self.capacity { users[user, default: 0] += 1 }
         }
     }
 
     func remove(_ done: [String]) {
         users.withLock { users in
-            for user in done { users.remove(user) }
+            for user in done {
+                guard let pending = users[user] else { continue }
+                users[user] = pending > 1 ? pending - 1 : nil
+            }
         }
     }
 
-    func contains(_ user: String) -> Bool { users.withLock { $0.contains(user) } }
+    func contains(_ user: String) -> Bool { users.withLock { $0[user] != nil } }
 }

@@ -4,7 +4,7 @@ enum OpenAPIDocument {
 openapi: 3.1.0
 info:
   title: notifications
-  version: 0.2.0
+  version: 0.3.0
   description: |
     Notifications and per-user feeds over MongoDB, with Redis for rate limiting, feed caching,
     idempotency and locks. When Redis fails the service follows the fail-open table
@@ -15,6 +15,8 @@ security:
   - apiKey: []
 tags:
   - name: notifications
+  - name: events
+  - name: users
   - name: operations
 paths:
   /v1/notifications:
@@ -37,6 +39,16 @@ paths:
           content:
             application/json:
               schema: { $ref: "#/components/schemas/Notification" }
+        "202":
+          description: Not stored - the recipient muted the type (muted_type) or turned the in_app channel off (in_app_disabled)
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [status, reason]
+                properties:
+                  status: { type: string, enum: [suppressed] }
+                  reason: { type: string, enum: [muted_type, in_app_disabled] }
         "400": { $ref: "#/components/responses/Problem" }
         "401": { $ref: "#/components/responses/Problem" }
         "409": { $ref: "#/components/responses/Problem" }
@@ -144,6 +156,158 @@ paths:
         "404": { $ref: "#/components/responses/Problem" }
         "429": { $ref: "#/components/responses/Problem" }
         "503": { $ref: "#/components/responses/Problem" }
+  /v1/events:
+    post:
+      tags: [events]
+      summary: Fan an event out to an audience, exactly once per event id (per API key)
+      description: |
+        One notification per recipient (the actor, recipients who muted the type and those with
+        in_app off are skipped), written in batches of at most 1000. The same id again, within
+        EVENT_RETENTION_SECONDS, creates nothing (200 duplicate), also when copies arrive at
+        once on several instances or while Redis is down. A followersOf audience with more than
+        EVENT_SYNC_FANOUT_LIMIT followers answers in_progress and goes on in the background;
+        any instance resumes a fan-out whose owner stopped.
+      parameters:
+        - $ref: "#/components/parameters/IdempotencyKey"
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: { $ref: "#/components/schemas/NewEvent" }
+      responses:
+        "202":
+          description: Accepted (fanned out) or in_progress (going on in the background)
+          content:
+            application/json:
+              schema: { $ref: "#/components/schemas/EventAnswer" }
+        "200":
+          description: A duplicate of an event already claimed
+          content:
+            application/json:
+              schema: { $ref: "#/components/schemas/EventAnswer" }
+        "400": { $ref: "#/components/responses/Problem" }
+        "401": { $ref: "#/components/responses/Problem" }
+        "409": { $ref: "#/components/responses/Problem" }
+        "413": { $ref: "#/components/responses/Problem" }
+        "415": { $ref: "#/components/responses/Problem" }
+        "422": { $ref: "#/components/responses/Problem" }
+        "429": { $ref: "#/components/responses/Problem" }
+        "503": { $ref: "#/components/responses/Problem" }
+  /v1/events/{eventId}:
+    get:
+      tags: [events]
+      summary: An event's fan-out status
+      parameters:
+        - { name: eventId, in: path, required: true, schema: { type: string, pattern: "^[A-Za-z0-9_.:@-]{1,128}$" } }
+      responses:
+        "200":
+          description: The event
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [eventId, type, status, notificationsCreated, createdAt]
+                properties:
+                  eventId: { type: string }
+                  type: { type: string }
+                  status: { type: string, enum: [in_progress, completed] }
+                  notificationsCreated: { type: integer, minimum: 0 }
+                  createdAt: { type: string, format: date-time }
+        "400": { $ref: "#/components/responses/Problem" }
+        "401": { $ref: "#/components/responses/Problem" }
+        "404": { $ref: "#/components/responses/Problem" }
+        "429": { $ref: "#/components/responses/Problem" }
+        "503": { $ref: "#/components/responses/Problem" }
+  /v1/users/{userId}/followers:
+    get:
+      tags: [users]
+      summary: The user's followers, in id order
+      parameters:
+        - $ref: "#/components/parameters/UserId"
+        - { name: limit, in: query, schema: { type: integer, minimum: 1, maximum: 100, default: 20 } }
+        - { name: cursor, in: query, schema: { type: string }, description: "nextCursor of the previous page; empty or absent: the first page" }
+      responses:
+        "200":
+          description: The page
+          headers:
+            X-Cache: { schema: { type: string, enum: [hit, miss, bypass] } }
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [items, nextCursor]
+                properties:
+                  items: { type: array, items: { type: string } }
+                  nextCursor: { type: [string, "null"] }
+        "400": { $ref: "#/components/responses/Problem" }
+        "401": { $ref: "#/components/responses/Problem" }
+        "429": { $ref: "#/components/responses/Problem" }
+        "503": { $ref: "#/components/responses/Problem" }
+  /v1/users/{userId}/followers/{followerId}:
+    put:
+      tags: [users]
+      summary: followerId follows userId (idempotent; following oneself is 400)
+      parameters:
+        - $ref: "#/components/parameters/UserId"
+        - $ref: "#/components/parameters/FollowerId"
+      responses:
+        "204": { description: Following }
+        "400": { $ref: "#/components/responses/Problem" }
+        "401": { $ref: "#/components/responses/Problem" }
+        "429": { $ref: "#/components/responses/Problem" }
+        "503": { $ref: "#/components/responses/Problem" }
+    delete:
+      tags: [users]
+      summary: followerId stops following userId (idempotent)
+      parameters:
+        - $ref: "#/components/parameters/UserId"
+        - $ref: "#/components/parameters/FollowerId"
+      responses:
+        "204": { description: Not following }
+        "400": { $ref: "#/components/responses/Problem" }
+        "401": { $ref: "#/components/responses/Problem" }
+        "429": { $ref: "#/components/responses/Problem" }
+        "503": { $ref: "#/components/responses/Problem" }
+  /v1/users/{userId}/preferences:
+    get:
+      tags: [users]
+      summary: The user's preferences (the defaults when never set)
+      parameters:
+        - $ref: "#/components/parameters/UserId"
+      responses:
+        "200":
+          description: The preferences
+          headers:
+            X-Cache: { schema: { type: string, enum: [hit, miss, bypass] } }
+          content:
+            application/json:
+              schema: { $ref: "#/components/schemas/Preferences" }
+        "400": { $ref: "#/components/responses/Problem" }
+        "401": { $ref: "#/components/responses/Problem" }
+        "429": { $ref: "#/components/responses/Problem" }
+        "503": { $ref: "#/components/responses/Problem" }
+    put:
+      tags: [users]
+      summary: Replace the user's preferences (absent fields take the defaults; repeated types are dropped)
+      parameters:
+        - $ref: "#/components/parameters/UserId"
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: { $ref: "#/components/schemas/NewPreferences" }
+      responses:
+        "200":
+          description: The stored preferences
+          content:
+            application/json:
+              schema: { $ref: "#/components/schemas/Preferences" }
+        "400": { $ref: "#/components/responses/Problem" }
+        "401": { $ref: "#/components/responses/Problem" }
+        "413": { $ref: "#/components/responses/Problem" }
+        "415": { $ref: "#/components/responses/Problem" }
+        "429": { $ref: "#/components/responses/Problem" }
+        "503": { $ref: "#/components/responses/Problem" }
   /health:
     get:
       tags: [operations]
@@ -242,6 +406,11 @@ components:
       in: path
       required: true
       schema: { type: string, pattern: "^[A-Za-z0-9_.:@-]{1,128}$" }
+    FollowerId:
+      name: followerId
+      in: path
+      required: true
+      schema: { type: string, pattern: "^[A-Za-z0-9_.:@-]{1,128}$" }
     NotificationId:
       name: id
       in: path
@@ -324,6 +493,62 @@ components:
         items: { type: array, items: { $ref: "#/components/schemas/Notification" } }
         nextCursor: { type: [string, "null"] }
         unreadCount: { type: integer, minimum: 0 }
+    NewEvent:
+      type: object
+      additionalProperties: false
+      required: [id, type, actorId, audience]
+      properties:
+        id: { type: string, pattern: "^[A-Za-z0-9_.:@-]{1,128}$" }
+        type: { type: string, pattern: "^[a-z0-9_.-]{1,64}$" }
+        actorId: { type: string, pattern: "^[A-Za-z0-9_.:@-]{1,128}$" }
+        audience:
+          description: exactly one of userIds and followersOf
+          oneOf:
+            - type: object
+              additionalProperties: false
+              required: [userIds]
+              properties:
+                userIds: { type: array, minItems: 1, maxItems: 1000, items: { type: string, pattern: "^[A-Za-z0-9_.:@-]{1,128}$" } }
+            - type: object
+              additionalProperties: false
+              required: [followersOf]
+              properties:
+                followersOf: { type: string, pattern: "^[A-Za-z0-9_.:@-]{1,128}$" }
+        title: { type: [string, "null"], maxLength: 200 }
+        body: { type: [string, "null"], maxLength: 2000 }
+        data: { type: [object, "null"], description: "at most 16 KiB as JSON" }
+    EventAnswer:
+      type: object
+      required: [eventId, status, notificationsCreated]
+      properties:
+        eventId: { type: string }
+        status: { type: string, enum: [accepted, in_progress, duplicate] }
+        notificationsCreated: { type: integer, minimum: 0 }
+    NewPreferences:
+      type: object
+      additionalProperties: false
+      properties:
+        mutedTypes: { type: array, items: { type: string, pattern: "^[a-z0-9_.-]{1,64}$" }, description: "at most 100 distinct types" }
+        channels:
+          type: object
+          additionalProperties: false
+          properties:
+            in_app: { type: boolean, default: true }
+            email: { type: boolean, default: true }
+            push: { type: boolean, default: true }
+    Preferences:
+      type: object
+      required: [mutedTypes, channels, updatedAt]
+      properties:
+        mutedTypes: { type: array, items: { type: string } }
+        channels:
+          type: object
+          required: [in_app, email, push]
+          properties:
+            in_app: { type: boolean }
+            email: { type: boolean }
+            push: { type: boolean }
+        updatedAt: { type: [string, "null"], format: date-time }
     Health:
       type: object
       properties:
