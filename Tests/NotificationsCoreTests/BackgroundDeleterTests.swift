@@ -12,12 +12,7 @@ struct BackgroundDeleterTests {
     static let metrics = ServiceMetrics(factory: NOOPMetricsHandler.instance)
 
     @Test func lateWritesAreRemovedInBatchesAndOthersKept() async throws {
-        try await TestServers.fixtures.withPermit {
-            let server = try await TestServers.startMongo()
-            defer { server.stop() }
-            let pool = try MongoClientPool(
-                uriString: "mongodb://127.0.0.1:\(server.port)/t?maxPoolSize=2", operationTimeoutMilliseconds: 2000,
-                eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+        try await withMongoPool { pool in
             let collection = pool.collection("notifications")
             // As if 50 timed-out inserts had been applied by the server after all.
             let late: [BSONDocument] = (0..<50).map { ["_id": .string("late-\($0)"), "recipientId": "u", "run": "r1"] }
@@ -36,7 +31,6 @@ struct BackgroundDeleterTests {
             #expect(try await collection.find(["recipientId": "u"]).compactMap { $0["_id"]?.string }.sorted() == ["kept", "retried"])
             #expect(removed.value == 51, "the recipients' counters are told once each deletion is confirmed")
             #expect(deleter.queue.batchesSent == 2, "one command per confirmation round, not one per document")
-            await pool.shutdown()
         }
     }
 

@@ -11,12 +11,7 @@ struct UnreadCountersTests {
     /// A write commits before the recount counts it, but its `$inc` lands after the recount read
     /// the counter: a one-step reconcile (set the count, clear stale) would end one too high.
     @Test func aRecountRacingAnIncNeitherLosesNorDoublesIt() async throws {
-        try await TestServers.fixtures.withPermit {
-            let server = try await TestServers.startMongo()
-            defer { server.stop() }
-            let pool = try MongoClientPool(
-                uriString: "mongodb://127.0.0.1:\(server.port)/t?maxPoolSize=2", operationTimeoutMilliseconds: 2000,
-                eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+        try await withMongoPool { pool in
             let notifications = pool.collection("notifications")
             let counterDocuments = pool.collection("user_counters")
             let counters = UnreadCounters(
@@ -43,7 +38,6 @@ struct UnreadCountersTests {
             try await notifications.insertOne(unread(4))
             await counters.adjust("r", by: 1)
             #expect(try await counters.count("r") == 4)
-            await pool.shutdown()
         }
     }
 }

@@ -163,11 +163,7 @@ struct EventTests {
     ])
     func badEventsAre400NamingTheField(json: String, field: String) async throws {
         try await withHarness { harness in
-            let response = try await Events.post(harness.client, json)
-            #expect(response.status == .badRequest)
-            let problem = try response.jsonObject()
-            #expect(problem["code"] as? String == "validation_failed")
-            #expect((problem["detail"] as? String)?.hasPrefix(field + ":") == true, "\(problem)")
+            try expectValidationProblem(try await Events.post(harness.client, json), field: field)
         }
     }
 

@@ -85,11 +85,7 @@ struct FollowersAndPreferencesTests {
     ])
     func badPreferencesAre400NamingTheField(json: String, field: String) async throws {
         try await withHarness { harness in
-            let response = try await Self.put(harness.client, "/v1/users/u/preferences", json: json)
-            #expect(response.status == .badRequest)
-            let problem = try response.jsonObject()
-            #expect(problem["code"] as? String == "validation_failed")
-            #expect((problem["detail"] as? String)?.hasPrefix(field + ":") == true, "\(problem)")
+            try expectValidationProblem(try await Self.put(harness.client, "/v1/users/u/preferences", json: json), field: field)
         }
     }
 

@@ -60,3 +60,11 @@ func retrying<T>(
     }
     return result
 }
+
+/// A 400 `validation_failed` problem whose detail names `field` first.
+func expectValidationProblem(_ response: TestResponse, field: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    #expect(response.status == .badRequest, sourceLocation: sourceLocation)
+    let problem = try response.jsonObject()
+    #expect(problem["code"] as? String == "validation_failed", sourceLocation: sourceLocation)
+    #expect((problem["detail"] as? String)?.hasPrefix(field + ":") == true, "\(problem)", sourceLocation: sourceLocation)
+}
