@@ -14,19 +14,23 @@ public struct AppServices: Sendable {
     public var followers: FollowerStore
     public var preferences: PreferenceService
     public var cache: FeedCache
+    public var streams: StreamHub
+    public var store: any NotificationStore
     public var metrics: ServiceMetrics
     public var registry: PrometheusCollectorRegistry
 
     public init(
         settings: Settings, feed: NotificationFeed, health: HealthMonitor, redis: RedisGateway, limiter: RateLimiter,
         idempotency: IdempotencyStore, events: EventService, followers: FollowerStore, preferences: PreferenceService, cache: FeedCache,
-        metrics: ServiceMetrics, registry: PrometheusCollectorRegistry
+        streams: StreamHub, store: any NotificationStore, metrics: ServiceMetrics, registry: PrometheusCollectorRegistry
     ) {
         self.idempotency = idempotency
         self.events = events
         self.followers = followers
         self.preferences = preferences
         self.cache = cache
+        self.streams = streams
+        self.store = store
         self.settings = settings
         self.feed = feed
         self.health = health
@@ -61,6 +65,10 @@ public func buildRouter(_ services: AppServices) -> Router<AppRequestContext> {
         .add(middleware: IdempotencyMiddleware(store: services.idempotency))
     let v1Routes = RouteRegistrar(methods: v1, table: table, prefix: "/v1")
     NotificationRoutes(feed: services.feed).register(on: v1Routes)
+    StreamRoutes(
+        feed: services.feed, store: services.store, hub: services.streams, heartbeat: .seconds(services.settings.streamHeartbeatSeconds),
+        pollInterval: .milliseconds(services.settings.streamPollIntervalMilliseconds)
+    ).register(on: v1Routes)
     EventRoutes(events: services.events).register(on: v1Routes)
     UserRoutes(followers: services.followers, preferences: services.preferences, cache: services.cache, clock: SystemWallClock())
         .register(on: v1Routes)

@@ -41,12 +41,15 @@ struct IndexService: Service {
 /// balancers a moment to notice before the HTTP server stops accepting connections.
 struct DrainService: Service {
     let health: HealthMonitor
+    let streams: StreamHub
     let delay: Duration
     let logger: Logger
 
     func run() async throws {
         try? await gracefulShutdown()
         health.startDraining()
+        // Streams end at once (after `retry: 1000`, so clients reconnect elsewhere); they do not hold the drain.
+        streams.closeAll()
         logger.info("Draining: readiness is now 503", metadata: ["delay": "\(delay)"])
         try? await Task.sleep(for: delay)
     }

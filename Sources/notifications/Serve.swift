@@ -38,11 +38,13 @@ struct Serve: AsyncParsableCommand {
             services: [
                 .init(service: MongoPoolService(pool: environment.mongoPool)),
                 .init(service: environment.redisPool),
+                .init(service: environment.subscriber),
                 .init(service: IndexService(createIndexes: environment.createIndexes, logger: logger)),
                 .init(service: RedisRecoveryProbe(gateway: environment.gateway)),
                 .init(service: FanoutSweeper(service: environment.services.events)),
                 .init(service: app),
-                .init(service: DrainService(health: environment.services.health, delay: min(.seconds(1), grace / 2), logger: logger)),
+                .init(service: DrainService(
+                    health: environment.services.health, streams: environment.services.streams, delay: min(.seconds(1), grace / 2), logger: logger)),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)

@@ -62,6 +62,7 @@ private func runHarness(_ configured: Settings, _ test: @Sendable (Harness) asyn
     try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await RedisRecoveryProbe(gateway: environment.gateway, interval: .milliseconds(100)).run() }
         group.addTask { try await FanoutSweeper(service: environment.services.events).run() }
+        group.addTask { try await environment.subscriber.run() }
         try await app.test(.live) { client in
             try await test(Harness(client: client, redis: redis, mongo: mongo, environment: environment, logs: logs))
         }

@@ -30,6 +30,9 @@ public struct Settings: Sendable {
     /// A fan-out whose owner renewed nothing for this long is resumed by another instance.
     public var eventFanoutLeaseMilliseconds: Int64 = 30_000
     public var feedCacheTTLSeconds: Int64 = 30
+    public var streamHeartbeatSeconds: Int64 = 15
+    public var streamPollIntervalMilliseconds: Int64 = 2000
+    public var streamMaxConnections = 10_000
     public var lockTTLMilliseconds: Int64 = 10000
     public var lockWaitMilliseconds: Int64 = 2000
     public var mongoOperationTimeoutMilliseconds: Int64 = 5000
@@ -48,6 +51,7 @@ public struct Settings: Sendable {
         "HOST", "PORT", "REDIS_URL", "MONGODB_URI", "REDIS_FAIL_OPEN", "REDIS_CIRCUIT_FAILURE_THRESHOLD",
         "REDIS_CIRCUIT_RECOVERY_TIMEOUT", "REDIS_CIRCUIT_SUCCESS_THRESHOLD", "REDIS_OPERATION_TIMEOUT_MS", "IDEMPOTENCY_TTL_SECONDS",
         "API_KEYS", "ADMIN_TOKEN", "RATE_LIMIT_POLICIES", "EVENT_RETENTION_SECONDS", "EVENT_SYNC_FANOUT_LIMIT", "EVENT_FANOUT_LEASE_MS",
+        "STREAM_HEARTBEAT_SECONDS", "STREAM_POLL_INTERVAL_MS", "STREAM_MAX_CONNECTIONS",
         "FEED_CACHE_TTL_SECONDS", "LOCK_TTL_MS",
         "LOCK_WAIT_MS", "MONGODB_OPERATION_TIMEOUT_MS", "SHUTDOWN_GRACE_SECONDS", "LOG_LEVEL", "CONFIG_FILE",
     ]
@@ -91,6 +95,9 @@ public struct Settings: Sendable {
         eventRetentionSeconds = try reader.integer("EVENT_RETENTION_SECONDS", default: eventRetentionSeconds, in: 1...315_360_000)
         eventSyncFanoutLimit = try reader.integer("EVENT_SYNC_FANOUT_LIMIT", default: eventSyncFanoutLimit, in: 1...1_000_000)
         eventFanoutLeaseMilliseconds = try reader.integer("EVENT_FANOUT_LEASE_MS", default: eventFanoutLeaseMilliseconds, in: 1000...3_600_000)
+        streamHeartbeatSeconds = try reader.integer("STREAM_HEARTBEAT_SECONDS", default: streamHeartbeatSeconds, in: 1...3600)
+        streamPollIntervalMilliseconds = try reader.integer("STREAM_POLL_INTERVAL_MS", default: streamPollIntervalMilliseconds, in: 100...600_000)
+        streamMaxConnections = try reader.integer("STREAM_MAX_CONNECTIONS", default: streamMaxConnections, in: 1...1_000_000)
         feedCacheTTLSeconds = try reader.integer("FEED_CACHE_TTL_SECONDS", default: feedCacheTTLSeconds, in: 1...86_400)
         lockTTLMilliseconds = try reader.integer("LOCK_TTL_MS", default: lockTTLMilliseconds, in: 10...3_600_000)
         lockWaitMilliseconds = try reader.integer("LOCK_WAIT_MS", default: lockWaitMilliseconds, in: 0...600_000)

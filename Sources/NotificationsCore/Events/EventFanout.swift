@@ -23,6 +23,7 @@ struct EventFanout: Sendable {
     let preferences: PreferenceService
     let store: any NotificationStore
     let cache: FeedCache
+    let streams: StreamPublisher
     let metrics: ServiceMetrics
     let lease: Duration
     let clock: any WallClock
@@ -91,6 +92,8 @@ struct EventFanout: Sendable {
         let stored = try await store.insertBatch(notifications, resumed: resumed)
         metrics.notificationsCreated(stored.count)
         await cache.invalidateMany(users: eligible)
+        // One round trip for the batch's stream messages.
+        await streams.publish(stored.map { ($0.recipientId, StreamMessage($0)) })
         if resumed { logger.info("Resumed an interrupted fan-out batch", metadata: ["event": "\(record.key)", "batch": "\(record.batch)"]) }
         return eligible.count
     }

@@ -34,7 +34,8 @@ public struct EventService: Sendable {
 
     public init(
         events: EventStore, followers: FollowerStore, preferences: PreferenceService, store: any NotificationStore, cache: FeedCache,
-        runner: FanoutRunner, settings: Settings, metrics: ServiceMetrics, logger: Logger, clock: any WallClock = SystemWallClock()
+        streams: StreamPublisher, runner: FanoutRunner, settings: Settings, metrics: ServiceMetrics, logger: Logger,
+        clock: any WallClock = SystemWallClock()
     ) {
         self.events = events
         self.followers = followers
@@ -45,7 +46,7 @@ public struct EventService: Sendable {
         self.metrics = metrics
         self.logger = logger
         self.fanout = EventFanout(
-            events: events, followers: followers, preferences: preferences, store: store, cache: cache, metrics: metrics,
+            events: events, followers: followers, preferences: preferences, store: store, cache: cache, streams: streams, metrics: metrics,
             lease: .milliseconds(settings.eventFanoutLeaseMilliseconds), clock: clock, logger: logger)
     }
 

@@ -25,12 +25,14 @@ public struct NotificationFeed: Sendable {
     let locks: LockManager
     let cache: FeedCache
     let preferences: PreferenceService
+    let streams: StreamPublisher
     let metrics: ServiceMetrics
 
     public init(
-        store: any NotificationStore, locks: LockManager, cache: FeedCache, preferences: PreferenceService, clock: any WallClock = SystemWallClock(),
-        metrics: ServiceMetrics
+        store: any NotificationStore, locks: LockManager, cache: FeedCache, preferences: PreferenceService, streams: StreamPublisher,
+        clock: any WallClock = SystemWallClock(), metrics: ServiceMetrics
     ) {
+        self.streams = streams
         self.store = store
         self.locks = locks
         self.cache = cache
@@ -64,6 +66,8 @@ public struct NotificationFeed: Sendable {
             title: request.title, body: request.body, dataJSON: request.dataJSON, createdAt: createdAt, readAt: nil)
         let stored = try await invalidating(notification.recipientId) { try await store.insert(notification) }
         if stored.created { metrics.notificationsCreated(1) }
+        // After the write returned: open streams on every instance get it.
+        await streams.published(stored.notification)
         return stored.notification
     }
 
@@ -110,20 +114,26 @@ public struct NotificationFeed: Sendable {
     }
 
     public func markRead(userId: String, id: String) async throws -> Notification? {
-        try await invalidating(userId) { try await store.markRead(recipientId: userId, id: id, at: clock.now()) }
+        let read = try await invalidating(userId) { try await store.markRead(recipientId: userId, id: id, at: clock.now()) }
+        if read != nil { await streams.countChanged(user: userId) }
+        return read
     }
 
     /// Under the distributed lock `read-all:{userId}`, so concurrent read-alls of one user do the work once.
     public func markAllRead(userId: String) async throws -> Int {
         // The work is one MongoDB update, idempotent by its filter: a lost lease needs no fencing here.
-        try await invalidating(userId) {
+        let updated = try await invalidating(userId) {
             try await locks.withLock("read-all:\(userId)") { [store, clock] _ in
                 try await store.markAllRead(recipientId: userId, at: clock.now())
             }
         }
+        if updated > 0 { await streams.countChanged(user: userId) }
+        return updated
     }
 
     public func delete(userId: String, id: String) async throws -> Bool {
-        try await invalidating(userId) { try await store.delete(recipientId: userId, id: id) }
+        let deleted = try await invalidating(userId) { try await store.delete(recipientId: userId, id: id) }
+        if deleted { await streams.countChanged(user: userId) }
+        return deleted
     }
 }

@@ -11,6 +11,8 @@ public final class ServiceMetrics: Sendable {
         case idempotency
         case lock
         case healthCheck = "health_check"
+        /// A stream polling MongoDB instead of Redis push, and publishes Redis did not take.
+        case stream
     }
 
     /// The `queue` label values of `background_writes_pending` and `background_writes_dropped_total`:
@@ -44,6 +46,10 @@ public final class ServiceMetrics: Sendable {
     private let events: [EventOutcome: Counter]
     private let fanoutDuration: Timer
     private let fanoutsRunning: Gauge
+    private let sseConnections: Gauge
+    private let sseEvents: [String: Counter]
+    private let sseDelivery: Timer
+    public static let sseEventNames = ["notification", "unread-count", "reset", "keep-alive"]
     private let backgroundDropped: [BackgroundQueue: Counter]
     private let http = Mutex<[HTTPSeries: (requests: Counter, duration: Timer)]>([:])
 
@@ -82,6 +88,12 @@ public final class ServiceMetrics: Sendable {
         fanoutDuration = Timer(label: "event_fanout_seconds", factory: factory)
         fanoutsRunning = Gauge(label: "event_fanouts_in_progress", factory: factory)
         fanoutsRunning.record(0)
+        sseConnections = Gauge(label: "sse_connections", factory: factory)
+        sseConnections.record(0)
+        var sse: [String: Counter] = [:]
+        for name in Self.sseEventNames { sse[name] = Counter(label: "sse_events_sent_total", dimensions: [("event", name)], factory: factory) }
+        sseEvents = sse
+        sseDelivery = Timer(label: "sse_delivery_seconds", factory: factory)
         // The HTTP families exist from start-up too: their first series is the metrics scrape itself.
         _ = httpSeries(method: "GET", route: "/metrics", status: 200)
     }
@@ -95,6 +107,9 @@ public final class ServiceMetrics: Sendable {
     public func eventRecipientsSuppressed(_ count: Int) { if count > 0 { events[.suppressed]?.increment(by: count) } }
     public func eventFanout(_ duration: Duration) { fanoutDuration.recordNanoseconds(duration.nanoseconds) }
     public func fanoutsInProgress(_ count: Int) { fanoutsRunning.record(count) }
+    public func streamsOpen(_ count: Int) { sseConnections.record(count) }
+    public func streamEventSent(_ name: String) { sseEvents[name]?.increment() }
+    public func streamDelivered(after duration: Duration) { sseDelivery.recordNanoseconds(max(0, duration.nanoseconds)) }
     public func backgroundWritesPending(_ queue: BackgroundQueue, _ size: Int) { backgroundPending[queue]?.record(size) }
     public func backgroundWriteDropped(_ queue: BackgroundQueue, count: Int = 1) { backgroundDropped[queue]?.increment(by: count) }
 

@@ -99,6 +99,15 @@ public struct MongoNotificationStore: NotificationStore {
         }
     }
 
+    public func newer(recipientId: String, than after: String, limit: Int) async throws -> [Notification] {
+        guard let id = ObjectID(hex: after) else { return [] }
+        return try await mongoOperation {
+            try await notifications.find(
+                ["recipientId": .string(recipientId), "_id": ["$gt": .objectID(id)]], sort: Self.feedSort, limit: limit
+            ).compactMap(Self.notification)
+        }
+    }
+
     public func unreadCount(recipientId: String) async throws -> Int {
         try await mongoOperation { try await counters.count(recipientId) }
     }

@@ -13,6 +13,8 @@ public protocol NotificationStore: Sendable {
     /// `resumed` batch (its first run may have counted some) they are marked for a recount.
     /// Returns the notifications this call stored.
     func insertBatch(_ batch: [Notification], resumed: Bool) async throws -> [Notification]
+    /// The recipient's notifications with an id greater than `after`, newest first, at most `limit`.
+    func newer(recipientId: String, than after: String, limit: Int) async throws -> [Notification]
     /// Newest first, strictly older than `before` (an id) when given.
     func page(recipientId: String, before: String?, limit: Int, unreadOnly: Bool) async throws -> [Notification]
     func unreadCount(recipientId: String) async throws -> Int

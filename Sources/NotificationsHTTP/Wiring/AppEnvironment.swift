@@ -16,13 +16,14 @@ public struct AppEnvironment: Sendable {
     public let store: MongoNotificationStore
     public let gateway: RedisGateway
     public let eventStore: EventStore
+    /// The Redis pub/sub connection feeding `services.streams` (run it as a service).
+    public let subscriber: RedisSubscriber
 
     public static func make(settings: Settings, logger: Logger, eventLoopGroup: any EventLoopGroup) throws -> AppEnvironment {
         let registry = PrometheusCollectorRegistry()
         let metrics = ServiceMetrics(factory: PrometheusMetricsFactory(registry: registry))
-        let redisPool = RedisConnectionPool(
-            configuration: try RedisConfiguration(url: settings.redisURL, operationTimeoutMilliseconds: settings.redisOperationTimeoutMilliseconds),
-            eventLoopGroup: eventLoopGroup, logger: logger)
+        let redisConfiguration = try RedisConfiguration(url: settings.redisURL, operationTimeoutMilliseconds: settings.redisOperationTimeoutMilliseconds)
+        let redisPool = RedisConnectionPool(configuration: redisConfiguration, eventLoopGroup: eventLoopGroup, logger: logger)
         let gateway = RedisGateway(
             pool: redisPool,
             configuration: CircuitBreakerConfiguration(
@@ -38,6 +39,9 @@ public struct AppEnvironment: Sendable {
         let preferences = PreferenceService(store: PreferenceStore(pool: mongoPool), cache: cache)
         let followers = FollowerStore(pool: mongoPool)
         let events = EventStore(pool: mongoPool)
+        let publisher = StreamPublisher(gateway: gateway)
+        let streams = StreamHub(gateway: gateway, maxConnections: settings.streamMaxConnections, metrics: metrics, logger: logger)
+        let subscriber = streams.makeSubscriber(configuration: redisConfiguration, eventLoopGroup: eventLoopGroup)
         let healthPingTimeout = TimeAmount.milliseconds(min(settings.mongoOperationTimeoutMilliseconds, 2000))
         let health = HealthMonitor(mongoPing: { await mongoPool.ping(timeout: healthPingTimeout) }, redis: gateway)
         let services = AppServices(
@@ -47,7 +51,7 @@ public struct AppEnvironment: Sendable {
                 locks: LockManager(
                     gateway: gateway, ttl: .milliseconds(settings.lockTTLMilliseconds), wait: .milliseconds(settings.lockWaitMilliseconds),
                     logger: logger),
-                cache: cache, preferences: preferences,
+                cache: cache, preferences: preferences, streams: publisher,
                 metrics: metrics),
             health: health, redis: gateway,
             limiter: RateLimiter(policies: settings.allRateLimitPolicies, gateway: gateway, metrics: metrics, logger: logger),
@@ -55,13 +59,13 @@ public struct AppEnvironment: Sendable {
                 pool: mongoPool, gateway: gateway, ttlSeconds: settings.idempotencyTTLSeconds,
                 claimLease: .milliseconds(settings.idempotencyClaimLeaseMilliseconds), metrics: metrics, logger: logger),
             events: EventService(
-                events: events, followers: followers, preferences: preferences, store: store, cache: cache,
+                events: events, followers: followers, preferences: preferences, store: store, cache: cache, streams: publisher,
                 runner: FanoutRunner(metrics: metrics, logger: logger), settings: settings, metrics: metrics, logger: logger),
-            followers: followers, preferences: preferences, cache: cache,
+            followers: followers, preferences: preferences, cache: cache, streams: streams, store: store,
             metrics: metrics, registry: registry)
         return AppEnvironment(
             settings: settings, services: services, redisPool: redisPool, mongoPool: mongoPool, store: store, gateway: gateway,
-            eventStore: events)
+            eventStore: events, subscriber: subscriber)
     }
 
     /// Every MongoDB index the service relies on (idempotent).

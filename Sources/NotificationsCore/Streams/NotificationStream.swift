@@ -1,0 +1,155 @@
+internal import Logging
+
+/// One user's Server-Sent Events stream.
+///
+/// It sends the unread count on connect, then (after a `Last-Event-ID` resume from MongoDB)
+/// every new notification once, each followed by the count when it changed, and a comment
+/// line when nothing was sent for a heartbeat. New notifications come from Redis push
+/// (the mailbox) while push is available; otherwise, and at least every 10 s even on push, a
+/// MongoDB query looks for ids newer than a window before the newest one sent (ids from
+/// several instances are ordered only as well as their clocks). Ids sent are remembered for
+/// that window, so nothing is sent twice within a stream, across the push/poll switches too.
+public struct NotificationStream: Sendable {
+    let user: String
+    let store: any NotificationStore
+    let feed: NotificationFeed
+    let hub: StreamHub
+    let mailbox: StreamMailbox
+    let heartbeat: Duration
+    let pollInterval: Duration
+    let clock: any WallClock
+
+    /// How far before the newest id sent a MongoDB check looks.
+    static let lookBack = Duration.seconds(5)
+    /// A push-mode stream still checks MongoDB this often (a lost publish arrives late, not never).
+    static let pushCheckInterval = Duration.seconds(10)
+    static let resumeLimit = 100
+    static let pollLimit = 200
+
+    /// A stream for `user`, registered with the hub; nil beyond `STREAM_MAX_CONNECTIONS`.
+    public static func open(
+        user: String, store: any NotificationStore, feed: NotificationFeed, hub: StreamHub, heartbeat: Duration, pollInterval: Duration
+    ) -> NotificationStream? {
+        guard let mailbox = hub.open(user: user) else { return nil }
+        return NotificationStream(
+            user: user, store: store, feed: feed, hub: hub, mailbox: mailbox, heartbeat: heartbeat, pollInterval: pollInterval,
+            clock: SystemWallClock())
+    }
+
+    /// Unregisters the stream (its user's channel is unsubscribed with the last one).
+    public func close() {
+        hub.close(mailbox)
+    }
+
+    /// Runs until the hub closes the stream (shutdown) or a write fails (the client left).
+    /// - Parameter send: writes one SSE frame.
+    public func run(resumeAfter lastEventID: String?, send: (String) async throws -> Void) async throws {
+        var state = StreamState(openedAt: clock.now())
+        let monotonic = ContinuousClock()
+        var lastSent = monotonic.now
+        var lastCheck = monotonic.now
+        func emit(_ frame: String, event: String) async throws {
+            try await send(frame)
+            hub.metrics.streamEventSent(event)
+            lastSent = monotonic.now
+        }
+        func sendCount(force: Bool) async throws {
+            let body = try await feed.unreadCount(userId: user).body
+            guard force || body != state.lastCount else { return }
+            state.lastCount = body
+            try await emit("event: unread-count\ndata: \(String(decoding: body, as: UTF8.self))\n\n", event: "unread-count")
+        }
+        func sendNotification(id: String, createdAt: Int64, json: String) async throws {
+            guard state.markSent(id: id) else { return }
+            try await emit("event: notification\nid: \(id)\ndata: \(json)\n\n", event: "notification")
+            hub.metrics.streamDelivered(after: .milliseconds(clock.now().milliseconds - createdAt))
+        }
+        /// Sends what MongoDB has that this stream has not sent yet, oldest first.
+        func check(after floor: String, limit: Int) async throws -> Bool {
+            let found = try await store.newer(recipientId: user, than: floor, limit: limit)
+            if found.count >= limit { return false }
+            for notification in found.reversed() {
+                var json = JSONWriter()
+                notification.write(to: &json)
+                try await sendNotification(id: notification.id, createdAt: notification.createdAt.milliseconds, json: json.string)
+            }
+            return true
+        }
+        /// Remembers as sent what exists from `time` (minus the look-back) up to `ceiling`.
+        func markExisting(from time: Timestamp, upTo ceiling: String? = nil) async throws {
+            let floor = ObjectIDs.lowerBound(at: time.advanced(by: .zero - Self.lookBack))
+            for notification in try await store.newer(recipientId: user, than: floor, limit: 1000) where ceiling.map({ notification.id <= $0 }) ?? true {
+                _ = state.markSent(id: notification.id)
+            }
+        }
+        /// Too much to send one by one: the client reloads its feed; the stream goes on from now.
+        func reset() async throws {
+            try await emit("event: reset\ndata: {}\n\n", event: "reset")
+            try await markExisting(from: clock.now())
+        }
+
+        try await sendCount(force: true)
+        // What exists now is not new: without a resume point, everything so far; with one, the
+        // window up to it (ids from other instances may sort just below it). Then what is
+        // strictly newer than the resume point, oldest first.
+        if let lastEventID, let resumeTime = ObjectIDs.time(of: lastEventID) {
+            try await markExisting(from: resumeTime, upTo: lastEventID)
+            if !(try await check(after: lastEventID, limit: Self.resumeLimit + 1)) { try await reset() }
+        } else {
+            try await markExisting(from: state.openedAt)
+        }
+        while true {
+            let (messages, catchUp, finished) = mailbox.drain()
+            if finished {
+                try? await send("retry: 1000\n\n")
+                return
+            }
+            let push = hub.pushAvailable
+            for message in messages {
+                switch message {
+                case .notification(let id, let createdAt, let json):
+                    try await sendNotification(id: id, createdAt: createdAt, json: json)
+                    try await sendCount(force: false)
+                case .countChanged:
+                    try await sendCount(force: false)
+                }
+            }
+            let interval = push ? Self.pushCheckInterval : pollInterval
+            if catchUp || monotonic.now - lastCheck >= interval {
+                if !push { hub.metrics.fallback(.stream) }
+                let floor = ObjectIDs.lowerBound(at: state.newestSent.advanced(by: .zero - Self.lookBack))
+                if !(try await check(after: floor, limit: Self.pollLimit)) { try await reset() }
+                try await sendCount(force: false)
+                lastCheck = monotonic.now
+            }
+            if monotonic.now - lastSent >= heartbeat { try await emit(": keep-alive\n\n", event: "keep-alive") }
+            let untilCheck = interval - (monotonic.now - lastCheck)
+            let untilHeartbeat = heartbeat - (monotonic.now - lastSent)
+            await mailbox.wait(upTo: max(.milliseconds(10), min(untilCheck, untilHeartbeat)))
+        }
+    }
+}
+
+/// What one stream has sent: ids within the look-back window of the newest, and the last count.
+struct StreamState {
+    let openedAt: Timestamp
+    var sent: Set<String> = []
+    var newestSent: Timestamp
+    var lastCount: [UInt8]?
+
+    init(openedAt: Timestamp) {
+        self.openedAt = openedAt
+        self.newestSent = openedAt
+    }
+
+    /// False if `id` was sent already. Forgets ids far behind the newest (bounded memory).
+    mutating func markSent(id: String) -> Bool {
+        guard sent.insert(id).inserted else { return false }
+        if let time = ObjectIDs.time(of: id), time > newestSent { newestSent = time }
+        if sent.count > 4096 {
+            let horizon = newestSent.advanced(by: .zero - NotificationStream.lookBack * 2)
+            sent = sent.filter { (ObjectIDs.time(of: $0) ?? horizon) >= horizon }
+        }
+        return true
+    }
+}

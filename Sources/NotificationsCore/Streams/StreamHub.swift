@@ -1,0 +1,190 @@
+public import Logging
+public import RedisClient
+internal import DequeModule
+public import NIOCore
+internal import Resilience
+internal import Synchronization
+
+/// This instance's open streams, by user, and its one Redis subscriber connection.
+///
+/// The first stream of a user subscribes to the user's channel, the last one unsubscribes
+/// (one channel per user with open streams: an instance receives only its users' messages,
+/// and a publish costs Redis one lookup of the channel's subscribers). Messages go to the
+/// streams' mailboxes; when the subscriber connection comes back after a loss, every stream
+/// is told to catch up from MongoDB once.
+public final class StreamHub: Sendable {
+    private struct State {
+        var streams: [String: [UInt64: StreamMailbox]] = [:]
+        var count = 0
+        var nextID: UInt64 = 0
+        var subscribed = false
+        var closed = false
+    }
+
+    private let state = Mutex(State())
+    private let gateway: RedisGateway
+    let maxConnections: Int
+    let metrics: ServiceMetrics
+    let logger: Logger
+    /// Set once by `attach` (the subscriber needs the hub's callbacks, the hub the subscriber).
+    private let subscriberBox = Mutex<RedisSubscriber?>(nil)
+
+    public init(gateway: RedisGateway, maxConnections: Int, metrics: ServiceMetrics, logger: Logger) {
+        self.gateway = gateway
+        self.maxConnections = maxConnections
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    /// Builds the subscriber connection that feeds this hub (run it as a service).
+    public func makeSubscriber(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup) -> RedisSubscriber {
+        let subscriber = RedisSubscriber(
+            configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger,
+            onMessage: { [weak self] channel, payload in self?.deliver(channel: channel, payload: payload) },
+            onConnected: { [weak self] up in self?.subscriberConnected(up) })
+        subscriberBox.withLock { $0 = subscriber }
+        return subscriber
+    }
+
+    /// Push can be relied on: the subscriber is connected and the circuit is closed.
+    var pushAvailable: Bool { state.withLock { $0.subscribed } && gateway.state == .closed }
+
+    /// A mailbox for a new stream of `user`; nil beyond `STREAM_MAX_CONNECTIONS` or while shutting down.
+    func open(user: String) -> StreamMailbox? {
+        let (mailbox, first, count) = state.withLock { state -> (StreamMailbox?, Bool, Int) in
+            guard !state.closed, state.count < maxConnections else { return (nil, false, state.count) }
+            state.nextID &+= 1
+            let mailbox = StreamMailbox(id: state.nextID, user: user)
+            let first = state.streams[user] == nil
+            state.streams[user, default: [:]][mailbox.id] = mailbox
+            state.count += 1
+            return (mailbox, first, state.count)
+        }
+        metrics.streamsOpen(count)
+        if first, mailbox != nil { subscriberBox.withLock { $0 }?.subscribe(StreamMessage.channel(user)) }
+        return mailbox
+    }
+
+    func close(_ mailbox: StreamMailbox) {
+        let (last, count) = state.withLock { state -> (Bool, Int) in
+            guard state.streams[mailbox.user]?.removeValue(forKey: mailbox.id) != nil else { return (false, state.count) }
+            state.count -= 1
+            let last = state.streams[mailbox.user]?.isEmpty ?? false
+            if last { state.streams[mailbox.user] = nil }
+            return (last, state.count)
+        }
+        metrics.streamsOpen(count)
+        if last { subscriberBox.withLock { $0 }?.unsubscribe(StreamMessage.channel(mailbox.user)) }
+    }
+
+    /// SIGTERM: every stream ends at once (after `retry: 1000`); no new ones open.
+    public func closeAll() {
+        let all = state.withLock { state -> [StreamMailbox] in
+            state.closed = true
+            return state.streams.values.flatMap(\.values)
+        }
+        for mailbox in all { mailbox.finish() }
+    }
+
+    public var openStreams: Int { state.withLock { $0.count } }
+
+    private func deliver(channel: String, payload: [UInt8]) {
+        guard let user = StreamMessage.user(ofChannel: channel), let message = StreamMessage(payload: payload) else { return }
+        let mailboxes = state.withLock { $0.streams[user].map { Array($0.values) } ?? [] }
+        for mailbox in mailboxes { mailbox.post(message) }
+    }
+
+    private func subscriberConnected(_ up: Bool) {
+        let all = state.withLock { state -> [StreamMailbox] in
+            state.subscribed = up
+            return state.streams.values.flatMap(\.values)
+        }
+        logger.log(level: up ? .info : .warning, up ? "Stream push connected" : "Stream push lost; open streams poll MongoDB")
+        // Back on push: one catch-up query each, so nothing published meanwhile is skipped.
+        for mailbox in all { up ? mailbox.requestCatchUp() : mailbox.wake() }
+    }
+}
+
+/// One stream's inbox: messages pushed for its user (bounded; on overflow the stream catches
+/// up from MongoDB instead), and the signals that wake its loop.
+final class StreamMailbox: Sendable {
+    static let capacity = 256
+
+    private struct State {
+        var messages: Deque<StreamMessage> = []
+        var catchUp = false
+        var finished = false
+        var waiter: CheckedContinuation<Void, Never>?
+
+        mutating func take() -> CheckedContinuation<Void, Never>? {
+            defer { waiter = nil }
+            return waiter
+        }
+    }
+
+    let id: UInt64
+    let user: String
+    private let state = Mutex(State())
+
+    init(id: UInt64, user: String) {
+        self.id = id
+        self.user = user
+    }
+
+    func post(_ message: StreamMessage) {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            if state.messages.count < Self.capacity { state.messages.append(message) } else { state.catchUp = true }
+            return state.take()
+        }
+        waiter?.resume()
+    }
+
+    func requestCatchUp() {
+        state.withLock { state in
+            state.catchUp = true
+            return state.take()
+        }?.resume()
+    }
+
+    func wake() {
+        state.withLock { $0.take() }?.resume()
+    }
+
+    func finish() {
+        state.withLock { state in
+            state.finished = true
+            return state.take()
+        }?.resume()
+    }
+
+    /// What has arrived since the last call.
+    func drain() -> (messages: [StreamMessage], catchUp: Bool, finished: Bool) {
+        state.withLock { state in
+            defer {
+                state.messages.removeAll()
+                state.catchUp = false
+            }
+            return (Array(state.messages), state.catchUp, state.finished)
+        }
+    }
+
+    /// Returns when something arrives, or after `limit`.
+    func wait(upTo limit: Duration) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ready = state.withLock { state -> Bool in
+                if !state.messages.isEmpty || state.catchUp || state.finished { return true }
+                state.waiter?.resume()
+                state.waiter = continuation
+                return false
+            }
+            if ready {
+                continuation.resume()
+                return
+            }
+            Task { [weak self] in
+                try? await Task.sleep(for: limit)
+                self?.wake()
+            }
+        }
+    }
+}

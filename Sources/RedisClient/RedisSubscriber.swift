@@ -1,0 +1,184 @@
+public import Logging
+public import NIOCore
+internal import NIOPosix
+public import ServiceLifecycle
+internal import Synchronization
+
+/// One connection in RESP2 subscriber mode: `SUBSCRIBE`/`UNSUBSCRIBE` as channels come and
+/// go, pushed messages parsed by hiredis's reader and handed to `onMessage`.
+///
+/// It reconnects with backoff and subscribes again to every channel; `onConnected(true/false)`
+/// tells the owner when pushes can (not) be relied on. A PING every few seconds, answered
+/// within the operation deadline, detects a Redis that stopped answering without closing the
+/// socket (a paused or hung server): the connection is then dropped and rebuilt.
+public final class RedisSubscriber: Service, Sendable {
+    private struct State {
+        var channels: Set<String> = []
+        var connection: (any Channel)?
+    }
+
+    private let configuration: RedisConfiguration
+    private let eventLoopGroup: any EventLoopGroup
+    private let logger: Logger
+    private let state = Mutex(State())
+    private let onMessage: @Sendable (String, [UInt8]) -> Void
+    private let onConnected: @Sendable (Bool) -> Void
+    let pingInterval: Duration
+
+    public init(
+        configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, logger: Logger, pingInterval: Duration = .seconds(2),
+        onMessage: @escaping @Sendable (_ channel: String, _ payload: [UInt8]) -> Void, onConnected: @escaping @Sendable (Bool) -> Void
+    ) {
+        self.configuration = configuration
+        self.eventLoopGroup = eventLoopGroup
+        self.logger = logger
+        self.pingInterval = pingInterval
+        self.onMessage = onMessage
+        self.onConnected = onConnected
+    }
+
+    public func subscribe(_ channel: String) {
+        let connection = state.withLock { state -> (any Channel)? in
+            guard state.channels.insert(channel).inserted else { return nil }
+            return state.connection
+        }
+        connection.map { Self.send(RedisCommand("SUBSCRIBE", [channel]), on: $0) }
+    }
+
+    public func unsubscribe(_ channel: String) {
+        let connection = state.withLock { state -> (any Channel)? in
+            guard state.channels.remove(channel) != nil else { return nil }
+            return state.connection
+        }
+        connection.map { Self.send(RedisCommand("UNSUBSCRIBE", [channel]), on: $0) }
+    }
+
+    /// Drops the connection (tests, and a breaker that opened): the run loop reconnects.
+    public func disconnect() {
+        state.withLock { $0.connection }?.close(promise: nil)
+    }
+
+    /// Connects, subscribes, and keeps doing so until graceful shutdown.
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            var attempt = 0
+            while !Task.isCancelled {
+                do {
+                    try await self.session()
+                    attempt = 0
+                } catch {
+                    if attempt == 0 { self.logger.warning("Redis subscriber connection lost", metadata: ["error": "\(error)"]) }
+                    attempt += 1
+                }
+                try? await Task.sleep(for: .milliseconds(Int64(50 << min(attempt, 5)).clamped(to: 50...2000)))
+            }
+        }
+    }
+
+    /// One connection's life: connect, authenticate, subscribe to every channel, then watch it.
+    private func session() async throws {
+        let handler = RedisSubscriberHandler(onMessage: onMessage)
+        let timeout = TimeAmount.milliseconds(configuration.operationTimeoutMilliseconds)
+        let channel = try await ClientBootstrap(group: eventLoopGroup)
+            .connectTimeout(timeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
+            }
+            .connect(host: configuration.host, port: configuration.port)
+            .get()
+        defer { channel.close(promise: nil) }
+        if let password = configuration.password {
+            Self.send(RedisCommand("AUTH", configuration.username.map { [$0, password] } ?? [password]), on: channel)
+        }
+        let channels = state.withLock { state -> Set<String> in
+            state.connection = channel
+            return state.channels
+        }
+        defer { state.withLock { $0.connection = nil } }
+        // An empty SUBSCRIBE is an error; the PING confirms the connection (and AUTH) either way.
+        if !channels.isEmpty { Self.send(RedisCommand("SUBSCRIBE", channels.sorted()), on: channel) }
+        try await ping(handler, on: channel, within: timeout)
+        onConnected(true)
+        defer { onConnected(false) }
+        while channel.isActive && !Task.isCancelled {
+            try? await Task.sleep(for: pingInterval)
+            try await ping(handler, on: channel, within: timeout)
+        }
+    }
+
+    /// Sends a PING and waits for its answer; closes the connection and throws after `within`.
+    private func ping(_ handler: RedisSubscriberHandler, on channel: any Channel, within limit: TimeAmount) async throws {
+        let before = handler.pongs.load(ordering: .relaxed)
+        Self.send(RedisCommand("PING"), on: channel)
+        let deadline = NIODeadline.now() + limit
+        while handler.pongs.load(ordering: .relaxed) <= before {
+            guard channel.isActive else { throw RedisError.connectionClosed }
+            guard NIODeadline.now() < deadline else {
+                channel.close(promise: nil)
+                throw RedisError.timeout
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    static func send(_ command: RedisCommand, on channel: any Channel) {
+        var buffer = channel.allocator.buffer(capacity: 64)
+        RedisCommandEncoder.encode(command, into: &buffer)
+        channel.writeAndFlush(buffer, promise: nil)
+    }
+}
+
+/// Parses a subscriber connection's replies: pushed messages go to `onMessage`, PING answers
+/// are counted (the liveness check), an error reply or a protocol error closes the channel.
+final class RedisSubscriberHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+
+    // Used on the channel's event loop only; the lock is never contended.
+    private let parser = Mutex<RESPReplyReader>(RESPReplyReader())
+    private let onMessage: @Sendable (String, [UInt8]) -> Void
+    /// PING answers seen: the liveness check.
+    let pongs = Atomic<Int>(0)
+
+    init(onMessage: @escaping @Sendable (String, [UInt8]) -> Void) {
+        self.onMessage = onMessage
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        do {
+            let messages = try parser.withLock { reader throws(RedisError) -> [RESPValue] in
+                try reader.feed(buffer)
+                var replies: [RESPValue] = []
+                while let reply = try reader.next() { replies.append(reply) }
+                return replies
+            }
+            for reply in messages { handle(reply, context: context) }
+        } catch {
+            context.close(promise: nil)
+        }
+    }
+
+    private func handle(_ reply: RESPValue, context: ChannelHandlerContext) {
+        switch reply {
+        case .array(let parts) where parts.count == 3 && parts[0].string == "message":
+            if let channel = parts[1].string, case .bulkString(let payload) = parts[2] { onMessage(channel, payload) }
+        case .array(let parts) where parts.first?.string == "pong":
+            pongs.wrappingAdd(1, ordering: .relaxed)
+        case .simpleString("PONG"):
+            pongs.wrappingAdd(1, ordering: .relaxed)
+        case .error:
+            context.close(promise: nil)
+        default:
+            break
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
+extension Comparable {
+    fileprivate func clamped(to range: ClosedRange<Self>) -> Self { min(max(self, range.lowerBound), range.upperBound) }
+}

@@ -1,0 +1,164 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import NotificationsCore
+import NotificationsHTTP
+import Testing
+import TestSupport
+
+@Suite("Real-time stream (Server-Sent Events)")
+struct StreamTests {
+    static func open(_ harness: Harness, _ user: String, lastEventID: String? = nil, key: String = apiKey) async throws -> SSEClient {
+        var headers = [("Authorization", "Bearer \(key)")]
+        if let lastEventID { headers.append(("Last-Event-ID", lastEventID)) }
+        return try await SSEClient.open(port: harness.client.port ?? 0, path: "/v1/users/\(user)/notifications/stream", headers: headers)
+    }
+
+    /// The next `notification` event's id (count events and comments skipped).
+    static func nextNotification(_ stream: SSEClient, timeout: Duration = .seconds(5)) async throws -> SSEEvent? {
+        while let event = try await stream.next(timeout: timeout) {
+            if event.event == "notification" { return event }
+        }
+        return nil
+    }
+
+    @Test func anotherInstancesNotificationsArriveWithinASecondInOrder() async throws {
+        try await withHarness { harness in
+            let stream = try await Self.open(harness, "live")
+            defer { stream.close() }
+            #expect(stream.status == 200)
+            #expect(stream.header("Content-Type") == "text/event-stream")
+            #expect(stream.header("Cache-Control") == "no-cache")
+            #expect(stream.header("X-Accel-Buffering") == "no")
+            #expect(try await stream.next() == SSEEvent(event: "unread-count", data: #"{"unreadCount":0}"#))
+            let created = try await harness.withOtherInstance { other -> [(String, ContinuousClock.Instant)] in
+                var created: [(String, ContinuousClock.Instant)] = []
+                for index in 0..<200 {
+                    let notification = try await other.services.feed.create(NewNotification(recipientId: "live", type: "t\(index)"))
+                    created.append((notification.id, .now))
+                }
+                return created
+            }
+            var latencies: [Duration] = []
+            var counts: [Int] = []
+            for (id, writtenAt) in created {
+                guard let event = try await Self.nextNotification(stream) else {
+                    Issue.record("notification \(id) never arrived")
+                    return
+                }
+                #expect(event.id == id, "in order, each once")
+                latencies.append(event.receivedAt - writtenAt)
+            }
+            while let event = try await stream.next(timeout: .milliseconds(300)) {
+                if event.event == "unread-count", let data = event.data.data(using: .utf8),
+                    let count = (try? JSONSerialization.jsonObject(with: data) as? [String: Int])?["unreadCount"]
+                {
+                    counts.append(count)
+                }
+            }
+            latencies.sort()
+            let p50 = latencies[latencies.count / 2]
+            let p99 = latencies[latencies.count * 99 / 100]
+            print("stream delivery across instances over \(latencies.count) notifications: p50 \(p50), p99 \(p99), max \(latencies.last!)")
+            #expect(p99 < .seconds(1))
+            #expect(try await harness.metric("sse_events_sent_total", #"event="notification""#) == 200)
+        }
+    }
+
+    @Test func resumeSendsExactlyTheMissedOnesThenGoesLive() async throws {
+        try await withHarness { harness in
+            var ids: [String] = []
+            for index in 0..<4 { ids.append(try await harness.client.create(recipient: "resumer", title: "n\(index)")["id"] as? String ?? "") }
+            let stream = try await Self.open(harness, "resumer", lastEventID: ids[1])
+            defer { stream.close() }
+            #expect(try await stream.next()?.event == "unread-count")
+            #expect(try await Self.nextNotification(stream)?.id == ids[2])
+            #expect(try await Self.nextNotification(stream)?.id == ids[3])
+            let live = try await harness.client.create(recipient: "resumer")["id"] as? String
+            #expect(try await Self.nextNotification(stream)?.id == live)
+        }
+    }
+
+    @Test func resumePastAHundredSendsReset() async throws {
+        try await withHarness { harness in
+            let first = try await harness.client.create(recipient: "away")["id"] as? String ?? ""
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<4 {
+                    group.addTask { for _ in 0..<26 { _ = try await harness.environment.services.feed.create(NewNotification(recipientId: "away", type: "t")) } }
+                }
+                try await group.waitForAll()
+            }
+            let stream = try await Self.open(harness, "away", lastEventID: first)
+            defer { stream.close() }
+            #expect(try await stream.next()?.event == "unread-count")
+            #expect(try await stream.next() == SSEEvent(event: "reset", data: "{}"))
+            let live = try await harness.client.create(recipient: "away")["id"] as? String
+            #expect(try await Self.nextNotification(stream)?.id == live, "live after the reset, nothing older")
+        }
+    }
+
+    @Test func badLastEventIDIs400AndEmptyIsNoResume() async throws {
+        try await withHarness { harness in
+            let bad = try await harness.client.execute(
+                uri: "/v1/users/u/notifications/stream", method: .get, headers: [.authorization: "Bearer \(apiKey)", HTTPField.Name("Last-Event-ID")!: "nope"])
+            try expectValidationProblem(bad, field: "Last-Event-ID")
+            _ = try await harness.client.create(recipient: "u")
+            let stream = try await Self.open(harness, "u", lastEventID: "")
+            defer { stream.close() }
+            #expect(try await stream.next()?.data == #"{"unreadCount":1}"#)
+            #expect(try await Self.nextNotification(stream, timeout: .milliseconds(500)) == nil, "no resume: nothing old is sent")
+        }
+    }
+
+    @Test func redisKilledStreamsPollMongoDBThenReturnToPushWithNothingSkippedOrTwice() async throws {
+        try await withHarness(configure: {
+            $0.streamPollIntervalMilliseconds = 300
+            $0.circuitRecoveryTimeoutMilliseconds = 1000
+        }) { harness in
+            let stream = try await Self.open(harness, "outage")
+            defer { stream.close() }
+            _ = try await stream.next()
+            var ids = [try await harness.client.create(recipient: "outage", title: "before")["id"] as? String ?? ""]
+            harness.redis.kill()
+            for index in 0..<3 { ids.append(try await harness.client.create(recipient: "outage", title: "during \(index)")["id"] as? String ?? "") }
+            try await harness.redis.restart()
+            // Back on push once the breaker closes and the subscriber reconnects.
+            try await Task.sleep(for: .seconds(3))
+            for index in 0..<3 { ids.append(try await harness.client.create(recipient: "outage", title: "after \(index)")["id"] as? String ?? "") }
+            var received: [String] = []
+            while received.count < ids.count, let event = try await Self.nextNotification(stream, timeout: .seconds(12)) {
+                received.append(event.id ?? "")
+            }
+            #expect(received == ids, "each exactly once, in order")
+            #expect(try await Self.nextNotification(stream, timeout: .seconds(1)) == nil, "nothing twice")
+            #expect(try await harness.metric("redis_operations_fallback_total", #"operation="stream""#) ?? 0 >= 1)
+        }
+    }
+
+    @Test func countChangesHeartbeatsLimitAndShutdown() async throws {
+        try await withHarness(configure: {
+            $0.streamHeartbeatSeconds = 1
+            $0.streamMaxConnections = 2
+        }) { harness in
+            let id = try await harness.client.create(recipient: "reader")["id"] as? String ?? ""
+            let stream = try await Self.open(harness, "reader")
+            let second = try await Self.open(harness, "other")
+            #expect(try await stream.next()?.data == #"{"unreadCount":1}"#)
+            let third = try await harness.client.get("/v1/users/third/notifications/stream")
+            #expect(third.status == .serviceUnavailable)
+            #expect(try third.jsonObject()["code"] as? String == "overloaded")
+            #expect(third.headers[.retryAfter] != nil)
+            _ = try await harness.client.execute(uri: "/v1/users/reader/notifications/\(id)/read", method: .post, headers: authorized)
+            #expect(try await stream.next()?.data == #"{"unreadCount":0}"#, "a read changes the count")
+            #expect(try await stream.next(timeout: .seconds(3), skippingComments: false)?.event == ":", "keep-alive when idle")
+            // SIGTERM: streams end at once, telling clients to reconnect (elsewhere) in a second.
+            harness.environment.services.streams.closeAll()
+            var last: SSEEvent?
+            while let event = try await stream.next(timeout: .seconds(2)) { last = event }
+            #expect(last?.event == "retry" && last?.data == "1000")
+            #expect(stream.ended)
+            second.close()
+        }
+    }
+}
