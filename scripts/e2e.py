@@ -182,7 +182,10 @@ class E2E(unittest.TestCase):
         return result.stdout
 
     def test_readme_walkthrough_runs_verbatim(self):
-        self.assertIn('"unreadCount"', self.run_documented_block("README.md", "walkthrough"))
+        output = self.run_documented_block("README.md", "walkthrough")
+        self.assertIn('"unreadCount"', output)
+        self.assertIn("event: notification", output)
+        self.assertIn('"status":"duplicate"', output)
 
     def test_operations_drill_runs_verbatim(self):
         output = self.run_documented_block("docs/OPERATIONS.md", "drill")

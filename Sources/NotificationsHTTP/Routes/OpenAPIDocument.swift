@@ -98,6 +98,40 @@ paths:
         "401": { $ref: "#/components/responses/Problem" }
         "429": { $ref: "#/components/responses/Problem" }
         "503": { $ref: "#/components/responses/Problem" }
+  /v1/users/{userId}/notifications/stream:
+    get:
+      tags: [notifications]
+      summary: The user's notifications in real time (Server-Sent Events)
+      description: |
+        text/event-stream. On connect `event: unread-count` with `data: {"unreadCount": N}`;
+        then for each notification created for the user afterwards (on any instance)
+        `event: notification`, `id: <notification id>`, `data: <notification JSON>`, followed by
+        `unread-count` whenever the count changed (reads, read-all and deletes too); a comment
+        `: keep-alive` every STREAM_HEARTBEAT_SECONDS without another event. With Last-Event-ID
+        the stream first sends, oldest first, the notifications with a greater id (at most 100;
+        more: `event: reset` with `data: {}`, reload the feed). While Redis is unusable the stream
+        polls MongoDB every STREAM_POLL_INTERVAL_MS. On shutdown it ends after `retry: 1000`.
+        Beyond STREAM_MAX_CONNECTIONS per instance: 503 overloaded.
+      parameters:
+        - $ref: "#/components/parameters/UserId"
+        - name: Last-Event-ID
+          in: header
+          required: false
+          description: resume after this notification id; empty means no resume
+          schema: { type: string, pattern: "^([0-9a-fA-F]{24})?$" }
+      responses:
+        "200":
+          description: The event stream
+          headers:
+            Cache-Control: { schema: { type: string, enum: [no-cache] } }
+            X-Accel-Buffering: { schema: { type: string, enum: ["no"] } }
+          content:
+            text/event-stream:
+              schema: { type: string }
+        "400": { $ref: "#/components/responses/Problem" }
+        "401": { $ref: "#/components/responses/Problem" }
+        "429": { $ref: "#/components/responses/Problem" }
+        "503": { $ref: "#/components/responses/Problem" }
   /v1/users/{userId}/notifications/{id}/read:
     post:
       tags: [notifications]
