@@ -136,6 +136,25 @@ struct StreamTests {
         }
     }
 
+    /// A client that left is noticed at the next write (at the latest the next heartbeat).
+    @Test func aClientThatLeavesFreesItsSlot() async throws {
+        try await withHarness(configure: {
+            $0.streamMaxConnections = 1
+            $0.streamHeartbeatSeconds = 1
+        }) { harness in
+            let first = try await Self.open(harness, "leaver")
+            #expect(first.status == 200)
+            #expect(try await harness.client.get("/v1/users/next/notifications/stream").status == .serviceUnavailable)
+            first.close()
+            let freed = try await retrying(for: .seconds(5), every: .milliseconds(100)) { harness.environment.services.streams.openStreams } until: { $0 == 0 }
+            #expect(freed == 0)
+            #expect(try await harness.metric("sse_connections") == 0)
+            let next = try await Self.open(harness, "next")
+            defer { next.close() }
+            #expect(next.status == 200)
+        }
+    }
+
     @Test func countChangesHeartbeatsLimitAndShutdown() async throws {
         try await withHarness(configure: {
             $0.streamHeartbeatSeconds = 1

@@ -41,7 +41,8 @@ public struct NotificationStream: Sendable {
         hub.close(mailbox)
     }
 
-    /// Runs until the hub closes the stream (shutdown) or a write fails (the client left).
+    /// Runs until the hub closes the stream (shutdown), a write fails (the client left or is too
+    /// slow), or the task is cancelled.
     /// - Parameter send: writes one SSE frame.
     public func run(resumeAfter lastEventID: String?, send: (String) async throws -> Void) async throws {
         var state = StreamState(openedAt: clock.now())
@@ -98,7 +99,7 @@ public struct NotificationStream: Sendable {
         } else {
             try await markExisting(from: state.openedAt)
         }
-        while true {
+        while !Task.isCancelled {
             let (messages, catchUp, finished) = mailbox.drain()
             if finished {
                 try? await send("retry: 1000\n\n")

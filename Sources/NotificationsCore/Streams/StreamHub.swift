@@ -168,8 +168,17 @@ final class StreamMailbox: Sendable {
         }
     }
 
-    /// Returns when something arrives, or after `limit`.
+    /// Returns when something arrives, after `limit`, or when the task is cancelled.
     func wait(upTo limit: Duration) async {
+        await withTaskCancellationHandler {
+            await waitUncancelled(upTo: limit)
+        } onCancel: {
+            wake()
+        }
+    }
+
+    private func waitUncancelled(upTo limit: Duration) async {
+        if Task.isCancelled { return }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let ready = state.withLock { state -> Bool in
                 if !state.messages.isEmpty || state.catchUp || state.finished { return true }

@@ -27,18 +27,27 @@ struct StreamRoutes {
                           detail: "This instance holds as many streams as it may; retry, possibly elsewhere.", headers: [.retryAfter: "1"])
         }
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .xAccelBuffering: "no"]
-        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
-            defer { stream.close() }
-            do {
-                try await stream.run(resumeAfter: lastEventID) { frame in
-                    try await writer.write(ByteBuffer(string: frame))
-                }
-            } catch {
-                // The client left (a write failed) or the store failed: the stream just ends.
+        // Frames go through a bounded buffer: a client that stops reading fills it and is
+        // dropped (its stream ends), instead of holding memory or a stream slot forever.
+        let (frames, continuation) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .bufferingOldest(Self.bufferedFrames))
+        let producer = Task {
+            defer {
+                stream.close()
+                continuation.finish()
             }
-            try await writer.finish(nil)
-        })
+            try? await stream.run(resumeAfter: lastEventID) { frame in
+                guard case .enqueued = continuation.yield(ByteBuffer(string: frame)) else { throw SlowClient() }
+            }
+        }
+        // The client left (or the server stopped writing): stop the stream.
+        continuation.onTermination = { _ in producer.cancel() }
+        return Response(status: .ok, headers: headers, body: ResponseBody(asyncSequence: frames))
     }
+
+    /// Frames a stream may have waiting for its client before it is dropped.
+    static let bufferedFrames = 64
+
+    struct SlowClient: Error {}
 }
 
 extension HTTPField.Name {
