@@ -16,12 +16,36 @@ public final class RedisConnectionPool: Service, Sendable {
     private let slots: [Slot]
     private let nextSlot = Atomic<Int>(0)
     private let scriptHashes = Mutex<[String: String]>([:])
+    /// With Redis Sentinel: where the master is (connections go there, and are rebuilt after a failover).
+    public let sentinel: SentinelResolver?
 
-    public init(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, logger: Logger) {
+    public init(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, logger: Logger, sentinel: SentinelResolver? = nil) {
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
+        self.sentinel = sentinel
         self.slots = (0..<max(1, configuration.connectionCount)).map { _ in Slot() }
+    }
+
+    /// Closes every connection (they reconnect on next use): after a Sentinel failover.
+    public func reconnectAll() {
+        for slot in slots { slot.drop() }
+    }
+
+    /// A `-READONLY` reply means the server we write to is a replica now (a failover happened):
+    /// ask the sentinels again and reconnect.
+    private func noteFailure(_ error: RedisError) {
+        guard let sentinel else { return }
+        switch error {
+        case .server(code: "READONLY", _):
+            sentinel.invalidate()
+            reconnectAll()
+        case .connectionRefused:
+            // The next connect asks the sentinels again (backoff still applies).
+            sentinel.invalidate()
+        default:
+            break
+        }
     }
 
     public var operationTimeout: TimeAmount { .milliseconds(configuration.operationTimeoutMilliseconds) }
@@ -29,15 +53,25 @@ public final class RedisConnectionPool: Service, Sendable {
     /// Sends one command on the next connection. Throws only `RedisError`; an error reply is `RedisError.server`.
     /// Connecting (if needed) and the command share one `REDIS_OPERATION_TIMEOUT_MS` deadline.
     public func send(_ command: RedisCommand) async throws -> RESPValue {
-        let deadline = NIODeadline.now() + operationTimeout
-        let connection = try await connection(deadline: deadline)
-        return try await connection.send(command, deadline: deadline)
+        do {
+            let deadline = NIODeadline.now() + operationTimeout
+            let connection = try await connection(deadline: deadline)
+            return try await connection.send(command, deadline: deadline)
+        } catch {
+            noteFailure(error)
+            throw error
+        }
     }
 
     /// Runs a Lua script by `EVALSHA`, loading it on first use and again after `NOSCRIPT`
     /// (Redis restarted or `SCRIPT FLUSH`).
     public func evaluate(_ script: RedisScript, keys: [String], arguments: [String]) async throws -> RESPValue {
-        try await evaluateTyped(script, keys: keys, arguments: arguments)
+        do {
+            return try await evaluateTyped(script, keys: keys, arguments: arguments)
+        } catch {
+            noteFailure(error)
+            throw error
+        }
     }
 
     private func evaluateTyped(_ script: RedisScript, keys: [String], arguments: [String]) async throws(RedisError) -> RESPValue {
@@ -87,7 +121,13 @@ public final class RedisConnectionPool: Service, Sendable {
         case .connect(let promise, let attempt):
             let eventLoop = eventLoopGroup.any()
             do {
-                let connection = try await RedisConnection.connect(to: configuration, on: eventLoop, deadline: deadline)
+                var target = configuration
+                if let sentinel {
+                    let master = try await sentinel.master(on: eventLoop, deadline: deadline)
+                    target.host = master.host
+                    target.port = master.port
+                }
+                let connection = try await RedisConnection.connect(to: target, on: eventLoop, deadline: deadline)
                 slot.connected(connection)
                 if attempt > 0 { logger.info("Redis reconnected", metadata: ["attempts": "\(attempt)"]) }
                 promise.succeed(connection)
@@ -187,6 +227,23 @@ private final class Slot: Sendable {
             defer { state = .closed }
             if case .ready(let connection) = state { return connection }
             return nil
+        }
+        connection?.close()
+    }
+
+    /// Closes the connection, if any, and lets the next call connect afresh (at once).
+    func drop() {
+        let connection = state.withLock { state -> RedisConnection? in
+            switch state {
+            case .ready(let connection):
+                state = .idle(attempt: 0)
+                return connection
+            case .backingOff:
+                state = .idle(attempt: 0)
+                return nil
+            default:
+                return nil
+            }
         }
         connection?.close()
     }

@@ -24,11 +24,16 @@ public final class RedisSubscriber: Service, Sendable {
     private let onMessage: @Sendable (String, [UInt8]) -> Void
     private let onConnected: @Sendable (Bool) -> Void
     let pingInterval: Duration
+    /// Where to connect for the n-th session (nil: `configuration`'s host and port).
+    public typealias Endpoint = @Sendable (_ attempt: Int, _ eventLoop: any EventLoop, _ deadline: NIODeadline) async throws -> RedisAddress
+    private let endpoint: Endpoint?
 
     public init(
         configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, logger: Logger, pingInterval: Duration = .seconds(2),
+        endpoint: Endpoint? = nil,
         onMessage: @escaping @Sendable (_ channel: String, _ payload: [UInt8]) -> Void, onConnected: @escaping @Sendable (Bool) -> Void
     ) {
+        self.endpoint = endpoint
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
@@ -64,7 +69,7 @@ public final class RedisSubscriber: Service, Sendable {
             var attempt = 0
             while !Task.isCancelled {
                 do {
-                    try await self.session()
+                    try await self.session(attempt: attempt)
                     attempt = 0
                 } catch {
                     if attempt == 0 { self.logger.warning("Redis subscriber connection lost", metadata: ["error": "\(error)"]) }
@@ -76,16 +81,18 @@ public final class RedisSubscriber: Service, Sendable {
     }
 
     /// One connection's life: connect, authenticate, subscribe to every channel, then watch it.
-    private func session() async throws {
+    private func session(attempt: Int) async throws {
         let handler = RedisSubscriberHandler(onMessage: onMessage)
         let timeout = TimeAmount.milliseconds(configuration.operationTimeoutMilliseconds)
-        let channel = try await ClientBootstrap(group: eventLoopGroup)
+        let eventLoop = eventLoopGroup.any()
+        let address = try await endpoint?(attempt, eventLoop, .now() + timeout) ?? RedisAddress(host: configuration.host, port: configuration.port)
+        let channel = try await ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
             }
-            .connect(host: configuration.host, port: configuration.port)
+            .connect(host: address.host, port: address.port)
             .get()
         defer { channel.close(promise: nil) }
         if let password = configuration.password {

@@ -34,8 +34,7 @@ struct Serve: AsyncParsableCommand {
         let grace = Duration.seconds(settings.shutdownGraceSeconds)
         // Started in this order; on SIGTERM stopped in reverse: drain (readiness 503), then the
         // HTTP server finishes in-flight requests, then the background tasks and the pools.
-        var configuration = ServiceGroupConfiguration(
-            services: [
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
                 .init(service: MongoPoolService(pool: environment.mongoPool)),
                 .init(service: environment.redisPool),
                 .init(service: environment.subscriber),
@@ -45,9 +44,9 @@ struct Serve: AsyncParsableCommand {
                 .init(service: app),
                 .init(service: DrainService(
                     health: environment.services.health, streams: environment.services.streams, delay: min(.seconds(1), grace / 2), logger: logger)),
-            ],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger)
+            ]
+        if let watcher = environment.sentinelWatcher { services.insert(.init(service: watcher), at: 3) }
+        var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // From SIGTERM, everything (drain pause included) gets SHUTDOWN_GRACE_SECONDS; then
         // what still runs is cancelled (its request answered 503) and the process exits 0.
         configuration.maximumGracefulShutdownDuration = grace

@@ -63,6 +63,7 @@ private func runHarness(_ configured: Settings, _ test: @Sendable (Harness) asyn
         group.addTask { try await RedisRecoveryProbe(gateway: environment.gateway, interval: .milliseconds(100)).run() }
         group.addTask { try await FanoutSweeper(service: environment.services.events).run() }
         group.addTask { try await environment.subscriber.run() }
+        if let watcher = environment.sentinelWatcher { group.addTask { try await watcher.run() } }
         try await app.test(.live) { client in
             try await test(Harness(client: client, redis: redis, mongo: mongo, environment: environment, logs: logs))
         }

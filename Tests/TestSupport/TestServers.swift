@@ -94,13 +94,35 @@ public final class ChildServer: @unchecked Sendable {
 }
 
 extension TestServers {
-    /// `redis-server` on a free port with persistence off.
-    public static func startRedis() async throws -> ChildServer {
+    /// `redis-server` on a free port with persistence off (and any extra arguments, e.g. `--replicaof`).
+    public static func startRedis(_ extra: [String] = []) async throws -> ChildServer {
         let port = try freePort()
         let server = try ChildServer(port: port) {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = ["redis-server", "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            process.arguments = ["redis-server", "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"] + extra
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            return process
+        }
+        try await waitForPort(port)
+        return server
+    }
+
+    /// A Redis Sentinel watching the master on `masterPort` as `name` (quorum 2, down after 1 s).
+    public static func startSentinel(masterPort: Int, name: String) async throws -> ChildServer {
+        let port = try freePort()
+        let config = try scratchDirectory("sentinel").appendingPathComponent("sentinel.conf")
+        let lines = [
+            "port \(port)", "bind 127.0.0.1", "sentinel monitor \(name) 127.0.0.1 \(masterPort) 2",
+            "sentinel down-after-milliseconds \(name) 1000", "sentinel failover-timeout \(name) 5000", "sentinel parallel-syncs \(name) 1",
+        ]
+        try lines.joined(separator: "\n").write(to: config, atomically: true, encoding: .utf8)
+        let server = try ChildServer(port: port) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = ["redis-server", config.path, "--sentinel"]
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             try process.run()

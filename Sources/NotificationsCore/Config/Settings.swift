@@ -9,6 +9,9 @@ public struct Settings: Sendable {
     public var host = "0.0.0.0"
     public var port = 8080
     public var redisURL = "redis://localhost:6379"
+    /// `REDIS_SENTINELS` (`host:port,...`) with `REDIS_SENTINEL_MASTER`: find the master through Sentinel.
+    public var redisSentinels: [String] = []
+    public var redisSentinelMaster: String?
     public var mongoURI = "mongodb://localhost:27017/notifications"
     public var redisFailOpen = true
     public var circuitFailureThreshold = 5
@@ -51,7 +54,7 @@ public struct Settings: Sendable {
         "HOST", "PORT", "REDIS_URL", "MONGODB_URI", "REDIS_FAIL_OPEN", "REDIS_CIRCUIT_FAILURE_THRESHOLD",
         "REDIS_CIRCUIT_RECOVERY_TIMEOUT", "REDIS_CIRCUIT_SUCCESS_THRESHOLD", "REDIS_OPERATION_TIMEOUT_MS", "IDEMPOTENCY_TTL_SECONDS",
         "API_KEYS", "ADMIN_TOKEN", "RATE_LIMIT_POLICIES", "EVENT_RETENTION_SECONDS", "EVENT_SYNC_FANOUT_LIMIT", "EVENT_FANOUT_LEASE_MS",
-        "STREAM_HEARTBEAT_SECONDS", "STREAM_POLL_INTERVAL_MS", "STREAM_MAX_CONNECTIONS",
+        "STREAM_HEARTBEAT_SECONDS", "STREAM_POLL_INTERVAL_MS", "STREAM_MAX_CONNECTIONS", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER",
         "FEED_CACHE_TTL_SECONDS", "LOCK_TTL_MS",
         "LOCK_WAIT_MS", "MONGODB_OPERATION_TIMEOUT_MS", "SHUTDOWN_GRACE_SECONDS", "LOG_LEVEL", "CONFIG_FILE",
     ]
@@ -75,6 +78,13 @@ public struct Settings: Sendable {
         host = try reader.string("HOST", default: host)
         port = try reader.integer("PORT", default: port, in: 1...65535)
         redisURL = try reader.redisURL("REDIS_URL", default: redisURL)
+        redisSentinels = try reader.addressList("REDIS_SENTINELS")
+        redisSentinelMaster = try reader.optionalSecret("REDIS_SENTINEL_MASTER")
+        if redisSentinels.isEmpty != (redisSentinelMaster == nil) {
+            throw SettingsError(
+                variable: redisSentinels.isEmpty ? "REDIS_SENTINELS" : "REDIS_SENTINEL_MASTER",
+                reason: "REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together")
+        }
         mongoURI = try reader.mongoURI("MONGODB_URI", default: mongoURI)
         redisFailOpen = try reader.bool("REDIS_FAIL_OPEN", default: redisFailOpen)
         circuitFailureThreshold = try reader.integer("REDIS_CIRCUIT_FAILURE_THRESHOLD", default: circuitFailureThreshold, in: 1...1_000_000)

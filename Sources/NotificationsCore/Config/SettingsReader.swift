@@ -49,6 +49,16 @@ struct SettingsReader {
         return uri
     }
 
+    /// `host:port,host:port`.
+    func addressList(_ name: String) throws(SettingsError) -> [String] {
+        guard let text = value(name) else { return [] }
+        let entries = text.split(separator: ",").map(\.trimmingSpaces)
+        for (index, entry) in entries.enumerated() where RedisAddress(parsing: entry) == nil {
+            throw SettingsError(variable: name, reason: "entry \(index + 1) must be host:port")
+        }
+        return entries
+    }
+
     func optionalSecret(_ name: String) throws(SettingsError) -> String? {
         value(name)
     }

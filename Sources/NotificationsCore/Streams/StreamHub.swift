@@ -37,13 +37,27 @@ public final class StreamHub: Sendable {
     }
 
     /// Builds the subscriber connection that feeds this hub (run it as a service).
-    public func makeSubscriber(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup) -> RedisSubscriber {
+    public func makeSubscriber(
+        configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, sentinel: SentinelResolver?
+    ) -> RedisSubscriber {
+        // With Sentinel, each connection goes to the current master.
+        var endpoint: RedisSubscriber.Endpoint?
+        if let sentinel {
+            endpoint = { @Sendable (_: Int, eventLoop: any EventLoop, deadline: NIODeadline) async throws -> RedisAddress in
+                try await sentinel.master(on: eventLoop, deadline: deadline)
+            }
+        }
         let subscriber = RedisSubscriber(
-            configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger,
+            configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger, endpoint: endpoint,
             onMessage: { [weak self] channel, payload in self?.deliver(channel: channel, payload: payload) },
             onConnected: { [weak self] up in self?.subscriberConnected(up) })
         subscriberBox.withLock { $0 = subscriber }
         return subscriber
+    }
+
+    /// Drops the subscriber connection (a Sentinel failover): it reconnects to the new master.
+    public func reconnectSubscriber() {
+        subscriberBox.withLock { $0 }?.disconnect()
     }
 
     /// Push can be relied on: the subscriber is connected and the circuit is closed.

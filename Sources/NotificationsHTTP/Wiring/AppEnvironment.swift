@@ -18,12 +18,17 @@ public struct AppEnvironment: Sendable {
     public let eventStore: EventStore
     /// The Redis pub/sub connection feeding `services.streams` (run it as a service).
     public let subscriber: RedisSubscriber
+    /// With Sentinel: the `+switch-master` listener (run it as a service).
+    public let sentinelWatcher: RedisSubscriber?
 
     public static func make(settings: Settings, logger: Logger, eventLoopGroup: any EventLoopGroup) throws -> AppEnvironment {
         let registry = PrometheusCollectorRegistry()
         let metrics = ServiceMetrics(factory: PrometheusMetricsFactory(registry: registry))
         let redisConfiguration = try RedisConfiguration(url: settings.redisURL, operationTimeoutMilliseconds: settings.redisOperationTimeoutMilliseconds)
-        let redisPool = RedisConnectionPool(configuration: redisConfiguration, eventLoopGroup: eventLoopGroup, logger: logger)
+        let sentinel = settings.redisSentinelMaster.map { master in
+            SentinelResolver(sentinels: settings.redisSentinels.compactMap { RedisAddress(parsing: $0) }, masterName: master, logger: logger)
+        }
+        let redisPool = RedisConnectionPool(configuration: redisConfiguration, eventLoopGroup: eventLoopGroup, logger: logger, sentinel: sentinel)
         let gateway = RedisGateway(
             pool: redisPool,
             configuration: CircuitBreakerConfiguration(
@@ -41,7 +46,10 @@ public struct AppEnvironment: Sendable {
         let events = EventStore(pool: mongoPool)
         let publisher = StreamPublisher(gateway: gateway)
         let streams = StreamHub(gateway: gateway, maxConnections: settings.streamMaxConnections, metrics: metrics, logger: logger)
-        let subscriber = streams.makeSubscriber(configuration: redisConfiguration, eventLoopGroup: eventLoopGroup)
+        let subscriber = streams.makeSubscriber(configuration: redisConfiguration, eventLoopGroup: eventLoopGroup, sentinel: sentinel)
+        let sentinelWatcher = sentinel.map { sentinel in
+            SentinelWatcher.make(sentinel: sentinel, pool: redisPool, streams: streams, eventLoopGroup: eventLoopGroup, logger: logger)
+        }
         let healthPingTimeout = TimeAmount.milliseconds(min(settings.mongoOperationTimeoutMilliseconds, 2000))
         let health = HealthMonitor(mongoPing: { await mongoPool.ping(timeout: healthPingTimeout) }, redis: gateway)
         let services = AppServices(
@@ -65,7 +73,7 @@ public struct AppEnvironment: Sendable {
             metrics: metrics, registry: registry)
         return AppEnvironment(
             settings: settings, services: services, redisPool: redisPool, mongoPool: mongoPool, store: store, gateway: gateway,
-            eventStore: events, subscriber: subscriber)
+            eventStore: events, subscriber: subscriber, sentinelWatcher: sentinelWatcher)
     }
 
     /// Every MongoDB index the service relies on (idempotent).

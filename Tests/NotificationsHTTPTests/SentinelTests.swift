@@ -1,0 +1,77 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOPosix
+import NotificationsCore
+import NotificationsHTTP
+import RedisClient
+import Resilience
+import Testing
+import TestSupport
+
+@Suite("Redis Sentinel: a failover is followed without a restart", .serialized)
+struct SentinelTests {
+    static func role(port: Int) async throws -> String? {
+        var configuration = try RedisConfiguration(url: "redis://127.0.0.1:\(port)", operationTimeoutMilliseconds: 1000)
+        configuration.connectionCount = 1
+        let pool = RedisConnectionPool(configuration: configuration, eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "role"))
+        defer { pool.close() }
+        return try await pool.send(RedisCommand("ROLE")).array?.first?.string
+    }
+
+    static func exists(_ key: String, port: Int) async throws -> Bool {
+        var configuration = try RedisConfiguration(url: "redis://127.0.0.1:\(port)", operationTimeoutMilliseconds: 1000)
+        configuration.connectionCount = 1
+        let pool = RedisConnectionPool(configuration: configuration, eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "exists"))
+        defer { pool.close() }
+        return try await pool.send(RedisCommand("EXISTS", [key])) == .integer(1)
+    }
+
+    @Test func theMasterIsKilledUnderLoadAndTheNewMasterIsUsed() async throws {
+        let master = try await TestServers.startRedis()
+        defer { master.stop() }
+        let replica = try await TestServers.startRedis(["--replicaof", "127.0.0.1", "\(master.port)"])
+        defer { replica.stop() }
+        var sentinels: [ChildServer] = []
+        for _ in 0..<3 { sentinels.append(try await TestServers.startSentinel(masterPort: master.port, name: "notifications")) }
+        defer { for sentinel in sentinels { sentinel.stop() } }
+        let addresses = sentinels.map { "127.0.0.1:\($0.port)" }
+        // The sentinels must have found the replica before the master goes.
+        try await Task.sleep(for: .seconds(2))
+        try await withHarness(configure: {
+            $0.redisSentinels = addresses
+            $0.redisSentinelMaster = "notifications"
+            $0.circuitRecoveryTimeoutMilliseconds = 1000
+        }) { harness in
+            _ = try await harness.client.create(recipient: "ha")
+            #expect(try await Self.exists("feed:{ha}:v", port: master.port), "writes go to the master Sentinel names")
+            let stream = try await StreamTests.open(harness, "ha-stream")
+            defer { stream.close() }
+            _ = try await stream.next()
+            let killed = ContinuousClock.now
+            master.kill()
+            var statuses: [Int] = []
+            var switchedAfter: Duration?
+            while ContinuousClock.now - killed < .seconds(40) {
+                statuses.append(Int(try await harness.client.post("/v1/notifications", json: #"{"recipientId":"ha","type":"t"}"#).status.code))
+                statuses.append(Int(try await harness.client.get("/v1/users/ha/notifications").status.code))
+                if try await Self.role(port: replica.port) == "master", harness.environment.gateway.state == .closed {
+                    let user = "after-\(statuses.count)"
+                    _ = try await harness.client.create(recipient: user)
+                    if try await Self.exists("feed:{\(user)}:v", port: replica.port) {
+                        switchedAfter = ContinuousClock.now - killed
+                        break
+                    }
+                }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            print("sentinel failover: new master used and breaker closed \(switchedAfter.map { "\($0)" } ?? "never") after the kill; \(statuses.count) requests meanwhile")
+            #expect(switchedAfter != nil, "writes reach the new master without a restart")
+            #expect(statuses.allSatisfy { $0 == 200 || $0 == 201 }, "no request failed during the switch: \(Set(statuses))")
+            let id = try await harness.client.create(recipient: "ha-stream")["id"] as? String
+            #expect(try await StreamTests.nextNotification(stream, timeout: .seconds(10))?.id == id, "streams keep delivering")
+        }
+    }
+}
