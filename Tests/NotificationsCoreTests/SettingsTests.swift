@@ -40,7 +40,8 @@ struct SettingsTests {
         ("REDIS_URL", "redis://h:port"), ("MONGODB_URI", "postgres://x"), ("API_KEYS", "nocolon"), ("API_KEYS", "a:1,a:2"),
         ("API_KEYS", "a:"), ("RATE_LIMIT_POLICIES", "*:ten/1s"), ("RATE_LIMIT_POLICIES", "*:10/1y"), ("RATE_LIMIT_POLICIES", "*:0/1s"),
         ("RATE_LIMIT_POLICIES", "*:1/1s,*:2/1s"), ("RATE_LIMIT_POLICIES", "*:2000/1ms"), ("LOG_LEVEL", "loud"), ("SHUTDOWN_GRACE_SECONDS", "forever"), ("LOCK_TTL_MS", "1"),
-        ("CONFIG_FILE", "config/missing.json"),
+        ("CONFIG_FILE", "config/missing.json"), ("REDIS_SENTINELS", "no-port"), ("STREAM_POLL_INTERVAL_MS", "5"),
+        ("STREAM_MAX_CONNECTIONS", "0"), ("EVENT_FANOUT_LEASE_MS", "10"), ("EVENT_SYNC_FANOUT_LIMIT", "-1"),
     ])
     func badValueNamesItsVariable(name: String, value: String) {
         do {
@@ -51,6 +52,16 @@ struct SettingsTests {
             #expect(error.description.hasPrefix("invalid \(name): "))
             #expect(!error.description.contains("\n"))
         }
+    }
+
+    @Test func sentinelsNeedTheirMasterName() {
+        do {
+            _ = try load(["REDIS_SENTINELS": "127.0.0.1:26379"])
+            Issue.record("sentinels without a master name were accepted")
+        } catch {
+            #expect(error.variable == "REDIS_SENTINEL_MASTER")
+        }
+        #expect((try? load(["REDIS_SENTINELS": "a:1, b:2", "REDIS_SENTINEL_MASTER": "m"]).redisSentinels) == ["a:1", "b:2"])
     }
 
     /// An in-progress claim must never read as expired (and be taken over while its request runs).
