@@ -54,10 +54,15 @@ struct SentinelTests {
             master.kill()
             var statuses: [Int] = []
             var switchedAfter: Duration?
+            var openedAfter: Duration?
+            var promotedAfter: Duration?
             while ContinuousClock.now - killed < .seconds(40) {
+                if openedAfter == nil, harness.environment.gateway.state != .closed { openedAfter = ContinuousClock.now - killed }
                 statuses.append(Int(try await harness.client.post("/v1/notifications", json: #"{"recipientId":"ha","type":"t"}"#).status.code))
                 statuses.append(Int(try await harness.client.get("/v1/users/ha/notifications").status.code))
-                if try await Self.role(port: replica.port) == "master", harness.environment.gateway.state == .closed {
+                let promoted = try await Self.role(port: replica.port) == "master"
+                if promoted, promotedAfter == nil { promotedAfter = ContinuousClock.now - killed }
+                if promoted, harness.environment.gateway.state == .closed {
                     let user = "after-\(statuses.count)"
                     _ = try await harness.client.create(recipient: user)
                     if try await Self.exists("feed:{\(user)}:v", port: replica.port) {
@@ -67,7 +72,7 @@ struct SentinelTests {
                 }
                 try await Task.sleep(for: .milliseconds(200))
             }
-            print("sentinel failover: new master used and breaker closed \(switchedAfter.map { "\($0)" } ?? "never") after the kill; \(statuses.count) requests meanwhile")
+            print("sentinel failover after the kill: breaker left closed \(openedAfter.map { "\($0)" } ?? "never"), replica promoted \(promotedAfter.map { "\($0)" } ?? "never"), new master used with the breaker closed \(switchedAfter.map { "\($0)" } ?? "never"); \(statuses.count) requests meanwhile")
             #expect(switchedAfter != nil, "writes reach the new master without a restart")
             #expect(statuses.allSatisfy { $0 == 200 || $0 == 201 }, "no request failed during the switch: \(Set(statuses))")
             let id = try await harness.client.create(recipient: "ha-stream")["id"] as? String
