@@ -30,7 +30,9 @@ struct StreamRoutes {
         // Frames go through a bounded buffer: a client that stops reading fills it and is
         // dropped (its stream ends), instead of holding memory or a stream slot forever.
         let (frames, continuation) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .bufferingOldest(Self.bufferedFrames))
-        let producer = Task {
+        // Detached: the stream outlives the request, and must not inherit its per-request Redis
+        // scope (after one failed call, every later cache call of the stream would skip Redis).
+        let producer = Task.detached {
             defer {
                 stream.close()
                 continuation.finish()
