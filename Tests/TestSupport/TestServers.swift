@@ -94,13 +94,12 @@ public final class ChildServer: @unchecked Sendable {
 }
 
 extension TestServers {
-    /// `redis-server` on a free port with persistence off (and any extra arguments, e.g. `--replicaof`).
-    public static func startRedis(_ extra: [String] = []) async throws -> ChildServer {
-        let port = try freePort()
+    /// Starts `executable arguments` (quietly) on `port` as a child server and waits until it listens.
+    private static func start(port: Int, _ executable: String, _ arguments: [String]) async throws -> ChildServer {
         let server = try ChildServer(port: port) {
             let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = ["redis-server", "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"] + extra
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = arguments
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             try process.run()
@@ -108,6 +107,13 @@ extension TestServers {
         }
         try await waitForPort(port)
         return server
+    }
+
+    /// `redis-server` on a free port with persistence off (and any extra arguments, e.g. `--replicaof`).
+    public static func startRedis(_ extra: [String] = []) async throws -> ChildServer {
+        let port = try freePort()
+        return try await start(
+            port: port, "/usr/bin/env", ["redis-server", "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"] + extra)
     }
 
     /// A Redis Sentinel watching the master on `masterPort` as `name` (quorum 2, down after 1 s).
@@ -119,17 +125,7 @@ extension TestServers {
             "sentinel down-after-milliseconds \(name) 1000", "sentinel failover-timeout \(name) 5000", "sentinel parallel-syncs \(name) 1",
         ]
         try lines.joined(separator: "\n").write(to: config, atomically: true, encoding: .utf8)
-        let server = try ChildServer(port: port) {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = ["redis-server", config.path, "--sentinel"]
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            return process
-        }
-        try await waitForPort(port)
-        return server
+        return try await start(port: port, "/usr/bin/env", ["redis-server", config.path, "--sentinel"])
     }
 
     /// The MongoDB-wire dev server (`scripts/mongo-wire-server.py` in the project's `.venv`), with a fresh data folder.
@@ -141,17 +137,7 @@ extension TestServers {
         }
         let script = repositoryRoot.appendingPathComponent("scripts/mongo-wire-server.py").path
         let data = try scratchDirectory("mongo").appendingPathComponent("db").path
-        let server = try ChildServer(port: port) {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: python)
-            process.arguments = [script, data, "\(port)", "--exit-with-parent"]
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            return process
-        }
-        try await waitForPort(port)
-        return server
+        return try await start(port: port, python, [script, data, "\(port)", "--exit-with-parent"])
     }
 }
 
