@@ -12,12 +12,18 @@ internal import NIOPosix
 /// which has as many threads as the client pool has clients (so `pop` never waits). Every
 /// call also has an async-side deadline, so a frozen server answers callers in time even
 /// if the blocked thread is still waiting for its socket timeout.
+///
+/// The work waiting for a thread is bounded (`queueCapacity`): beyond it a call fails at once
+/// with `.overloaded` instead of queueing behind a slow or frozen server without limit.
 public final class MongoClientPool: Sendable {
     nonisolated(unsafe) private let pool: OpaquePointer
     nonisolated(unsafe) private let uri: OpaquePointer
     public let databaseName: String
     public let maxPoolSize: Int
     private let threadPool: NIOThreadPool
+    /// Calls queued or running on `threadPool`; a slot is held until the thread is done with it,
+    /// not only until its caller gives up, so the bound is on real work.
+    private let work: Bulkhead
     private let eventLoopGroup: any EventLoopGroup
     public let operationTimeout: TimeAmount
     public var operationTimeoutMilliseconds: Int64 { operationTimeout.nanoseconds / 1_000_000 }
@@ -32,7 +38,11 @@ public final class MongoClientPool: Sendable {
     ///   - uriString: `MONGODB_URI`; its database is the one used, `maxPoolSize` sizes the pool.
     ///   - operationTimeoutMilliseconds: applied as server selection, connect and socket timeouts
     ///     unless the URI sets them, and as the deadline of every call.
-    public init(uriString: String, operationTimeoutMilliseconds: Int64, eventLoopGroup: any EventLoopGroup) throws(MongoError) {
+    ///   - queueCapacity: calls queued or running at once beyond which new ones fail with
+    ///     `.overloaded`; by default 16 per thread.
+    public init(
+        uriString: String, operationTimeoutMilliseconds: Int64, eventLoopGroup: any EventLoopGroup, queueCapacity: Int? = nil
+    ) throws(MongoError) {
         _ = Self.initialize
         var error = bson_error_t()
         guard let uri = mongoc_uri_new_with_error(uriString, &error) else {
@@ -54,7 +64,9 @@ public final class MongoClientPool: Sendable {
         self.maxPoolSize = Int(mongoc_uri_get_option_as_int32(uri, "maxpoolsize", 100))
         self.operationTimeout = .milliseconds(operationTimeoutMilliseconds)
         self.eventLoopGroup = eventLoopGroup
-        self.threadPool = NIOThreadPool(numberOfThreads: max(1, min(maxPoolSize, 32)))
+        let threads = max(1, min(maxPoolSize, 32))
+        self.threadPool = NIOThreadPool(numberOfThreads: threads)
+        self.work = Bulkhead(capacity: max(1, queueCapacity ?? threads * 16))
         self.threadPool.start()
     }
 
@@ -67,10 +79,19 @@ public final class MongoClientPool: Sendable {
         MongoCollection(pool: self, name: name)
     }
 
+    /// Calls queued or running now (exported as a gauge).
+    public var queuedOperations: Int { work.inUse }
+    public var queueCapacity: Int { work.capacity }
+
     /// Runs `body` with a pooled client on the thread pool, within the operation deadline.
+    /// - Parameter bounded: false only for health pings, which must tell "MongoDB is down"
+    ///   apart from "this instance is busy" even when the queue is full.
     func withClient<T: Sendable>(
-        timeout: TimeAmount? = nil, _ body: @escaping @Sendable (OpaquePointer) throws(MongoError) -> T
+        timeout: TimeAmount? = nil, bounded: Bool = true, _ body: @escaping @Sendable (OpaquePointer) throws(MongoError) -> T
     ) async throws(MongoError) -> T {
+        if bounded {
+            guard work.tryAcquire() else { throw .overloaded }
+        }
         let eventLoop = eventLoopGroup.any()
         let promise = eventLoop.makePromise(of: T.self)
         let limit = timeout ?? operationTimeout
@@ -84,7 +105,8 @@ public final class MongoClientPool: Sendable {
             guard let client = mongoc_client_pool_pop(pool) else { throw MongoError.unavailable("no client could be created") }
             defer { mongoc_client_pool_push(pool, client) }
             return try body(client)
-        }.whenComplete { result in
+        }.whenComplete { [work] result in
+            if bounded { work.release() }
             deadline.cancel()
             promise.completeWith(result)
         }
@@ -104,9 +126,9 @@ public final class MongoClientPool: Sendable {
     }
 
     /// Runs a command on this pool's database and returns the server's reply document.
-    public func runCommand(_ command: BSONDocument, timeout: TimeAmount? = nil) async throws(MongoError) -> BSONDocument {
+    public func runCommand(_ command: BSONDocument, timeout: TimeAmount? = nil, bounded: Bool = true) async throws(MongoError) -> BSONDocument {
         let database = databaseName
-        return try await withClient(timeout: timeout) { client throws(MongoError) in
+        return try await withClient(timeout: timeout, bounded: bounded) { client throws(MongoError) in
             try Self.retryingConflicts { () throws(MongoError) in try Self.command(command, database: database, client: client) }
         }
     }

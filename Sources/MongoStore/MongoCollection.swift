@@ -156,6 +156,6 @@ public struct MongoCollection: Sendable {
 extension MongoClientPool {
     /// `ping`: true when a server answers within `timeout` (default: the operation deadline).
     public func ping(timeout: TimeAmount? = nil) async -> Bool {
-        (try? await runCommand(["ping": .int32(1)], timeout: timeout))?["ok"]?.int64 == 1
+        (try? await runCommand(["ping": .int32(1)], timeout: timeout, bounded: false))?["ok"]?.int64 == 1
     }
 }

@@ -13,6 +13,8 @@ public enum MongoError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidURI(String)
     /// The client pool has been shut down.
     case shutdown
+    /// Too many calls were already waiting for a thread: this one was refused without running.
+    case overloaded
 
     public var description: String {
         switch self {
@@ -22,14 +24,16 @@ public enum MongoError: Error, Sendable, Equatable, CustomStringConvertible {
         case .server(let code, let message): "mongodb error \(code): \(message)"
         case .invalidURI(let message): "invalid MongoDB URI: \(message)"
         case .shutdown: "mongodb client shut down"
+        case .overloaded: "mongodb work queue full"
         }
     }
 
-    /// True when the store as a whole is unusable (as opposed to this one request being wrong).
+    /// True when the store as a whole is unusable (as opposed to this one request being wrong),
+    /// so a write may or may not have been applied. `.overloaded` is not: that call never ran.
     public var isUnavailable: Bool {
         switch self {
         case .unavailable, .timeout, .shutdown: true
-        case .duplicateKey, .server, .invalidURI: false
+        case .duplicateKey, .server, .invalidURI, .overloaded: false
         }
     }
 

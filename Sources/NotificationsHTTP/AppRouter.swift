@@ -1,6 +1,7 @@
 public import Hummingbird
 public import NotificationsCore
 public import Prometheus
+public import Resilience
 
 /// What the HTTP layer needs from the rest of the service.
 public struct AppServices: Sendable {
@@ -18,12 +19,16 @@ public struct AppServices: Sendable {
     public var store: any NotificationStore
     public var metrics: ServiceMetrics
     public var registry: PrometheusCollectorRegistry
+    /// `MAX_IN_FLIGHT`: the `/v1` requests this instance runs at once.
+    public var inFlight: Bulkhead
 
     public init(
         settings: Settings, feed: NotificationFeed, health: HealthMonitor, redis: RedisGateway, limiter: RateLimiter,
         idempotency: IdempotencyStore, events: EventService, followers: FollowerStore, preferences: PreferenceService, cache: FeedCache,
-        streams: StreamHub, store: any NotificationStore, metrics: ServiceMetrics, registry: PrometheusCollectorRegistry
+        streams: StreamHub, store: any NotificationStore, metrics: ServiceMetrics, registry: PrometheusCollectorRegistry,
+        inFlight: Bulkhead
     ) {
+        self.inFlight = inFlight
         self.idempotency = idempotency
         self.events = events
         self.followers = followers
@@ -41,15 +46,15 @@ public struct AppServices: Sendable {
     }
 }
 
-/// Builds the router. Middleware, outermost first: request log → metrics → problem+json → Redis scope;
-/// then per group: `/v1` auth → rate limit → idempotency, `/admin` admin auth. Health and metrics have
-/// neither auth nor rate limits.
+/// Builds the router. Middleware, outermost first: request log → metrics → problem+json → Redis scope; then per group: `/v1` load shedding → auth → rate limit → idempotency, `/admin` admin auth.
+/// Health and metrics have neither auth nor rate limits, and are never shed. Every GET route
+/// answers HEAD too: Hummingbird runs the GET handler, SwiftNIO's encoder sends no body for HEAD.
 public func buildRouter(_ services: AppServices) -> Router<AppRequestContext> {
-    let router = Router(context: AppRequestContext.self)
+    let router = Router(context: AppRequestContext.self, options: .autoGenerateHeadEndpoints)
     let table = RouteTable()
     router.add(middleware: RequestLogMiddleware())
     router.add(middleware: MetricsMiddleware(metrics: services.metrics))
-    router.add(middleware: ProblemMiddleware(routes: table))
+    router.add(middleware: ProblemMiddleware(routes: table, metrics: services.metrics))
     router.add(middleware: RedisScopeMiddleware())
     let root = RouteRegistrar(methods: router, table: table, prefix: "")
     HealthRoutes(health: services.health).register(on: root)
@@ -60,14 +65,15 @@ public func buildRouter(_ services: AppServices) -> Router<AppRequestContext> {
     AdminRoutes(gateway: services.redis).register(on: RouteRegistrar(methods: admin, table: table, prefix: "/admin"))
 
     let v1 = router.group("v1")
+        .add(middleware: LoadSheddingMiddleware(slots: services.inFlight, metrics: services.metrics))
         .add(middleware: AuthMiddleware(keys: services.settings.apiKeys))
-        .add(middleware: RateLimitMiddleware(limiter: services.limiter))
-        .add(middleware: IdempotencyMiddleware(store: services.idempotency))
+        .add(middleware: RateLimitMiddleware(limiter: services.limiter, metrics: services.metrics))
+        .add(middleware: IdempotencyMiddleware(store: services.idempotency, metrics: services.metrics))
     let v1Routes = RouteRegistrar(methods: v1, table: table, prefix: "/v1")
     NotificationRoutes(feed: services.feed).register(on: v1Routes)
     StreamRoutes(
         feed: services.feed, store: services.store, hub: services.streams, heartbeat: .seconds(services.settings.streamHeartbeatSeconds),
-        pollInterval: .milliseconds(services.settings.streamPollIntervalMilliseconds)
+        pollInterval: .milliseconds(services.settings.streamPollIntervalMilliseconds), metrics: services.metrics
     ).register(on: v1Routes)
     EventRoutes(events: services.events).register(on: v1Routes)
     UserRoutes(followers: services.followers, preferences: services.preferences, cache: services.cache, clock: SystemWallClock())

@@ -14,11 +14,16 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let settings = Settings.fromProcessEnvironment()
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardOutput(label: label)
-            handler.logLevel = settings.logLevel
-            return handler
-        }
+        LoggingSystem.bootstrap({ label, metadataProvider in
+            switch settings.logFormat {
+            case .json:
+                return JSONLogHandler(label: label, level: settings.logLevel, metadataProvider: metadataProvider)
+            case .text:
+                var handler = StreamLogHandler.standardOutput(label: label, metadataProvider: metadataProvider)
+                handler.logLevel = settings.logLevel
+                return handler
+            }
+        }, metadataProvider: RequestID.metadataProvider)
         let logger = Logger(label: "notifications")
         if settings.apiKeys.isEmpty { logger.warning("API_KEYS is empty: every /v1 request will be rejected with 401") }
 

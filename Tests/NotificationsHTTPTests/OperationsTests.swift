@@ -90,6 +90,37 @@ struct OperationsTests {
         #expect(!AdminAuthMiddleware.isLoopback(nil))
     }
 
+    /// Load balancers and uptime checks send HEAD: same status and headers as GET, no body.
+    @Test func headIsAnsweredWhereverGetIs() async throws {
+        try await withHarness { harness async throws in
+            _ = try await harness.client.create(recipient: "head-user")
+            for (uri, headers) in [
+                ("/health/live", [:]), ("/health", [:]), ("/health/ready", [:]), ("/openapi.yaml", [:]), ("/admin/circuit-breakers", [:]),
+                ("/v1/users/head-user/notifications", authorized), ("/v1/users/head-user/notifications/unread-count", authorized),
+                ("/v1/users/nobody/notifications/\(String(repeating: "a", count: 24))", authorized), ("/nowhere", [:]),
+                ("/v1/users/head-user/notifications", [:]),
+            ] as [(String, HTTPFields)] {
+                let get = try await harness.client.execute(uri: uri, method: .get, headers: headers)
+                let head = try await harness.client.execute(uri: uri, method: .head, headers: headers)
+                #expect(head.status == get.status, "\(uri)")
+                #expect(head.body.readableBytes == 0, "\(uri)")
+                for name in [HTTPField.Name.contentType, .contentLength, HTTPField.Name("RateLimit-Policy")!] {
+                    #expect(head.headers[name] == get.headers[name], "\(uri) \(name)")
+                }
+                // The GET just filled the feed cache: HEAD says so too (hit, where GET said miss).
+                #expect((head.headers[HTTPField.Name("X-Cache")!] == nil) == (get.headers[HTTPField.Name("X-Cache")!] == nil), "\(uri)")
+            }
+            // A stream answers HEAD without opening (and holding) a stream.
+            let stream = try await harness.client.execute(uri: "/v1/users/head-user/notifications/stream", method: .head, headers: authorized)
+            #expect(stream.status == .ok && stream.headers[.contentType] == "text/event-stream")
+            #expect(try await harness.metric("sse_connections") == 0)
+            // Allow lists HEAD wherever GET is; a POST-only path does not answer HEAD.
+            #expect(try await harness.client.execute(uri: "/health", method: .delete, headers: [:]).headers[.allow] == "GET, HEAD")
+            let postOnly = try await harness.client.execute(uri: "/v1/notifications", method: .head, headers: authorized)
+            #expect(postOnly.status == .methodNotAllowed && postOnly.headers[.allow] == "POST")
+        }
+    }
+
     @Test func healthyHealthReportsBothComponents() async throws {
         try await withHarness { harness async throws in
             let health = try await harness.client.get("/health", headers: [:]).jsonObject()

@@ -54,7 +54,12 @@ private func runHarness(_ configured: Settings, _ test: @Sendable (Harness) asyn
     settings.redisURL = "redis://127.0.0.1:\(redis.port)"
     settings.mongoURI = "mongodb://127.0.0.1:\(mongo.port)/notifications?maxPoolSize=3"
     let logs = InMemoryLogHandler()
-    let logger = Logger(label: "test", factory: { _ in logs })
+    // As `serve` bootstraps it: every line logged while serving a request names its id.
+    let logger = Logger(label: "test", factory: { _ in
+        var handler = logs
+        handler.metadataProvider = RequestID.metadataProvider
+        return handler
+    })
     let environment = try AppEnvironment.make(settings: settings, logger: logger, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
     try await environment.createIndexes()
     let app = Application(

@@ -40,7 +40,13 @@ public struct Settings: Sendable {
     public var lockWaitMilliseconds: Int64 = 2000
     public var mongoOperationTimeoutMilliseconds: Int64 = 5000
     public var shutdownGraceSeconds: Int64 = 10
+    /// `/v1` requests in flight per instance beyond which new ones are shed (503 `overloaded`).
+    public var maxInFlight = 512
+    /// MongoDB calls queued or running per instance beyond which new ones are refused (503
+    /// `overloaded`); nil: 16 per client-pool thread. Not an environment variable.
+    public var mongoQueueCapacity: Int?
     public var logLevel: Logger.Level = .info
+    public var logFormat: LogFormat = .text
     public var configFile: String?
 
     public init() {}
@@ -56,7 +62,8 @@ public struct Settings: Sendable {
         "API_KEYS", "ADMIN_TOKEN", "RATE_LIMIT_POLICIES", "EVENT_RETENTION_SECONDS", "EVENT_SYNC_FANOUT_LIMIT", "EVENT_FANOUT_LEASE_MS",
         "STREAM_HEARTBEAT_SECONDS", "STREAM_POLL_INTERVAL_MS", "STREAM_MAX_CONNECTIONS", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER",
         "FEED_CACHE_TTL_SECONDS", "LOCK_TTL_MS",
-        "LOCK_WAIT_MS", "MONGODB_OPERATION_TIMEOUT_MS", "SHUTDOWN_GRACE_SECONDS", "LOG_LEVEL", "CONFIG_FILE",
+        "LOCK_WAIT_MS", "MONGODB_OPERATION_TIMEOUT_MS", "SHUTDOWN_GRACE_SECONDS", "MAX_IN_FLIGHT", "LOG_LEVEL", "LOG_FORMAT",
+        "CONFIG_FILE",
     ]
 
     /// Builds settings from an environment and the config file it may name.
@@ -113,9 +120,17 @@ public struct Settings: Sendable {
         lockWaitMilliseconds = try reader.integer("LOCK_WAIT_MS", default: lockWaitMilliseconds, in: 0...600_000)
         mongoOperationTimeoutMilliseconds = try reader.integer("MONGODB_OPERATION_TIMEOUT_MS", default: mongoOperationTimeoutMilliseconds, in: 1...600_000)
         shutdownGraceSeconds = try reader.integer("SHUTDOWN_GRACE_SECONDS", default: shutdownGraceSeconds, in: 0...3600)
+        maxInFlight = try reader.integer("MAX_IN_FLIGHT", default: maxInFlight, in: 1...1_000_000)
         logLevel = try reader.logLevel("LOG_LEVEL", default: logLevel)
+        logFormat = try reader.choice("LOG_FORMAT", default: logFormat)
         configFile = values["CONFIG_FILE"]
     }
+}
+
+/// `LOG_FORMAT`: `text` for people at a terminal, `json` (one object per line) for log shippers.
+public enum LogFormat: String, Sendable, CaseIterable {
+    case text
+    case json
 }
 
 /// A configuration value that cannot be used; `description` is the one line start-up prints.

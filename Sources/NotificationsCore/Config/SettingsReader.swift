@@ -112,6 +112,14 @@ struct SettingsReader {
         return groups
     }
 
+    func choice<T: RawRepresentable & CaseIterable>(_ name: String, default fallback: T) throws(SettingsError) -> T where T.RawValue == String {
+        guard let text = value(name) else { return fallback }
+        guard let choice = T(rawValue: text.lowercased()) else {
+            throw SettingsError(variable: name, reason: "must be one of \(T.allCases.map(\.rawValue).joined(separator: ", ")), got \"\(text)\"")
+        }
+        return choice
+    }
+
     func logLevel(_ name: String, default fallback: Logger.Level) throws(SettingsError) -> Logger.Level {
         guard let text = value(name) else { return fallback }
         guard let level = Logger.Level(rawValue: text.lowercased()) else {

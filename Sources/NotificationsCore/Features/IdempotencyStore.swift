@@ -222,7 +222,7 @@ public final class IdempotencyStore: Sendable {
         } catch {
             if case .duplicateKey = error { return false }
             if error.isUnavailable { claimUndo.enqueue(ClaimRef(id: claim.id, claimedAt: claim.claimedAt)) }
-            throw StoreError.unavailable(error.description)
+            throw StoreError(error)
         }
     }
 
@@ -237,7 +237,7 @@ public final class IdempotencyStore: Sendable {
             return try await records.findAndModify(filter, update: replacement) != nil
         } catch {
             if error.isUnavailable { claimUndo.enqueue(ClaimRef(id: claim.id, claimedAt: claim.claimedAt, keepPlannedID: claim.inherited)) }
-            throw StoreError.unavailable(error.description)
+            throw StoreError(error)
         }
     }
 

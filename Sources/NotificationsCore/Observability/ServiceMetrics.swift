@@ -36,6 +36,16 @@ public final class ServiceMetrics: Sendable {
         case suppressed
     }
 
+    /// The `reason` label values of `http_requests_shed_total`: why a request got 503 `overloaded`.
+    public enum ShedReason: String, Sendable, CaseIterable {
+        /// `MAX_IN_FLIGHT` `/v1` requests were already in flight on this instance.
+        case inFlight = "in_flight"
+        /// The MongoDB work queue of this instance was full.
+        case storageQueue = "storage_queue"
+        /// `STREAM_MAX_CONNECTIONS` streams were already open on this instance.
+        case streams
+    }
+
     private let factory: any MetricsFactory
     private let breakerState: Gauge
     private let breakerFailures: Counter
@@ -51,6 +61,8 @@ public final class ServiceMetrics: Sendable {
     private let sseDelivery: Timer
     public static let sseEventNames = ["notification", "unread-count", "reset", "keep-alive"]
     private let backgroundDropped: [BackgroundQueue: Counter]
+    private let shed: [ShedReason: Counter]
+    private let inFlight: Gauge
     private let http = Mutex<[HTTPSeries: (requests: Counter, duration: Timer)]>([:])
 
     private struct HTTPSeries: Hashable {
@@ -94,6 +106,13 @@ public final class ServiceMetrics: Sendable {
         for name in Self.sseEventNames { sse[name] = Counter(label: "sse_events_sent_total", dimensions: [("event", name)], factory: factory) }
         sseEvents = sse
         sseDelivery = Timer(label: "sse_delivery_seconds", factory: factory)
+        var shed: [ShedReason: Counter] = [:]
+        for reason in ShedReason.allCases {
+            shed[reason] = Counter(label: "http_requests_shed_total", dimensions: [("reason", reason.rawValue)], factory: factory)
+        }
+        self.shed = shed
+        inFlight = Gauge(label: "http_requests_in_flight", factory: factory)
+        inFlight.record(0)
         // The HTTP families exist from start-up too: their first series is the metrics scrape itself.
         _ = httpSeries(method: "GET", route: "/metrics", status: 200)
     }
@@ -112,6 +131,9 @@ public final class ServiceMetrics: Sendable {
     public func streamDelivered(after duration: Duration) { sseDelivery.recordNanoseconds(max(0, duration.nanoseconds)) }
     public func backgroundWritesPending(_ queue: BackgroundQueue, _ size: Int) { backgroundPending[queue]?.record(size) }
     public func backgroundWriteDropped(_ queue: BackgroundQueue, count: Int = 1) { backgroundDropped[queue]?.increment(by: count) }
+
+    public func requestShed(_ reason: ShedReason) { shed[reason]?.increment() }
+    public func requestsInFlight(_ count: Int) { inFlight.record(count) }
 
     /// `http_requests_total{method,route,status}` and `http_request_duration_seconds{method,route}`.
     /// `route` must be a template or a fixed placeholder, never a raw path (bounded labels).

@@ -30,6 +30,12 @@ public protocol NotificationStore: Sendable {
 public enum StoreError: Error, Sendable, Equatable {
     /// The store did not answer in time or could not be reached (503 `storage_unavailable`).
     case unavailable(String)
+    /// Too much MongoDB work is already queued on this instance; nothing was done (503 `overloaded`).
+    case overloaded
+
+    init(_ error: MongoError) {
+        self = error == .overloaded ? .overloaded : .unavailable(error.description)
+    }
 }
 
 /// Runs MongoDB work so that every MongoDB failure leaves the caller as `StoreError`
@@ -38,6 +44,6 @@ func mongoOperation<T>(_ body: () async throws -> T) async throws -> T {
     do {
         return try await body()
     } catch let error as MongoError {
-        throw StoreError.unavailable(error.description)
+        throw StoreError(error)
     }
 }

@@ -10,9 +10,11 @@ public import NotificationsCore
 public struct IdempotencyMiddleware: RouterMiddleware {
     public typealias Context = AppRequestContext
     let store: IdempotencyStore
+    let metrics: ServiceMetrics
 
-    public init(store: IdempotencyStore) {
+    public init(store: IdempotencyStore, metrics: ServiceMetrics) {
         self.store = store
+        self.metrics = metrics
     }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -43,7 +45,7 @@ public struct IdempotencyMiddleware: RouterMiddleware {
             do {
                 response = try await next(request, context)
             } catch {
-                response = ProblemMiddleware.problem(for: error, logger: context.logger).response()
+                response = ProblemMiddleware.problem(for: error, logger: context.logger, metrics: metrics).response()
             }
             guard Self.isFinal(response.status) else {
                 await store.release(claim)

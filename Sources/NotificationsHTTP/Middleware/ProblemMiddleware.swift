@@ -1,7 +1,7 @@
 internal import HTTPTypes
 public import Hummingbird
 internal import Logging
-internal import NotificationsCore
+public import NotificationsCore
 
 /// Turns every error into a problem+json response, so no request ever gets a bare 500 or a
 /// driver message. Also rejects bodies whose declared length is over the limit (413) before
@@ -9,9 +9,11 @@ internal import NotificationsCore
 public struct ProblemMiddleware: RouterMiddleware {
     public typealias Context = AppRequestContext
     let routes: RouteTable
+    let metrics: ServiceMetrics
 
-    public init(routes: RouteTable) {
+    public init(routes: RouteTable, metrics: ServiceMetrics) {
         self.routes = routes
+        self.metrics = metrics
     }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -23,13 +25,13 @@ public struct ProblemMiddleware: RouterMiddleware {
         } catch let error as any HTTPResponseError where !(error is Problem) {
             return translate(error.status, request: request).response()
         } catch {
-            return Self.problem(for: error, logger: context.logger).response()
+            return Self.problem(for: error, logger: context.logger, metrics: metrics).response()
         }
     }
 
     /// The problem for an error thrown by a handler: contract errors as they are, a store
     /// outage as 503 `storage_unavailable`, anything else as a generic 500 (logged by type only).
-    static func problem(for error: any Error, logger: Logger) -> Problem {
+    static func problem(for error: any Error, logger: Logger, metrics: ServiceMetrics) -> Problem {
         switch error {
         case let problem as Problem:
             return problem
@@ -41,6 +43,10 @@ public struct ProblemMiddleware: RouterMiddleware {
         case LockError.unavailable(let retryAfter):
             return Problem(.serviceUnavailable, code: "lock_unavailable", title: "Lock unavailable",
                            detail: "The distributed lock cannot be taken right now; retry later.", headers: [.retryAfter: String(retryAfter)])
+        case StoreError.overloaded:
+            metrics.requestShed(.storageQueue)
+            logger.debug("Request shed: the MongoDB work queue is full")
+            return .overloaded("This instance has as much storage work queued as it may; retry shortly.")
         case let error as StoreError:
             logger.warning("Store unavailable", metadata: ["error": "\(error)"])
             return .storageUnavailable()

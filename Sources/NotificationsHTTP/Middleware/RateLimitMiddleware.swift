@@ -8,9 +8,11 @@ public import NotificationsCore
 public struct RateLimitMiddleware: RouterMiddleware {
     public typealias Context = AppRequestContext
     let limiter: RateLimiter
+    let metrics: ServiceMetrics
 
-    public init(limiter: RateLimiter) {
+    public init(limiter: RateLimiter, metrics: ServiceMetrics) {
         self.limiter = limiter
+        self.metrics = metrics
     }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -29,7 +31,7 @@ public struct RateLimitMiddleware: RouterMiddleware {
             do {
                 response = try await next(request, context)
             } catch {
-                response = ProblemMiddleware.problem(for: error, logger: context.logger).response()
+                response = ProblemMiddleware.problem(for: error, logger: context.logger, metrics: metrics).response()
             }
         }
         Self.addHeaders(decision, to: &response.headers)

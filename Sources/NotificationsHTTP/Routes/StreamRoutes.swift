@@ -11,6 +11,7 @@ struct StreamRoutes {
     let hub: StreamHub
     let heartbeat: Duration
     let pollInterval: Duration
+    let metrics: ServiceMetrics
 
     func register(on routes: RouteRegistrar<some RouterMethods<AppRequestContext>>) {
         routes.on(.get, "/users/{userId}/notifications/stream", stream)
@@ -22,11 +23,13 @@ struct StreamRoutes {
         let lastEventID = try request.headers[.lastEventID].map { $0.trimmingCharacters(in: .whitespaces) }.flatMap { text in
             text.isEmpty ? nil : try Validation.notificationID(text, field: "Last-Event-ID")
         }
-        guard let stream = NotificationStream.open(user: user, store: store, feed: feed, hub: hub, heartbeat: heartbeat, pollInterval: pollInterval) else {
-            throw Problem(.serviceUnavailable, code: "overloaded", title: "Too many streams",
-                          detail: "This instance holds as many streams as it may; retry, possibly elsewhere.", headers: [.retryAfter: "1"])
-        }
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .xAccelBuffering: "no"]
+        // HEAD (uptime checks) learns that a stream would open, without holding one.
+        if request.method == .head { return Response(status: .ok, headers: headers) }
+        guard let stream = NotificationStream.open(user: user, store: store, feed: feed, hub: hub, heartbeat: heartbeat, pollInterval: pollInterval) else {
+            metrics.requestShed(.streams)
+            throw Problem.overloaded("This instance holds as many streams as it may; retry, possibly elsewhere.")
+        }
         // Frames go through a bounded buffer: a client that stops reading fills it and is
         // dropped (its stream ends), instead of holding memory or a stream slot forever.
         let (frames, continuation) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .bufferingOldest(Self.bufferedFrames))

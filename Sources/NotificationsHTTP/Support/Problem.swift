@@ -82,6 +82,11 @@ extension Problem {
                 detail: "The notification store is not answering; retry shortly.", headers: [.retryAfter: "1"])
     }
 
+    /// 503 `overloaded`: this instance sheds the request without doing any of it.
+    public static func overloaded(_ detail: String) -> Problem {
+        Problem(.serviceUnavailable, code: "overloaded", title: "Overloaded", detail: detail, headers: [.retryAfter: "1"])
+    }
+
     public static func internalError() -> Problem {
         Problem(.internalServerError, code: "internal_error", title: "Internal error", detail: "The request could not be completed.")
     }

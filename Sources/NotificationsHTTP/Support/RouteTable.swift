@@ -10,8 +10,10 @@ public final class RouteTable: @unchecked Sendable {
 
     public init() {}
 
+    /// A GET route answers HEAD too (the router generates it), so `Allow` lists both.
     func add(_ method: HTTPRequest.Method, _ template: String) {
         routes.append((method, template.split(separator: "/")))
+        if method == .get { routes.append((.head, template.split(separator: "/"))) }
     }
 
     /// Methods served at a concrete path (empty when no template matches it). Like the router,

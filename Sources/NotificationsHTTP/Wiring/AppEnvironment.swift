@@ -37,7 +37,8 @@ public struct AppEnvironment: Sendable {
                 successThreshold: settings.circuitSuccessThreshold),
             failOpen: settings.redisFailOpen, metrics: metrics, logger: logger)
         let mongoPool = try MongoClientPool(
-            uriString: settings.mongoURI, operationTimeoutMilliseconds: settings.mongoOperationTimeoutMilliseconds, eventLoopGroup: eventLoopGroup)
+            uriString: settings.mongoURI, operationTimeoutMilliseconds: settings.mongoOperationTimeoutMilliseconds, eventLoopGroup: eventLoopGroup,
+            queueCapacity: settings.mongoQueueCapacity)
         let cache = FeedCache(gateway: gateway, ttlSeconds: settings.feedCacheTTLSeconds, logger: logger)
         // A counter marked for a recount in the background also drops the user's cached feed.
         let store = MongoNotificationStore(pool: mongoPool, metrics: metrics, logger: logger) { user in await cache.invalidate(user: user) }
@@ -70,7 +71,7 @@ public struct AppEnvironment: Sendable {
                 events: events, followers: followers, preferences: preferences, store: store, cache: cache, streams: publisher,
                 runner: FanoutRunner(metrics: metrics, logger: logger), settings: settings, metrics: metrics, logger: logger),
             followers: followers, preferences: preferences, cache: cache, streams: streams, store: store,
-            metrics: metrics, registry: registry)
+            metrics: metrics, registry: registry, inFlight: Bulkhead(capacity: settings.maxInFlight))
         return AppEnvironment(
             settings: settings, services: services, redisPool: redisPool, mongoPool: mongoPool, store: store, gateway: gateway,
             eventStore: events, subscriber: subscriber, sentinelWatcher: sentinelWatcher)

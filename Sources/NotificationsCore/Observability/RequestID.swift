@@ -1,0 +1,19 @@
+public import Logging
+
+/// The id of the request a task works for, carried as a task local so that every log line
+/// written while serving it (by any component, with any logger) names it: the logging
+/// system's metadata provider adds it as `request_id`.
+public enum RequestID {
+    @TaskLocal public static var current: String?
+
+    /// Install with `LoggingSystem.bootstrap(_:metadataProvider:)`.
+    public static let metadataProvider = Logger.MetadataProvider {
+        current.map { ["request_id": .string($0)] } ?? [:]
+    }
+
+    /// A client-sent id is kept only if short and plain (1–128 visible ASCII characters), so it
+    /// can neither forge log lines nor grow them without bound.
+    public static func sanitized(_ id: String) -> String? {
+        id.utf8.count <= 128 && !id.isEmpty && id.utf8.allSatisfy({ $0 > 32 && $0 < 127 }) ? id : nil
+    }
+}
