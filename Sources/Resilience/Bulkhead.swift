@@ -30,5 +30,4 @@ public final class Bulkhead: Sendable {
 
     /// Slots taken now.
     public var inUse: Int { taken.load(ordering: .relaxed) }
-
 }
