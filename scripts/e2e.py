@@ -7,10 +7,12 @@ Starts its own redis-server and MongoDB-wire server on free ports (data on tmpfs
 README's curl walkthrough verbatim (with the port substituted), two instances sharing the
 servers, a MongoDB outage, SIGTERM draining and bad configuration. Standard library only.
 """
+import atexit
 import http.client
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -23,6 +25,9 @@ import unittest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = None
 KEY = "dev-secret"
+ADMIN_TOKEN = "e2e-admin-token-secret"
+# Every service log of the run, so the last test can check that no secret ever reached one.
+SERVICE_LOGS = []
 
 
 def free_port():
@@ -59,6 +64,58 @@ def call(port, method, path, body=None, headers=None, timeout=15.0):
         return response.status, {k.lower(): v for k, v in response.getheaders()}, parsed
     finally:
         connection.close()
+
+
+def metric(port, name):
+    """The value of one unlabelled series (or the first one) from /metrics."""
+    text = call(port, "GET", "/metrics")[2]
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("VmRSS:"))
+
+
+def timed_burst(port, count, request, timeout=30.0):
+    """Opens `count` connections, then sends `request` on all at once; returns [(seconds, response head)].
+
+    Connections are opened before the clock starts, and one epoll loop sends and reads (no
+    threads, no event-loop framework), so the figures are the service's answer time, not the
+    client's scheduling.
+    """
+    sockets = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(count)]
+    poller = select.epoll()
+    started, received, results = {}, {}, []
+    try:
+        for sock in sockets:
+            sock.setblocking(False)
+            poller.register(sock.fileno(), select.EPOLLIN)
+            received[sock.fileno()] = b""
+        for sock in sockets:
+            started[sock.fileno()] = time.perf_counter()
+            sock.sendall(request)
+        deadline = time.monotonic() + timeout
+        by_fd = {sock.fileno(): sock for sock in sockets}
+        while len(results) < count and time.monotonic() < deadline:
+            for fd, _ in poller.poll(1.0):
+                data = by_fd[fd].recv(65536)
+                received[fd] += data
+                head, separator, body = received[fd].partition(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length: *(\d+)", head) if separator else None
+                if not data or (length and len(body) >= int(length.group(1))):
+                    results.append((time.perf_counter() - started[fd], head.decode()))
+                    poller.unregister(fd)
+        if len(results) < count:
+            raise RuntimeError(f"only {len(results)} of {count} answers within {timeout} s")
+        return results
+    finally:
+        poller.close()
+        for sock in sockets:
+            sock.close()
 
 
 def auth(key=KEY):
@@ -127,6 +184,7 @@ class Service:
     def __init__(self, servers, **env):
         self.port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="notifications-e2e-", suffix=".log", delete=False)
+        SERVICE_LOGS.append(self.log.name)
         self.process = subprocess.Popen(
             [BINARY, "serve"], env=servers.env(PORT=str(self.port), HOST="127.0.0.1", **env),
             stdout=self.log, stderr=subprocess.STDOUT)
@@ -290,6 +348,56 @@ class E2E(unittest.TestCase):
                       {**auth(), "Idempotency-Key": "frozen-0"})[0]
         self.assertEqual(status, 201)
 
+    def test_load_shedding_with_mongodb_frozen(self):
+        """A burst of 10x MAX_IN_FLIGHT creates against a frozen MongoDB: fast 503s, flat memory, full recovery."""
+        limit = 32
+        service = self.start(MAX_IN_FLIGHT=str(limit), MONGODB_OPERATION_TIMEOUT_MS="20000", RATE_LIMIT_POLICIES="*:1000000/1s")
+        body = json.dumps({"recipientId": "e2e-shed", "type": "x"})
+        first = call(service.port, "POST", "/v1/notifications", body, auth())
+        self.assertEqual(first[0], 201, (first, service.logs()))
+        request = (f"POST /v1/notifications HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {KEY}\r\n"
+                   f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode()
+        held = []
+        self.servers.mongo.send_signal(signal.SIGSTOP)
+        try:
+            for _ in range(limit):
+                worker = threading.Thread(target=lambda: held.append(call(service.port, "POST", "/v1/notifications", body, auth(), timeout=40)[0]))
+                worker.start()
+            deadline = time.monotonic() + 10
+            while metric(service.port, "http_requests_in_flight") != limit:
+                self.assertLess(time.monotonic(), deadline, "the held requests did not fill MAX_IN_FLIGHT")
+                time.sleep(0.05)
+            latencies = []
+            rss = []
+            # Memory is read after the first burst (buffers and allocator arenas warmed up) and
+            # after the last: shedding more requests must not cost more memory.
+            for _ in range(5):
+                results = timed_burst(service.port, 10 * limit, request)
+                for elapsed, head in results:
+                    self.assertTrue(head.startswith("HTTP/1.1 503"), head)
+                    self.assertRegex(head, r"(?i)retry-after: 1\r\n")
+                    self.assertNotRegex(head, r"(?i)\r\nratelimit")
+                latencies += [elapsed for elapsed, _ in results]
+                rss.append(rss_kib(service.process.pid))
+            rss_before, rss_after = rss[0], rss[-1]
+            latencies.sort()
+            p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99) - 1]
+            print(f"\nshedding: {len(latencies)} requests over MAX_IN_FLIGHT={limit} with MongoDB frozen: "
+                  f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms; "
+                  f"RSS after each burst (MiB): {[value // 1024 for value in rss]}", file=sys.stderr)
+            self.assertLess(p99, 0.050, "shed requests must be answered at once")
+            self.assertLess(rss_after - rss_before, 4 * 1024, "memory must stay flat while shedding")
+            self.assertEqual(metric(service.port, 'http_requests_shed_total{reason="in_flight"}'), 5 * 10 * limit)
+            self.assertEqual(call(service.port, "GET", "/health/live")[0], 200)
+        finally:
+            self.servers.mongo.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while len(held) < limit and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(held, [201] * limit, "the requests in flight complete once MongoDB is back")
+        self.assertEqual(call(service.port, "POST", "/v1/notifications", body, auth())[0], 201)
+        self.assertEqual(metric(service.port, "http_requests_in_flight"), 0)
+
     def test_sigterm_drains_in_flight_requests_and_exits_zero(self):
         service = self.start(SHUTDOWN_GRACE_SECONDS="10")
         # Freeze MongoDB so a request is in flight when SIGTERM arrives, then thaw it.
@@ -329,6 +437,34 @@ class E2E(unittest.TestCase):
         finally:
             self.servers.mongo.send_signal(signal.SIGCONT)
 
+    def test_json_logs_carry_the_request_id(self):
+        service = self.start(LOG_FORMAT="json", LOG_LEVEL="debug", ADMIN_TOKEN=ADMIN_TOKEN)
+        status, headers, _ = call(service.port, "GET", "/v1/users/e2e-log/notifications", headers={**auth(), "X-Request-Id": "e2e-request-1"})
+        self.assertEqual((status, headers.get("x-request-id")), (200, "e2e-request-1"))
+        generated = call(service.port, "GET", "/health/live")[1].get("x-request-id")
+        self.assertTrue(generated and generated != "e2e-request-1")
+        self.assertEqual(call(service.port, "GET", "/admin/circuit-breakers", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})[0], 200)
+        self.assertEqual(call(service.port, "GET", "/v1/users/e2e-log/notifications", headers=auth("not-a-key"))[0], 401)
+        service.stop()
+        lines = [json.loads(line) for line in service.logs().splitlines() if line.strip()]
+        self.assertTrue(lines)
+        for line in lines:
+            self.assertTrue({"timestamp", "level", "message"} <= line.keys(), line)
+            self.assertRegex(line["timestamp"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+        tagged = [line for line in lines if line.get("metadata", {}).get("request_id") == "e2e-request-1"]
+        self.assertTrue(tagged, "the request's access line names its id")
+        self.assertEqual(tagged[0]["metadata"]["path"], "/v1/users/e2e-log/notifications")
+
+    def test_zz_no_secret_in_any_log(self):
+        """Runs last (alphabetical order): greps the logs of every instance this run started."""
+        secrets = [KEY, "other-secret", ADMIN_TOKEN, "not-a-key"]
+        self.assertGreater(len(SERVICE_LOGS), 5, "run with the whole suite")
+        for path in SERVICE_LOGS:
+            with open(path, errors="replace") as handle:
+                text = handle.read()
+            for secret in secrets:
+                self.assertNotIn(secret, text, f"{path} prints a secret")
+
     def test_bad_configuration_stops_start_up_with_one_line_naming_the_variable(self):
         for name, value in [("PORT", "http"), ("REDIS_FAIL_OPEN", "maybe"), ("RATE_LIMIT_POLICIES", "*:ten/1s"),
                             ("REDIS_URL", "localhost:6379"), ("API_KEYS", "nocolon"), ("LOG_LEVEL", "loud")]:
@@ -345,7 +481,16 @@ class E2E(unittest.TestCase):
             self.assertIn(command, result.stdout)
 
 
+def remove_service_logs():
+    for path in SERVICE_LOGS:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
 if __name__ == "__main__":
+    atexit.register(remove_service_logs)
     if len(sys.argv) < 2:
         sys.exit("usage: e2e.py PATH/TO/notifications [unittest arguments]")
     BINARY = os.path.abspath(sys.argv.pop(1))

@@ -128,23 +128,27 @@ public final class MongoClientPool: Sendable {
     /// Runs a command on this pool's database and returns the server's reply document.
     public func runCommand(_ command: BSONDocument, timeout: TimeAmount? = nil, bounded: Bool = true) async throws(MongoError) -> BSONDocument {
         let database = databaseName
+        let expiry = NIODeadline.now() + (timeout ?? operationTimeout)
         return try await withClient(timeout: timeout, bounded: bounded) { client throws(MongoError) in
-            try Self.retryingConflicts { () throws(MongoError) in try Self.command(command, database: database, client: client) }
+            try Self.retryingConflicts(until: expiry) { () throws(MongoError) in try Self.command(command, database: database, client: client) }
         }
     }
 
-    /// A write conflict (112; the dev server's "database is busy", also on reads) means the
-    /// server applied nothing, so retrying is safe: back off briefly a few times (this runs on
-    /// a pool thread, never on an event loop) before giving up.
-    static func retryingConflicts<T>(_ body: () throws(MongoError) -> T) throws(MongoError) -> T {
-        var attempt = 0
+    /// A write conflict (112; the dev server's "database is busy", also on reads, e.g. while a
+    /// fresh database builds its indexes) means the server applied nothing, so retrying is safe:
+    /// back off (10 ms doubling to 160 ms; this runs on a pool thread, never on an event loop)
+    /// until the call's deadline, as a driver's retryable-write loop does.
+    static func retryingConflicts<T>(until expiry: NIODeadline, _ body: () throws(MongoError) -> T) throws(MongoError) -> T {
+        var pause: Int64 = 10_000_000
         while true {
             do throws(MongoError) {
                 return try body()
             } catch {
-                guard case .server(let code, _) = error, MongoError.writeConflictCodes.contains(code), attempt < 5 else { throw error }
-                attempt += 1
-                usleep(UInt32(5_000 << attempt))
+                guard case .server(let code, _) = error, MongoError.writeConflictCodes.contains(code),
+                    NIODeadline.now() + .nanoseconds(pause) < expiry
+                else { throw error }
+                usleep(UInt32(pause / 1000))
+                pause = min(pause * 2, 160_000_000)
             }
         }
     }
@@ -164,8 +168,9 @@ public final class MongoClientPool: Sendable {
     /// Runs a find and drains its cursor (getMore included).
     func find(collection: String, filter: BSONDocument, options: BSONDocument) async throws(MongoError) -> [BSONDocument] {
         let database = databaseName
+        let expiry = NIODeadline.now() + operationTimeout
         return try await withClient { client throws(MongoError) in
-            try Self.retryingConflicts { () throws(MongoError) in
+            try Self.retryingConflicts(until: expiry) { () throws(MongoError) in
                 try Self.drain(client: client, database: database, collection: collection, filter: filter, options: options)
             }
         }
