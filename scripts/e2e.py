@@ -474,6 +474,23 @@ class E2E(unittest.TestCase):
             self.assertEqual(len(lines), 1, f"{name}: {lines}")
             self.assertIn(name, lines[0])
 
+    def test_check_config_prints_every_setting_with_its_source_and_no_secret(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+            json.dump({"PORT": 9001, "LOG_LEVEL": "debug", "routeGroupPolicies": {"write": "*:20/1s"}}, handle)
+        self.addCleanup(os.unlink, handle.name)
+        environment = {**self.servers.env(), "CONFIG_FILE": handle.name, "LOG_LEVEL": "warning", "ADMIN_TOKEN": ADMIN_TOKEN,
+                       "REDIS_URL": "redis://:e2e-redis-password@127.0.0.1:6379/0"}
+        result = subprocess.run([BINARY, "check-config"], env=environment, capture_output=True, text=True, timeout=30)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+        self.assertRegex(rows["PORT"], rf"9001\s+\[{re.escape(handle.name)}\]$")
+        self.assertRegex(rows["LOG_LEVEL"], r"warning\s+\[environment\]$")
+        self.assertRegex(rows["HOST"], r"0\.0\.0\.0\s+\[default\]$")
+        self.assertIn("routeGroupPolicies.write", rows)
+        self.assertIn("dev:****", rows["API_KEYS"])
+        for secret in (KEY, "other-secret", ADMIN_TOKEN, "e2e-redis-password"):
+            self.assertNotIn(secret, result.stdout + result.stderr)
+
     def test_help_lists_subcommands(self):
         result = subprocess.run([BINARY, "--help"], capture_output=True, text=True, timeout=30)
         self.assertEqual(result.returncode, 0)

@@ -1,17 +1,20 @@
 import ArgumentParser
 import NotificationsCore
 
-/// `notifications check-config`: validates the environment and config file, prints the effective settings without secrets.
+/// `notifications check-config`: validates the environment and config file, then prints every
+/// effective setting with where it came from, secrets masked.
 struct CheckConfig: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "check-config", abstract: "Validate configuration (env and CONFIG_FILE) and print it without secrets.")
+        commandName: "check-config",
+        abstract: "Validate configuration (env and CONFIG_FILE) and print the effective settings, secrets masked, with their sources.")
 
     func run() async throws {
-        let settings = Settings.fromProcessEnvironment()
+        let (settings, sources) = await Settings.fromProcessEnvironmentWithSources()
         print("configuration OK")
-        print("HOST=\(settings.host) PORT=\(settings.port)")
-        print("REDIS_FAIL_OPEN=\(settings.redisFailOpen) REDIS_OPERATION_TIMEOUT_MS=\(settings.redisOperationTimeoutMilliseconds)")
-        print("API_KEYS names: \(settings.apiKeys.map(\.name).joined(separator: ", "))")
-        print("ADMIN_TOKEN: \(settings.adminToken == nil ? "unset (admin from loopback only)" : "set")")
+        let width = settings.effectiveValues.map(\.name.count).max() ?? 0
+        for (name, value) in settings.effectiveValues {
+            let padded = name + String(repeating: " ", count: width - name.count)
+            print("\(padded)  \(value.isEmpty ? "(unset)" : value)  [\(sources[name] ?? "default")]")
+        }
     }
 }

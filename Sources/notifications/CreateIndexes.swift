@@ -10,7 +10,7 @@ struct CreateIndexes: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "create-indexes", abstract: "Create the MongoDB indexes and exit.")
 
     func run() async throws {
-        let settings = Settings.fromProcessEnvironment()
+        let settings = await Settings.fromProcessEnvironment()
         let environment = try AppEnvironment.make(
             settings: settings, logger: Logger(label: "notifications"), eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
         do {

@@ -13,7 +13,7 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "serve", abstract: "Run the HTTP service.")
 
     func run() async throws {
-        let settings = Settings.fromProcessEnvironment()
+        let settings = await Settings.fromProcessEnvironment()
         LoggingSystem.bootstrap({ label, metadataProvider in
             switch settings.logFormat {
             case .json:

@@ -1,18 +1,27 @@
+import Foundation
 import Logging
 @testable import NotificationsCore
 import Testing
 
 @Suite("Settings: env wins over the config file; bad values name the variable")
 struct SettingsTests {
-    func load(_ environment: [String: String], file: String? = nil) throws(SettingsError) -> Settings {
-        try Settings.load(environment: environment) { path in
-            guard let file, path == "config/test.json" else { throw SettingsError(variable: "test", reason: "no such file") }
-            return Array(file.utf8)
-        }
+    /// Loads settings as `serve` does; `file` is written to a fresh file that CONFIG_FILE names.
+    func load(_ environment: [String: String], file: String? = nil) async throws(SettingsError) -> Settings {
+        try await loadWithSources(environment, file: file).settings
     }
 
-    @Test func defaultsMatchTheContract() throws {
-        let settings = try load([:])
+    func loadWithSources(_ environment: [String: String], file: String? = nil) async throws(SettingsError) -> (settings: Settings, sources: [String: String]) {
+        var environment = environment
+        if let file {
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("settings-\(UUID().uuidString).json").path
+            #expect(FileManager.default.createFile(atPath: path, contents: Data(file.utf8)))
+            environment["CONFIG_FILE"] = path
+        }
+        return try await Settings.loadWithSources(environment: environment) { path in Array(try Data(contentsOf: URL(fileURLWithPath: path))) }
+    }
+
+    @Test func defaultsMatchTheContract() async throws {
+        let settings = try await load([:])
         #expect(settings.host == "0.0.0.0" && settings.port == 8080)
         #expect(settings.redisURL == "redis://localhost:6379")
         #expect(settings.mongoURI == "mongodb://localhost:27017/notifications")
@@ -25,13 +34,34 @@ struct SettingsTests {
         #expect(settings.adminToken == nil && settings.apiKeys.isEmpty)
     }
 
-    @Test func environmentWinsOverConfigFile() throws {
-        let file = #"{"PORT": 9000, "REDIS_FAIL_OPEN": false, "LOG_LEVEL": "debug", "API_KEYS": "a:b"}"#
-        let settings = try load(["CONFIG_FILE": "config/test.json", "PORT": "9100"], file: file)
-        #expect(settings.port == 9100)
-        #expect(settings.redisFailOpen == false)
+    @Test func environmentWinsOverConfigFile() async throws {
+        let file = #"{"PORT": 9000, "REDIS_FAIL_OPEN": false, "LOG_LEVEL": "debug", "API_KEYS": "a:b", "MAX_IN_FLIGHT": 64, "routeGroupPolicies": {"write": "*:20/1s"}}"#
+        let (settings, sources) = try await loadWithSources(["PORT": "9100", "ADMIN_TOKEN": "  "], file: file)
+        #expect(settings.port == 9100 && sources["PORT"] == "environment")
+        #expect(settings.redisFailOpen == false && sources["REDIS_FAIL_OPEN"]?.hasSuffix(".json") == true)
         #expect(settings.logLevel == .debug)
         #expect(settings.apiKeys == [APIKey(name: "a", secret: "b")])
+        #expect(settings.maxInFlight == 64)
+        #expect(settings.routeGroupPolicies[.write] == [RateLimitPolicy(name: "*", limit: 20, windowMilliseconds: 1000)])
+        // A blank variable is unset (compose files write `ADMIN_TOKEN: ${ADMIN_TOKEN:-}`).
+        #expect(settings.adminToken == nil && sources["ADMIN_TOKEN"] == "default")
+        #expect(sources["HOST"] == "default")
+    }
+
+    @Test func effectiveValuesMaskEverySecret() async throws {
+        let settings = try await load([
+            "API_KEYS": "app:app-secret-1,ops:ops-secret-2", "ADMIN_TOKEN": "admin-secret-3",
+            "REDIS_URL": "redis://:redis-secret-4@cache:6379/2", "MONGODB_URI": "mongodb://user:mongo-secret-5@db:27017/notifications",
+        ])
+        let printed = settings.effectiveValues.map { "\($0.name)=\($0.value)" }.joined(separator: "\n")
+        for secret in ["app-secret-1", "ops-secret-2", "admin-secret-3", "redis-secret-4", "mongo-secret-5"] {
+            #expect(!printed.contains(secret), "\(secret) printed")
+        }
+        #expect(printed.contains("API_KEYS=app:****,ops:****"))
+        #expect(printed.contains("REDIS_URL=redis://:****@cache:6379/2"))
+        #expect(printed.contains("MONGODB_URI=mongodb://user:****@db:27017/notifications"))
+        // Every variable is listed.
+        #expect(Set(settings.effectiveValues.map(\.name)).isSuperset(of: Settings.variableNames))
     }
 
     @Test(arguments: [
@@ -43,9 +73,9 @@ struct SettingsTests {
         ("CONFIG_FILE", "config/missing.json"), ("REDIS_SENTINELS", "no-port"), ("STREAM_POLL_INTERVAL_MS", "5"),
         ("STREAM_MAX_CONNECTIONS", "0"), ("EVENT_FANOUT_LEASE_MS", "10"), ("EVENT_SYNC_FANOUT_LIMIT", "-1"),
     ])
-    func badValueNamesItsVariable(name: String, value: String) {
+    func badValueNamesItsVariable(name: String, value: String) async {
         do {
-            _ = try load([name: value])
+            _ = try await load([name: value])
             Issue.record("\(name)=\(value) was accepted")
         } catch {
             #expect(error.variable == name)
@@ -54,41 +84,49 @@ struct SettingsTests {
         }
     }
 
-    @Test func sentinelsNeedTheirMasterName() {
+    @Test func sentinelsNeedTheirMasterName() async {
         do {
-            _ = try load(["REDIS_SENTINELS": "127.0.0.1:26379"])
+            _ = try await load(["REDIS_SENTINELS": "127.0.0.1:26379"])
             Issue.record("sentinels without a master name were accepted")
         } catch {
             #expect(error.variable == "REDIS_SENTINEL_MASTER")
         }
-        #expect((try? load(["REDIS_SENTINELS": "a:1, b:2", "REDIS_SENTINEL_MASTER": "m"]).redisSentinels) == ["a:1", "b:2"])
+        #expect((try? await load(["REDIS_SENTINELS": "a:1, b:2", "REDIS_SENTINEL_MASTER": "m"]).redisSentinels) == ["a:1", "b:2"])
     }
 
     /// An in-progress claim must never read as expired (and be taken over while its request runs).
-    @Test func idempotencyRetentionMustOutlastTheClaimLease() throws {
+    @Test func idempotencyRetentionMustOutlastTheClaimLease() async throws {
         do {
-            _ = try load(["IDEMPOTENCY_TTL_SECONDS": "30"])
+            _ = try await load(["IDEMPOTENCY_TTL_SECONDS": "30"])
             Issue.record("a retention shorter than the 60 s claim lease was accepted")
         } catch {
             #expect(error.variable == "IDEMPOTENCY_TTL_SECONDS")
             #expect(error.description.contains("claim lease"))
         }
-        #expect(try load(["IDEMPOTENCY_TTL_SECONDS": "61"]).idempotencyTTLSeconds == 61)
+        #expect(try await load(["IDEMPOTENCY_TTL_SECONDS": "61"]).idempotencyTTLSeconds == 61)
     }
 
-    @Test func secretsAreNotEchoedInErrors() {
+    @Test func secretsAreNotEchoedInErrors() async {
         do {
-            _ = try load(["API_KEYS": "good:s3cr3t-value,broken"])
+            _ = try await load(["API_KEYS": "good:s3cr3t-value,broken"])
             Issue.record("accepted")
         } catch {
             #expect(!error.description.contains("s3cr3t-value"))
         }
     }
 
-    @Test func configFileRejectsUnknownKeysAndBadJSON() {
-        #expect(throws: SettingsError.self) { try load(["CONFIG_FILE": "config/test.json"], file: #"{"PROT": 1}"#) }
-        #expect(throws: SettingsError.self) { try load(["CONFIG_FILE": "config/test.json"], file: "{") }
-        #expect(throws: SettingsError.self) { try load(["CONFIG_FILE": "config/test.json"], file: "[]") }
+    @Test(arguments: [
+        (#"{"PROT": 1}"#, "CONFIG_FILE"), ("{", "CONFIG_FILE"), ("[]", "CONFIG_FILE"), (#"{"PORT": 80.5}"#, "PORT"),
+        (#"{"PORT": "http"}"#, "PORT"), (#"{"PORT": [1]}"#, "PORT"), (#"{"routeGroupPolicies": {"delete": "*:1/1s"}}"#, "routeGroupPolicies"),
+        (#"{"routeGroupPolicies": {"write": "*:x/1s"}}"#, "routeGroupPolicies.write"), (#"{"REDIS_FAIL_OPEN": "maybe"}"#, "REDIS_FAIL_OPEN"),
+    ])
+    func configFileRejectsUnknownKeysBadJSONAndBadValues(file: String, variable: String) async {
+        do {
+            _ = try await load([:], file: file)
+            Issue.record("\(file) was accepted")
+        } catch {
+            #expect(error.variable == variable, "\(error)")
+        }
     }
 
     @Test func keySpecificPoliciesWinOverGroupDefaults() {

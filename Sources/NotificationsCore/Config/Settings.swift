@@ -1,9 +1,10 @@
+internal import Configuration
 public import Logging
 
 /// Every knob of the service, with its env name and default in one place.
 ///
-/// Values come from the environment, then from `CONFIG_FILE` (a flat JSON object with the
-/// same names as keys); the environment wins. A bad value stops start-up with one line
+/// Values come from the environment, then from `CONFIG_FILE` (a JSON object with the same
+/// names as keys), through swift-configuration; the environment wins. A bad value stops start-up with one line
 /// that names the variable (`SettingsError.description`).
 public struct Settings: Sendable {
     public var host = "0.0.0.0"
@@ -66,18 +67,43 @@ public struct Settings: Sendable {
         "CONFIG_FILE",
     ]
 
-    /// Builds settings from an environment and the config file it may name.
+    /// Variables whose values are secrets: marked as such for swift-configuration (its access
+    /// log redacts them) and masked by `check-config`.
+    public static let secretNames: Set<String> = ["API_KEYS", "ADMIN_TOKEN", "REDIS_URL", "MONGODB_URI"]
+
+    /// Builds settings from an environment and the config file it may name, read through
+    /// swift-configuration: the environment provider first (it wins), then the file's.
+    /// An empty (or blank) variable counts as unset, so `ADMIN_TOKEN=` in a compose file means "none".
     /// - Parameter readFile: returns a file's bytes, or throws if it cannot be read.
-    public static func load(environment: [String: String], readFile: (String) throws -> [UInt8]) throws(SettingsError) -> Settings {
+    public static func load(environment: [String: String], readFile: (String) throws -> [UInt8]) async throws(SettingsError) -> Settings {
+        try await loadWithSources(environment: environment, readFile: readFile).settings
+    }
+
+    /// `load`, and the source of every variable (`environment`, the config file's path, or `default`).
+    public static func loadWithSources(
+        environment: [String: String], readFile: (String) throws -> [UInt8]
+    ) async throws(SettingsError) -> (settings: Settings, sources: [String: String]) {
+        let setVariables = environment.filter { !$0.value.trimmingSpaces.isEmpty }
+        var providers: [any ConfigProvider] = [
+            EnvironmentVariablesProvider(environmentVariables: setVariables, secretsSpecifier: .specific(secretNames))
+        ]
+        let configFile = setVariables["CONFIG_FILE"]
+        if let configFile {
+            providers.append(try await ConfigFile.provider(path: configFile, readFile: readFile))
+        }
+        let recorder = ConfigSources()
+        let lookup = ConfigLookup(reader: ConfigReader(providers: providers, accessReporter: recorder), recorder: recorder)
         var values: [String: String] = [:]
-        if let path = environment["CONFIG_FILE"].flatMap({ $0.isEmpty ? nil : $0 }) {
-            values = try ConfigFile.values(path: path, readFile: readFile)
-            values["CONFIG_FILE"] = path
+        var sources: [String: String] = [:]
+        for name in variableNames + RouteGroup.allCases.map({ "\(ConfigFile.routeGroupPoliciesKey).\($0.rawValue)" }) {
+            guard let (value, provider) = try lookup.value(name, isSecret: secretNames.contains(name)) else {
+                sources[name] = "default"
+                continue
+            }
+            values[name] = value
+            sources[name] = provider == "EnvironmentVariablesProvider" ? "environment" : configFile ?? provider
         }
-        for name in variableNames {
-            if let value = environment[name] { values[name] = value }
-        }
-        return try Settings(values: values)
+        return (try Settings(values: values), sources)
     }
 
     init(values: [String: String]) throws(SettingsError) {

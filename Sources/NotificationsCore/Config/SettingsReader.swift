@@ -91,22 +91,17 @@ struct SettingsReader {
         }
     }
 
-    /// The config file's `routeGroupPolicies` object (the file reader passes it as JSON text).
+    /// The config file's `routeGroupPolicies` (`{"read": "*:200/1s", "write": "*:20/1s"}`),
+    /// read as `routeGroupPolicies.read` and `routeGroupPolicies.write`.
     func routeGroupPolicies(_ name: String) throws(SettingsError) -> [RouteGroup: [RateLimitPolicy]] {
-        guard let text = value(name) else { return [:] }
-        guard case .object(let members)? = try? JSONValue.parse(Array(text.utf8)) else {
-            throw SettingsError(variable: name, reason: "must be an object like {\"write\": \"*:20/1s\"}")
-        }
         var groups: [RouteGroup: [RateLimitPolicy]] = [:]
-        for (key, value) in members {
-            guard let group = RouteGroup(rawValue: key) else {
-                throw SettingsError(variable: name, reason: "unknown route group \"\(key)\" (known: read, write)")
-            }
-            guard case .string(let list) = value else { throw SettingsError(variable: name, reason: "\(key) must be a policy string") }
+        for group in RouteGroup.allCases {
+            let key = "\(name).\(group.rawValue)"
+            guard let list = value(key) else { continue }
             do {
                 groups[group] = try RateLimitPolicy.parseList(list)
             } catch {
-                throw SettingsError(variable: name, reason: "\(key): \(error.message)")
+                throw SettingsError(variable: key, reason: error.message)
             }
         }
         return groups
