@@ -245,6 +245,12 @@ class E2E(unittest.TestCase):
         self.assertIn("event: notification", output)
         self.assertIn('"status":"duplicate"', output)
 
+    def test_readme_error_example_runs_verbatim(self):
+        output = self.run_documented_block("README.md", "errors")
+        problem = json.loads(output)
+        self.assertEqual((problem["status"], problem["code"]), (400, "validation_failed"))
+        self.assertEqual(problem["detail"], "limit: must be an integer from 1 to 100")
+
     def test_operations_drill_runs_verbatim(self):
         output = self.run_documented_block("docs/OPERATIONS.md", "drill")
         self.assertIn('"state":"open"', output)
@@ -252,6 +258,23 @@ class E2E(unittest.TestCase):
         self.assertIn('redis_circuit_breaker_state{service="redis"} 2', output)
         self.assertIn('"state":"closed"', output)
         self.assertTrue(output.rstrip().endswith('"circuit":"closed"}}}'), output)
+
+    def test_operations_overload_block_runs_verbatim(self):
+        output = self.run_documented_block("docs/OPERATIONS.md", "overload")
+        self.assertTrue(output.startswith("HTTP/1.1 200"), output)
+        self.assertIn("x-request-id: trace-123", output.lower())
+        self.assertIn('http_requests_shed_total{reason="in_flight"} 0', output)
+        self.assertIn("http_requests_in_flight 0", output)
+
+    def test_every_documented_curl_is_run_by_a_test(self):
+        tested = {"README.md": {"walkthrough", "errors"}, "docs/OPERATIONS.md": {"drill", "overload"}}
+        for document, markers in tested.items():
+            with open(os.path.join(ROOT, document)) as handle:
+                text = handle.read()
+            for marker in markers:
+                text = re.sub(rf"<!-- {marker}:start -->.*?<!-- {marker}:end -->", "", text, flags=re.S)
+            for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", text, re.S):
+                self.assertNotRegex(block, r"(?m)^\s*curl .*localhost", f"{document}: a curl outside the blocks the tests run")
 
     def test_redis_killed_two_instances_keep_serving_then_recover(self):
         fast = {"REDIS_CIRCUIT_RECOVERY_TIMEOUT": "1000", "REDIS_OPERATION_TIMEOUT_MS": "500"}
