@@ -19,8 +19,14 @@ struct OperationsTests {
             ] {
                 #expect(text.contains(line), "missing \(line)")
             }
-            for family in ["http_requests_total", "http_request_duration_seconds"] {
+            for family in ["http_requests_total", "http_request_duration_seconds", "http_requests_shed_total", "http_requests_in_flight"] {
                 #expect(text.contains("# TYPE \(family) "), "missing \(family)")
+            }
+            // Every family has a help text (promtool check metrics asks for it).
+            let lines = text.split(separator: "\n")
+            for (index, line) in lines.enumerated() where line.hasPrefix("# TYPE ") {
+                let name = line.split(separator: " ")[2]
+                #expect(index > 0 && lines[index - 1].hasPrefix("# HELP \(name) "), "\(name) has no help text")
             }
         }
     }

@@ -1,0 +1,42 @@
+/// The `# HELP` text of every metric family this service exports. swift-metrics has no help
+/// texts, so the exposition gets them here (`annotate`), one table for code review, dashboards
+/// and `promtool check metrics` alike.
+public enum MetricHelp {
+    public static let texts: [String: String] = [
+        "redis_circuit_breaker_state": "State of the Redis circuit breaker: 0 closed, 1 half-open, 2 open.",
+        "redis_circuit_breaker_failures_total": "Redis calls that failed and counted against the circuit breaker.",
+        "redis_operations_fallback_total": "Operations served without Redis (in-memory limiter, MongoDB, no lock, polling), by operation.",
+        "rate_limit_bypass_total": "Requests let through by the in-memory limiter because Redis was unusable (fail-open).",
+        "notifications_created_total": "Notifications stored, by single create and by event fan-out.",
+        "http_requests_total": "HTTP requests answered, by method, route template and status.",
+        "http_request_duration_seconds": "Time to answer an HTTP request (until its response head), by method and route template.",
+        "http_requests_shed_total": "Requests answered 503 overloaded without being processed, by reason.",
+        "http_requests_in_flight": "/v1 requests being processed now (MAX_IN_FLIGHT bounds them).",
+        "background_writes_pending": "MongoDB writes waiting to be retried in the background, by queue.",
+        "background_writes_dropped_total": "Background MongoDB writes given up on (queue full or retries exhausted), by queue.",
+        "events_total": "Events by outcome (accepted, duplicate, in_progress) and recipients skipped (suppressed).",
+        "event_fanout_seconds": "Time to fan one event out to its followers.",
+        "event_fanouts_in_progress": "Event fan-outs running in the background on this instance.",
+        "sse_connections": "Server-Sent Events streams open on this instance.",
+        "sse_events_sent_total": "Server-Sent Events written to clients, by event.",
+        "sse_delivery_seconds": "Time from a notification's write to its delivery on a stream.",
+    ]
+
+    /// Adds `# HELP name text` before each `# TYPE name ...` line of a text exposition.
+    public static func annotate(_ exposition: [UInt8]) -> [UInt8] {
+        var output: [UInt8] = []
+        output.reserveCapacity(exposition.count + texts.count * 96)
+        let typePrefix = Array("# TYPE ".utf8)
+        for line in exposition.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+            if line.starts(with: typePrefix) {
+                let name = String(decoding: line.dropFirst(typePrefix.count).prefix { $0 != UInt8(ascii: " ") }, as: UTF8.self)
+                if let help = texts[name] { output += Array("# HELP \(name) \(help)\n".utf8) }
+            }
+            output += line
+            output.append(UInt8(ascii: "\n"))
+        }
+        // `split` keeps the text's final empty piece: no newline is added after it.
+        if !output.isEmpty { output.removeLast() }
+        return output
+    }
+}
