@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""The alert rules proven through a real Prometheus (Debian's `prometheus` package).
+
+Usage: alerts-e2e.py PATH/TO/notifications
+
+Starts redis-server, the MongoDB-wire server, two instances of the service and a Prometheus on
+loopback that scrapes both every second and evaluates a copy of config/alerts.yml whose `for:`
+durations are shortened (the expressions are the real ones). Then:
+- `promtool check rules` on config/alerts.yml and `promtool check metrics` on a live scrape;
+- Redis is killed: RedisCircuitBreakerOpen must fire for both instances (Prometheus's HTTP API);
+- Redis comes back: the alert must resolve.
+Prints the measured times. Standard library only; every wait is bounded.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e  # noqa: E402  (the servers and the service as child processes)
+
+ROOT = e2e.ROOT
+ALERT = "RedisCircuitBreakerOpen"
+# Short enough for a test, long enough that a scrape or two must agree before an alert fires.
+SHORT_FOR = "3s"
+
+
+def fail(message):
+    raise SystemExit(f"alerts-e2e: FAIL: {message}")
+
+
+def wait_until(condition, timeout, what, interval=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    fail(f"{what} within {timeout} s")
+
+
+def promtool(*arguments, stdin=None):
+    result = subprocess.run(["promtool", *arguments], input=stdin, capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        fail(f"promtool {' '.join(arguments)}: {result.stdout}{result.stderr}")
+    return result.stdout
+
+
+class Prometheus:
+    def __init__(self, workdir, targets):
+        self.port = e2e.free_port()
+        with open(os.path.join(ROOT, "config/alerts.yml")) as handle:
+            rules = re.sub(r"(?m)^(\s*for:\s*)\S+\s*$", rf"\g<1>{SHORT_FOR}", handle.read())
+        rules_path = os.path.join(workdir, "alerts.yml")
+        with open(rules_path, "w") as handle:
+            handle.write(rules)
+        config_path = os.path.join(workdir, "prometheus.yml")
+        with open(config_path, "w") as handle:
+            json.dump({  # JSON is YAML
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
+                "rule_files": [rules_path],
+                "scrape_configs": [{"job_name": "notifications", "static_configs": [{"targets": targets}]}],
+            }, handle)
+        promtool("check", "config", config_path)
+        self.log = open(os.path.join(workdir, "prometheus.log"), "w")
+        self.process = subprocess.Popen(
+            ["prometheus", f"--config.file={config_path}", f"--storage.tsdb.path={os.path.join(workdir, 'data')}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        wait_until(lambda: self.ready(), 30, "Prometheus ready")
+
+    def ready(self):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def api(self, path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/{path}", timeout=5) as response:
+            return json.load(response)["data"]
+
+    def alerts(self, name):
+        """{instance: state} of the alert's active instances (pending or firing)."""
+        return {alert["labels"].get("instance"): alert["state"] for alert in self.api("alerts")["alerts"]
+                if alert["labels"].get("alertname") == name}
+
+    def targets_up(self, count):
+        active = self.api("targets")["activeTargets"]
+        return len(active) == count and all(target["health"] == "up" for target in active)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.log.close()
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit("usage: alerts-e2e.py PATH/TO/notifications")
+    e2e.BINARY = os.path.abspath(sys.argv[1])
+    for tool in ("prometheus", "promtool"):
+        if not shutil.which(tool):
+            fail(f"{tool} is not installed (scripts/bootstrap prometheus)")
+    promtool("check", "rules", os.path.join(ROOT, "config/alerts.yml"))
+
+    workdir = tempfile.mkdtemp(prefix="notifications-alerts-")
+    servers = e2e.Servers()
+    services, prometheus = [], None
+    try:
+        # The breaker stays open 8 s before probing, so "open" holds across scrapes.
+        fast = {"REDIS_CIRCUIT_FAILURE_THRESHOLD": "2", "REDIS_CIRCUIT_RECOVERY_TIMEOUT": "8000", "REDIS_OPERATION_TIMEOUT_MS": "300"}
+        services = [e2e.Service(servers, **fast), e2e.Service(servers, **fast)]
+        for service in services:
+            e2e.call(service.port, "GET", "/v1/users/alerts/notifications", headers=e2e.auth())
+        scrape = e2e.call(services[0].port, "GET", "/metrics")[2]
+        print(promtool("check", "metrics", stdin=scrape).strip() or "promtool check metrics: no problems on a live scrape")
+
+        targets = [f"127.0.0.1:{service.port}" for service in services]
+        prometheus = Prometheus(workdir, targets)
+        wait_until(lambda: prometheus.targets_up(2), 30, "both instances scraped and up")
+        if prometheus.alerts(ALERT):
+            fail(f"{ALERT} is active before any fault")
+
+        killed = time.monotonic()
+        servers.kill_redis()
+        # Requests make the Redis calls that open each breaker (fail-open: they still succeed).
+        for _ in range(4):
+            for service in services:
+                status = e2e.call(service.port, "GET", "/v1/users/alerts/notifications", headers=e2e.auth())[0]
+                if status != 200:
+                    fail(f"a read answered {status} with Redis down (fail-open)")
+        wait_until(lambda: set(prometheus.alerts(ALERT).items()) == {(target, "firing") for target in targets}, 45,
+                   f"{ALERT} firing for both instances")
+        fired = time.monotonic() - killed
+        print(f"{ALERT} firing for both instances {fired:.1f} s after Redis was killed "
+              f"(scrape and evaluation every 1 s, for: {SHORT_FOR}, breaker threshold 2 failures)")
+
+        restarted = time.monotonic()
+        servers.start_redis()
+        wait_until(lambda: not prometheus.alerts(ALERT), 60, f"{ALERT} resolved after Redis came back")
+        print(f"{ALERT} resolved {time.monotonic() - restarted:.1f} s after Redis came back "
+              f"(REDIS_CIRCUIT_RECOVERY_TIMEOUT 8 s, then the breaker's probes)")
+        print("alerts-e2e: OK")
+    finally:
+        if prometheus:
+            prometheus.stop()
+        for service in services:
+            service.stop()
+        servers.stop()
+        e2e.remove_service_logs()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
