@@ -43,6 +43,10 @@ struct OperationsTests {
             #expect(!text.contains("random-"))
             #expect(text.contains("notifications_created_total 1"))
             #expect(text.contains(#"http_request_duration_seconds_bucket{method="GET",route="/v1/users/{userId}/notifications""#))
+            // The read after a write misses the feed cache; a second read hits it.
+            _ = try await harness.client.get("/v1/users/metrics-user/notifications")
+            let after = try await harness.client.get("/metrics", headers: [:]).text
+            #expect(after.contains(#"feed_cache_requests_total{result="miss"} 1"#) && after.contains(#"feed_cache_requests_total{result="hit"} 1"#), "\(after)")
         }
     }
 

@@ -9,7 +9,7 @@ public struct CachedJSON: Sendable {
 }
 
 /// `X-Cache`: `hit`/`miss` when Redis served or was filled, `bypass` when Redis was not used.
-public enum CacheStatus: String, Sendable {
+public enum CacheStatus: String, Sendable, CaseIterable {
     case hit, miss, bypass
 }
 

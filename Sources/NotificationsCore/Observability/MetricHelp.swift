@@ -11,6 +11,7 @@ public enum MetricHelp {
         "http_requests_total": "HTTP requests answered, by method, route template and status.",
         "http_request_duration_seconds": "Time to answer an HTTP request (until its response head), by method and route template.",
         "http_requests_shed_total": "Requests answered 503 overloaded without being processed, by reason.",
+        "feed_cache_requests_total": "Cacheable reads (feeds, unread counts, followers) by how the Redis feed cache served them: hit, miss, bypass.",
         "http_requests_in_flight": "/v1 requests being processed now (MAX_IN_FLIGHT bounds them).",
         "background_writes_pending": "MongoDB writes waiting to be retried in the background, by queue.",
         "background_writes_dropped_total": "Background MongoDB writes given up on (queue full or retries exhausted), by queue.",

@@ -62,6 +62,7 @@ public final class ServiceMetrics: Sendable {
     public static let sseEventNames = ["notification", "unread-count", "reset", "keep-alive"]
     private let backgroundDropped: [BackgroundQueue: Counter]
     private let shed: [ShedReason: Counter]
+    private let feedCacheResults: [CacheStatus: Counter]
     private let inFlight: Gauge
     private let http = Mutex<[HTTPSeries: (requests: Counter, duration: Timer)]>([:])
 
@@ -111,6 +112,11 @@ public final class ServiceMetrics: Sendable {
             shed[reason] = Counter(label: "http_requests_shed_total", dimensions: [("reason", reason.rawValue)], factory: factory)
         }
         self.shed = shed
+        var cacheResults: [CacheStatus: Counter] = [:]
+        for result in CacheStatus.allCases {
+            cacheResults[result] = Counter(label: "feed_cache_requests_total", dimensions: [("result", result.rawValue)], factory: factory)
+        }
+        feedCacheResults = cacheResults
         inFlight = Gauge(label: "http_requests_in_flight", factory: factory)
         inFlight.record(0)
         // The HTTP families exist from start-up too: their first series is the metrics scrape itself.
@@ -133,6 +139,8 @@ public final class ServiceMetrics: Sendable {
     public func backgroundWriteDropped(_ queue: BackgroundQueue, count: Int = 1) { backgroundDropped[queue]?.increment(by: count) }
 
     public func requestShed(_ reason: ShedReason) { shed[reason]?.increment() }
+    /// A cacheable read answered, by how the feed cache served it (`X-Cache`).
+    public func feedCache(_ result: CacheStatus) { feedCacheResults[result]?.increment() }
     public func requestsInFlight(_ count: Int) { inFlight.record(count) }
 
     /// `http_requests_total{method,route,status}` and `http_request_duration_seconds{method,route}`.

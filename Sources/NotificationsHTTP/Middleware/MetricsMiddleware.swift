@@ -1,7 +1,7 @@
 public import Hummingbird
 public import NotificationsCore
 
-/// `http_requests_total` and `http_request_duration_seconds`, labelled by the matched route
+/// `http_requests_total`, `http_request_duration_seconds` and `feed_cache_requests_total`, labelled by the matched route
 /// template (`/v1/users/{userId}/notifications`); every unmatched path is one label value,
 /// so clients cannot grow the label set.
 public struct MetricsMiddleware: RouterMiddleware {
@@ -21,6 +21,8 @@ public struct MetricsMiddleware: RouterMiddleware {
         // A known path with another method (405) is not that route either.
         if response.status == .methodNotAllowed { route = Self.unmatched }
         metrics.httpRequest(method: Self.method(request.method), route: route, status: Int(response.status.code), duration: start.duration(to: .now))
+        // Every cacheable read says how it was served (`X-Cache`); counted here, once, for the hit ratio.
+        if let result = response.headers[.xCache].flatMap(CacheStatus.init(rawValue:)) { metrics.feedCache(result) }
         return response
     }
 

@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""The alert rules proven through a real Prometheus (Debian's `prometheus` package).
+"""Alerts and the Grafana dashboard proven through a real Prometheus (Debian's `prometheus` package).
 
-Usage: alerts-e2e.py PATH/TO/notifications
+Usage: monitoring-e2e.py PATH/TO/notifications
 
 Starts redis-server, the MongoDB-wire server, two instances of the service and a Prometheus on
 loopback that scrapes both every second and evaluates a copy of config/alerts.yml whose `for:`
 durations are shortened (the expressions are the real ones). Then:
 - `promtool check rules` on config/alerts.yml and `promtool check metrics` on a live scrape;
 - Redis is killed: RedisCircuitBreakerOpen must fire for both instances (Prometheus's HTTP API);
-- Redis comes back: the alert must resolve.
+- Redis comes back: the alert must resolve;
+- every query of every dashboard under config/grafana/dashboards parses in Prometheus and names
+  only metrics the service exports (checked against the live scrape), and the provisioning
+  files agree with the dashboards and docker-compose.yml.
 Prints the measured times. Standard library only; every wait is bounded.
 """
+import glob
 import json
 import os
 import re
@@ -19,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -31,7 +37,7 @@ SHORT_FOR = "3s"
 
 
 def fail(message):
-    raise SystemExit(f"alerts-e2e: FAIL: {message}")
+    raise SystemExit(f"monitoring-e2e: FAIL: {message}")
 
 
 def wait_until(condition, timeout, what, interval=0.2):
@@ -85,6 +91,14 @@ class Prometheus:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/{path}", timeout=5) as response:
             return json.load(response)["data"]
 
+    def query_error(self, expression):
+        """None when Prometheus evaluates `expression`, else its error text."""
+        try:
+            self.api("query?" + urllib.parse.urlencode({"query": expression}))
+            return None
+        except urllib.error.HTTPError as error:
+            return json.load(error).get("error", str(error))
+
     def alerts(self, name):
         """{instance: state} of the alert's active instances (pending or firing)."""
         return {alert["labels"].get("instance"): alert["state"] for alert in self.api("alerts")["alerts"]
@@ -104,9 +118,88 @@ class Prometheus:
         self.log.close()
 
 
+PROMQL_WORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset",
+    "sum", "min", "max", "avg", "count", "stddev", "stdvar", "topk", "bottomk", "quantile", "count_values", "group",
+}
+
+
+def metric_names(expression):
+    """The metric names a PromQL expression reads (functions, keywords and label names removed)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', "", expression)  # strings
+    text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)  # groupings
+    text = re.sub(r"\[[^\]]*\]", " ", text)  # ranges
+    names = set()
+    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
+        following = text[match.end():].lstrip()[:1]
+        word = match.group(0)
+        if following != "(" and word not in PROMQL_WORDS and not re.fullmatch(r"e|inf|nan", word, re.I):
+            names.add(word)
+    return names
+
+
+def exported_names(scrape):
+    return {line.split("{")[0].split(" ")[0] for line in scrape.splitlines() if line and not line.startswith("#")}
+
+
+def check_rules(prometheus, scrape):
+    """Every loaded alert rule reads only metrics the service exports (a typo would never fire)."""
+    rules = [rule for group in prometheus.api("rules")["groups"] for rule in group["rules"]]
+    with open(os.path.join(ROOT, "config/alerts.yml")) as handle:
+        expected = len(re.findall(r"(?m)^\s*- alert:", handle.read()))
+    if len(rules) != expected:
+        fail(f"Prometheus loaded {len(rules)} rules, config/alerts.yml has {expected}")
+    for rule in rules:
+        missing = sorted(metric_names(rule["query"]) - exported_names(scrape))
+        if missing:
+            fail(f"alert {rule['name']} reads {missing}, which the service does not export")
+    print(f"alerts: {len(rules)} rules loaded by Prometheus, all reading exported metrics")
+
+
+def check_dashboards(prometheus, scrape):
+    exported = exported_names(scrape)
+    with open(os.path.join(ROOT, "config/grafana/provisioning/datasources/prometheus.yml")) as handle:
+        datasource_uid = re.search(r"(?m)^\s*uid:\s*(\S+)", handle.read()).group(1)
+    with open(os.path.join(ROOT, "config/grafana/provisioning/dashboards/dashboards.yml")) as handle:
+        dashboards_path = re.search(r"(?m)^\s*path:\s*(\S+)", handle.read()).group(1)
+    with open(os.path.join(ROOT, "docker-compose.yml")) as handle:
+        if f"./config/grafana/dashboards:{dashboards_path}" not in handle.read():
+            fail(f"docker-compose.yml does not mount config/grafana/dashboards at {dashboards_path}")
+    files = sorted(glob.glob(os.path.join(ROOT, "config/grafana/dashboards/*.json")))
+    if not files:
+        fail("no dashboard under config/grafana/dashboards")
+    queries = 0
+    for path in files:
+        name = os.path.relpath(path, ROOT)
+        with open(path) as handle:
+            dashboard = json.load(handle)
+        if not dashboard.get("uid") or not dashboard.get("title") or not dashboard.get("panels"):
+            fail(f"{name}: a dashboard needs a uid, a title and panels")
+        for panel in dashboard["panels"]:
+            title = panel.get("title")
+            if not title or not panel.get("targets") or not panel.get("gridPos"):
+                fail(f"{name}: panel {panel.get('id')} needs a title, a gridPos and targets")
+            for target in [panel, *panel["targets"]]:
+                if target.get("datasource", {}).get("uid", datasource_uid) != datasource_uid:
+                    fail(f"{name}: panel {title!r} uses a datasource other than {datasource_uid!r}")
+            for target in panel["targets"]:
+                expression = target.get("expr", "")
+                if not expression:
+                    fail(f"{name}: panel {title!r} has a target without a query")
+                missing = sorted(metric_names(expression) - exported)
+                if missing:
+                    fail(f"{name}: panel {title!r} reads {missing}, which the service does not export")
+                error = prometheus.query_error(expression.replace("$__rate_interval", "1m").replace("$__interval", "15s"))
+                if error:
+                    fail(f"{name}: panel {title!r}: Prometheus rejects {expression!r}: {error}")
+                queries += 1
+    print(f"dashboards: {len(files)} file(s), {queries} queries parse in Prometheus and read only exported metrics")
+
+
 def main():
     if len(sys.argv) != 2:
-        sys.exit("usage: alerts-e2e.py PATH/TO/notifications")
+        sys.exit("usage: monitoring-e2e.py PATH/TO/notifications")
     e2e.BINARY = os.path.abspath(sys.argv[1])
     for tool in ("prometheus", "promtool"):
         if not shutil.which(tool):
@@ -130,6 +223,8 @@ def main():
         wait_until(lambda: prometheus.targets_up(2), 30, "both instances scraped and up")
         if prometheus.alerts(ALERT):
             fail(f"{ALERT} is active before any fault")
+        check_rules(prometheus, scrape)
+        check_dashboards(prometheus, scrape)
 
         killed = time.monotonic()
         servers.kill_redis()
@@ -150,7 +245,7 @@ def main():
         wait_until(lambda: not prometheus.alerts(ALERT), 60, f"{ALERT} resolved after Redis came back")
         print(f"{ALERT} resolved {time.monotonic() - restarted:.1f} s after Redis came back "
               f"(REDIS_CIRCUIT_RECOVERY_TIMEOUT 8 s, then the breaker's probes)")
-        print("alerts-e2e: OK")
+        print("monitoring-e2e: OK")
     finally:
         if prometheus:
             prometheus.stop()
