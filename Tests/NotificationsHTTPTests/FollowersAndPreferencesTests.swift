@@ -40,8 +40,13 @@ struct FollowersAndPreferencesTests {
             #expect(try await client.execute(uri: "/v1/users/star/followers/f3", method: .delete, headers: authorized).status == .noContent)
             #expect(try await client.execute(uri: "/v1/users/star/followers/f3", method: .delete, headers: authorized).status == .noContent)
             #expect(try await Self.followers(client, "star", limit: 100, cursor: nil).0 == ["f0", "f1", "f4", "f5"])
-            let badCursor = try await client.get("/v1/users/star/followers?cursor=%%%")
-            #expect(badCursor.status == .badRequest)
+            // A cursor is a position: any base64url text up to 172 characters (as the API document says).
+            for bad in ["%25%25%25", "ZjE=", "ZjE.", String(repeating: "A", count: 173)] {
+                #expect(try await client.get("/v1/users/star/followers?cursor=\(bad)").status == .badRequest, "\(bad)")
+            }
+            // "ZjE" is base64url for "f1": the followers after f1.
+            #expect(try await Self.followers(client, "star", limit: 100, cursor: "ZjE").0 == ["f4", "f5"])
+            #expect(try await client.get("/v1/users/star/followers?cursor=\(String(repeating: "_", count: 172))").status == .ok)
         }
     }
 

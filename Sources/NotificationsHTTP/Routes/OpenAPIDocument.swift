@@ -4,11 +4,16 @@ enum OpenAPIDocument {
 openapi: 3.1.0
 info:
   title: notifications
-  version: 0.3.0
+  version: 0.4.0
   description: |
     Notifications and per-user feeds over MongoDB, with Redis for rate limiting, feed caching,
     idempotency and locks. When Redis fails the service follows the fail-open table
     (docs/OPERATIONS.md). Every error is application/problem+json (RFC 9457).
+
+    HEAD is answered wherever GET is (same status and headers, no body). Every response
+    carries X-Request-Id (the client's own when it is 1-128 visible ASCII characters, else a
+    generated one). Beyond MAX_IN_FLIGHT requests in flight on an instance, any /v1 operation
+    answers 503 overloaded with Retry-After: 1 at once, without rate-limit headers.
 servers:
   - url: http://localhost:8080
 security:
@@ -21,6 +26,7 @@ tags:
 paths:
   /v1/notifications:
     post:
+      operationId: createNotification
       tags: [notifications]
       summary: Create a notification
       parameters:
@@ -39,6 +45,22 @@ paths:
           content:
             application/json:
               schema: { $ref: "#/components/schemas/Notification" }
+          links:
+            GetFeed:
+              operationId: getFeed
+              parameters: { userId: "$response.body#/recipientId" }
+            GetUnreadCount:
+              operationId: getUnreadCount
+              parameters: { userId: "$response.body#/recipientId" }
+            MarkRead:
+              operationId: markRead
+              parameters: { userId: "$response.body#/recipientId", id: "$response.body#/id" }
+            MarkAllRead:
+              operationId: markAllRead
+              parameters: { userId: "$response.body#/recipientId" }
+            DeleteNotification:
+              operationId: deleteNotification
+              parameters: { userId: "$response.body#/recipientId", id: "$response.body#/id" }
         "202":
           description: Not stored - the recipient muted the type (muted_type) or turned the in_app channel off (in_app_disabled)
           content:
@@ -59,12 +81,16 @@ paths:
         "503": { $ref: "#/components/responses/Problem" }
   /v1/users/{userId}/notifications:
     get:
+      operationId: getFeed
       tags: [notifications]
       summary: A page of the user's feed, newest first
       parameters:
         - $ref: "#/components/parameters/UserId"
         - { name: limit, in: query, schema: { type: integer, minimum: 1, maximum: 100, default: 20 } }
-        - { name: cursor, in: query, schema: { type: string }, description: "nextCursor of the previous page; empty or absent: the first page" }
+        - name: cursor
+          in: query
+          description: "nextCursor of the previous page (16 base64url characters); empty or absent: the first page"
+          schema: { type: string, pattern: "^([A-Za-z0-9_-]{16})?$" }
         - { name: unreadOnly, in: query, schema: { type: boolean, default: false } }
       responses:
         "200":
@@ -80,6 +106,7 @@ paths:
         "503": { $ref: "#/components/responses/Problem" }
   /v1/users/{userId}/notifications/unread-count:
     get:
+      operationId: getUnreadCount
       tags: [notifications]
       summary: The user's unread count
       parameters:
@@ -100,6 +127,7 @@ paths:
         "503": { $ref: "#/components/responses/Problem" }
   /v1/users/{userId}/notifications/stream:
     get:
+      operationId: streamNotifications
       tags: [notifications]
       summary: The user's notifications in real time (Server-Sent Events)
       description: |
@@ -127,13 +155,22 @@ paths:
             X-Accel-Buffering: { schema: { type: string, enum: ["no"] } }
           content:
             text/event-stream:
-              schema: { type: string }
+              schema:
+                description: One Server-Sent Event (keep-alive comments carry none).
+                type: object
+                required: [data]
+                properties:
+                  event: { type: string, enum: [notification, unread-count, reset] }
+                  data: { type: string, description: "JSON: a notification, {\"unreadCount\": N}, or {}" }
+                  id: { type: string, pattern: "^[0-9a-f]{24}$" }
+                  retry: { type: integer }
         "400": { $ref: "#/components/responses/Problem" }
         "401": { $ref: "#/components/responses/Problem" }
         "429": { $ref: "#/components/responses/Problem" }
         "503": { $ref: "#/components/responses/Problem" }
   /v1/users/{userId}/notifications/{id}/read:
     post:
+      operationId: markRead
       tags: [notifications]
       summary: Mark one notification read (idempotent)
       parameters:
@@ -155,6 +192,7 @@ paths:
         "503": { $ref: "#/components/responses/Problem" }
   /v1/users/{userId}/notifications/read-all:
     post:
+      operationId: markAllRead
       tags: [notifications]
       summary: Mark every unread notification read, under the lock read-all:{userId}
       parameters:
@@ -178,6 +216,7 @@ paths:
         "503": { $ref: "#/components/responses/Problem" }
   /v1/users/{userId}/notifications/{id}:
     delete:
+      operationId: deleteNotification
       tags: [notifications]
       summary: Delete one notification
       parameters:
@@ -192,6 +231,7 @@ paths:
         "503": { $ref: "#/components/responses/Problem" }
   /v1/events:
     post:
+      operationId: createEvent
       tags: [events]
       summary: Fan an event out to an audience, exactly once per event id (per API key)
       description: |
@@ -214,6 +254,10 @@ paths:
           content:
             application/json:
               schema: { $ref: "#/components/schemas/EventAnswer" }
+          links:
+            GetEvent:
+              operationId: getEvent
+              parameters: { eventId: "$response.body#/eventId" }
         "200":
           description: A duplicate of an event already claimed
           content:
@@ -229,6 +273,7 @@ paths:
         "503": { $ref: "#/components/responses/Problem" }
   /v1/events/{eventId}:
     get:
+      operationId: getEvent
       tags: [events]
       summary: An event's fan-out status
       parameters:
@@ -254,12 +299,16 @@ paths:
         "503": { $ref: "#/components/responses/Problem" }
   /v1/users/{userId}/followers:
     get:
+      operationId: getFollowers
       tags: [users]
       summary: The user's followers, in id order
       parameters:
         - $ref: "#/components/parameters/UserId"
         - { name: limit, in: query, schema: { type: integer, minimum: 1, maximum: 100, default: 20 } }
-        - { name: cursor, in: query, schema: { type: string }, description: "nextCursor of the previous page; empty or absent: the first page" }
+        - name: cursor
+          in: query
+          description: "nextCursor of the previous page (base64url); empty or absent: the first page"
+          schema: { type: string, pattern: "^[A-Za-z0-9_-]{0,172}$" }
       responses:
         "200":
           description: The page
@@ -279,18 +328,28 @@ paths:
         "503": { $ref: "#/components/responses/Problem" }
   /v1/users/{userId}/followers/{followerId}:
     put:
+      operationId: follow
       tags: [users]
       summary: followerId follows userId (idempotent; following oneself is 400)
       parameters:
         - $ref: "#/components/parameters/UserId"
         - $ref: "#/components/parameters/FollowerId"
       responses:
-        "204": { description: Following }
+        "204":
+          description: Following
+          links:
+            GetFollowers:
+              operationId: getFollowers
+              parameters: { userId: "$request.path.userId" }
+            Unfollow:
+              operationId: unfollow
+              parameters: { userId: "$request.path.userId", followerId: "$request.path.followerId" }
         "400": { $ref: "#/components/responses/Problem" }
         "401": { $ref: "#/components/responses/Problem" }
         "429": { $ref: "#/components/responses/Problem" }
         "503": { $ref: "#/components/responses/Problem" }
     delete:
+      operationId: unfollow
       tags: [users]
       summary: followerId stops following userId (idempotent)
       parameters:
@@ -304,6 +363,7 @@ paths:
         "503": { $ref: "#/components/responses/Problem" }
   /v1/users/{userId}/preferences:
     get:
+      operationId: getPreferences
       tags: [users]
       summary: The user's preferences (the defaults when never set)
       parameters:
@@ -321,6 +381,7 @@ paths:
         "429": { $ref: "#/components/responses/Problem" }
         "503": { $ref: "#/components/responses/Problem" }
     put:
+      operationId: putPreferences
       tags: [users]
       summary: Replace the user's preferences (absent fields take the defaults; repeated types are dropped)
       parameters:
@@ -562,9 +623,10 @@ components:
       type: object
       additionalProperties: false
       properties:
-        mutedTypes: { type: array, items: { type: string, pattern: "^[a-z0-9_.-]{1,64}$" }, description: "at most 100 distinct types" }
+        mutedTypes: { type: [array, "null"], items: { type: string, pattern: "^[a-z0-9_.-]{1,64}$" }, description: "at most 100 distinct types; null or absent: none" }
         channels:
-          type: object
+          type: [object, "null"]
+          description: "null or absent: every channel on"
           additionalProperties: false
           properties:
             in_app: { type: boolean, default: true }

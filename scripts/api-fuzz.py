@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""schemathesis against the running service and its own OpenAPI document, every check on.
+
+Usage: api-fuzz.py PATH/TO/notifications [extra schemathesis arguments]
+
+Starts redis-server, the MongoDB-wire server and one instance (generous rate limit, so 429s do
+not hide answers), then runs `schemathesis run` on http://127.0.0.1:PORT/openapi.yaml with
+`--checks all` and every phase (examples, coverage, fuzzing, stateful: the document's links
+chain a created notification into its reads and deletes). A fixed seed makes a run
+reproducible; a failure exits non-zero with schemathesis's own report.
+"""
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e  # noqa: E402  (the servers and the service as child processes)
+
+SEED = "20261125"
+MAX_EXAMPLES = "40"
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit("usage: api-fuzz.py PATH/TO/notifications [schemathesis arguments]")
+    e2e.BINARY = os.path.abspath(sys.argv[1])
+    schemathesis = os.path.join(e2e.ROOT, ".venv/bin/schemathesis")
+    servers = e2e.Servers()
+    service = None
+    try:
+        service = e2e.Service(servers, RATE_LIMIT_POLICIES="*:1000000/1s", LOG_LEVEL="warning")
+        command = [
+            schemathesis, "--config-file", os.path.join(e2e.ROOT, "config/schemathesis.toml"),
+            "run", f"http://127.0.0.1:{service.port}/openapi.yaml",
+            "--url", f"http://127.0.0.1:{service.port}",
+            "--checks", "all",
+            "--phases", "examples,coverage,fuzzing,stateful",
+            "--header", f"Authorization: Bearer {e2e.KEY}",
+            "--seed", SEED, "--max-examples", MAX_EXAMPLES, "--workers", "2",
+            "--generation-database", "none", "--no-color", "--request-timeout", "10",
+            *sys.argv[2:],
+        ]
+        result = subprocess.run(command, cwd=e2e.ROOT, timeout=900)
+        if service.process.poll() is not None:
+            sys.exit(f"api-fuzz: the service exited during the run:\n{service.logs()}")
+        sys.exit(result.returncode)
+    finally:
+        if service:
+            service.stop()
+        servers.stop()
+        e2e.remove_service_logs()
+
+
+if __name__ == "__main__":
+    main()
