@@ -10,8 +10,10 @@ chain a created notification into its reads and deletes). A fixed seed makes a r
 reproducible; a failure exits non-zero with schemathesis's own report.
 """
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2e  # noqa: E402  (the servers and the service as child processes)
@@ -40,7 +42,13 @@ def main():
             "--generation-database", "none", "--no-color", "--request-timeout", "10",
             *sys.argv[2:],
         ]
-        result = subprocess.run(command, cwd=e2e.ROOT, timeout=900)
+        # Run from a scratch directory: schemathesis keeps a cache of past failures (.schemathesis)
+        # in its working directory, which would make a run depend on the ones before it.
+        scratch = tempfile.mkdtemp(prefix="notifications-fuzz-")
+        try:
+            result = subprocess.run(command, cwd=scratch, timeout=900)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         if service.process.poll() is not None:
             sys.exit(f"api-fuzz: the service exited during the run:\n{service.logs()}")
         sys.exit(result.returncode)
