@@ -79,9 +79,8 @@ public final class MongoClientPool: Sendable {
         MongoCollection(pool: self, name: name)
     }
 
-    /// Calls queued or running now (exported as a gauge).
+    /// Calls queued or running now.
     public var queuedOperations: Int { work.inUse }
-    public var queueCapacity: Int { work.capacity }
 
     /// Runs `body` with a pooled client on the thread pool, within the operation deadline.
     /// - Parameter bounded: false only for health pings, which must tell "MongoDB is down"

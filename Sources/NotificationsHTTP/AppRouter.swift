@@ -46,9 +46,10 @@ public struct AppServices: Sendable {
     }
 }
 
-/// Builds the router. Middleware, outermost first: request log → metrics → problem+json → Redis scope; then per group: `/v1` load shedding → auth → rate limit → idempotency, `/admin` admin auth.
-/// Health and metrics have neither auth nor rate limits, and are never shed. Every GET route
-/// answers HEAD too: Hummingbird runs the GET handler, SwiftNIO's encoder sends no body for HEAD.
+/// Builds the router. Middleware, outermost first: request log → metrics → problem+json → Redis
+/// scope; then per group: `/v1` load shedding → auth → rate limit → idempotency, `/admin` admin
+/// auth. Health and metrics have neither auth nor rate limits, and are never shed. Every GET
+/// route answers HEAD too: Hummingbird runs the GET handler, SwiftNIO's encoder sends no body.
 public func buildRouter(_ services: AppServices) -> Router<AppRequestContext> {
     let router = Router(context: AppRequestContext.self, options: .autoGenerateHeadEndpoints)
     let table = RouteTable()

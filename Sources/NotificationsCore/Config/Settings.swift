@@ -4,8 +4,8 @@ public import Logging
 /// Every knob of the service, with its env name and default in one place.
 ///
 /// Values come from the environment, then from `CONFIG_FILE` (a JSON object with the same
-/// names as keys), through swift-configuration; the environment wins. A bad value stops start-up with one line
-/// that names the variable (`SettingsError.description`).
+/// names as keys), through swift-configuration; the environment wins. A bad value stops
+/// start-up with one line that names the variable (`SettingsError.description`).
 public struct Settings: Sendable {
     public var host = "0.0.0.0"
     public var port = 8080

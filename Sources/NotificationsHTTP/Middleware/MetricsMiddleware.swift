@@ -1,9 +1,9 @@
 public import Hummingbird
 public import NotificationsCore
 
-/// `http_requests_total`, `http_request_duration_seconds` and `feed_cache_requests_total`, labelled by the matched route
+/// `http_requests_total` and `http_request_duration_seconds`, labelled by the matched route
 /// template (`/v1/users/{userId}/notifications`); every unmatched path is one label value,
-/// so clients cannot grow the label set.
+/// so clients cannot grow the label set. Also `feed_cache_requests_total`, from `X-Cache`.
 public struct MetricsMiddleware: RouterMiddleware {
     public typealias Context = AppRequestContext
     static let unmatched = "unmatched"
