@@ -102,6 +102,7 @@ let package = Package(
             dependencies: [
                 "NotificationsCore",
                 "NotificationsHTTP",
+                "Resilience",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -133,21 +133,24 @@ public final class MongoClientPool: Sendable {
         }
     }
 
-    /// A write conflict (112; the dev server's "database is busy", also on reads, e.g. while a
-    /// fresh database builds its indexes) means the server applied nothing, so retrying is safe:
-    /// back off (10 ms doubling to 160 ms; this runs on a pool thread, never on an event loop)
-    /// until the call's deadline, as a driver's retryable-write loop does.
+    /// A write conflict (112; the dev server's "database is busy", also on reads) means the
+    /// server applied nothing, so retrying is safe: back off briefly a few times (10 ms doubling
+    /// to 160 ms, never past the call's deadline; this runs on a pool thread, never on an event
+    /// loop) before giving up. Not longer: a busy server with callers holding every pool thread
+    /// in retries serves nobody (a fan-out under load slowed from seconds to minutes).
     static func retryingConflicts<T>(until expiry: NIODeadline, _ body: () throws(MongoError) -> T) throws(MongoError) -> T {
         var pause: Int64 = 10_000_000
+        var attempt = 0
         while true {
             do throws(MongoError) {
                 return try body()
             } catch {
                 guard case .server(let code, _) = error, MongoError.writeConflictCodes.contains(code),
-                    NIODeadline.now() + .nanoseconds(pause) < expiry
+                    attempt < 5, NIODeadline.now() + .nanoseconds(pause) < expiry
                 else { throw error }
                 usleep(UInt32(pause / 1000))
-                pause = min(pause * 2, 160_000_000)
+                pause *= 2
+                attempt += 1
             }
         }
     }

@@ -5,6 +5,7 @@ import Logging
 import NIOPosix
 import NotificationsCore
 import NotificationsHTTP
+import Resilience
 import ServiceLifecycle
 import UnixSignals
 
@@ -36,6 +37,12 @@ struct Serve: AsyncParsableCommand {
             onServerRunning: { channel in logger.info("Listening", metadata: ["address": "\(channel.localAddress?.description ?? "?")"]) },
             logger: logger)
 
+        // The indexes before the first request when MongoDB answers within a few seconds: a fresh
+        // dev database answers "busy" to every request while it builds them. If MongoDB is not
+        // there yet, the service starts anyway (degraded) and IndexService goes on trying.
+        let indexed = await firstOf({ [environment] in (try? await environment.createIndexes()) != nil }, orAfter: .seconds(5), fallback: false)
+        if indexed { logger.info("MongoDB indexes ready") }
+
         let grace = Duration.seconds(settings.shutdownGraceSeconds)
         // Started in this order; on SIGTERM stopped in reverse: drain (readiness 503), then the
         // HTTP server finishes in-flight requests, then the background tasks and the pools.
@@ -43,13 +50,13 @@ struct Serve: AsyncParsableCommand {
                 .init(service: MongoPoolService(pool: environment.mongoPool)),
                 .init(service: environment.redisPool),
                 .init(service: environment.subscriber),
-                .init(service: IndexService(createIndexes: environment.createIndexes, logger: logger)),
                 .init(service: RedisRecoveryProbe(gateway: environment.gateway)),
                 .init(service: FanoutSweeper(service: environment.services.events)),
                 .init(service: app),
                 .init(service: DrainService(
                     health: environment.services.health, streams: environment.services.streams, delay: min(.seconds(1), grace / 2), logger: logger)),
             ]
+        if !indexed { services.insert(.init(service: IndexService(createIndexes: environment.createIndexes, logger: logger)), at: 3) }
         if let watcher = environment.sentinelWatcher { services.insert(.init(service: watcher), at: 3) }
         var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // From SIGTERM, everything (drain pause included) gets SHUTDOWN_GRACE_SECONDS; then
