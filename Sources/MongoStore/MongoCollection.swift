@@ -46,6 +46,27 @@ public struct MongoCollection: Sendable {
         return InsertResult(inserted: Int(reply["n"]?.int64 ?? 0), duplicateIndexes: duplicates)
     }
 
+    /// One unordered insert whose documents succeed or fail each on their own: the error of
+    /// each failed document by its position (`.duplicateKey` or `.server`). Only a failure of
+    /// the whole command (server unreachable, timeout) throws.
+    /// - Parameter timeout: the call's deadline, when shorter than the operation timeout.
+    public func insertEach(_ documents: [BSONDocument], timeout: Duration? = nil) async throws(MongoError) -> [Int: MongoError] {
+        guard !documents.isEmpty else { return [:] }
+        let reply = try await pool.runCommand([
+            "insert": .string(name), "documents": .array(documents.map(BSONValue.document)), "ordered": false,
+        ], timeout: timeout.map { (limit: Duration) -> TimeAmount in
+            let (seconds, attoseconds) = limit.components
+            return .nanoseconds(max(1_000_000, seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
+        })
+        var errors: [Int: MongoError] = [:]
+        for case .document(let error) in reply["writeErrors"]?.array ?? [] {
+            let code = Int(error["code"]?.int64 ?? 0)
+            let message = error["errmsg"]?.string ?? "write error"
+            errors[Int(error["index"]?.int64 ?? 0)] = MongoError.duplicateKeyCodes.contains(code) ? .duplicateKey(message) : .server(code: code, message: message)
+        }
+        return errors
+    }
+
     public func insertOne(_ document: BSONDocument) async throws(MongoError) {
         let result = try await insert([document], ordered: true)
         if !result.duplicateIndexes.isEmpty { throw .duplicateKey("\(name)") }

@@ -131,7 +131,10 @@ struct CounterUnknownOutcomeTests {
                 return await group.reduce(into: 0) { $0 += $1 ? 1 : 0 }
             }
             #expect(failures == 20)
-            #expect(try await harness.metric("background_writes_pending", #"queue="late_inserts""#) == 20)
+            // Group commit: the creates that reached MongoDB (an outcome unknown) wait for cleanup;
+            // those still queued behind them when their time ran out were never sent.
+            let sent = try #require(try await harness.metric("background_writes_pending", #"queue="late_inserts""#))
+            #expect(sent >= 1 && sent <= 20)
             harness.mongo.resume()
             let pending = try await retrying(for: .seconds(20)) {
                 try await harness.metric("background_writes_pending", #"queue="late_inserts""#)

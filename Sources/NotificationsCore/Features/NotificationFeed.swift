@@ -27,6 +27,11 @@ public struct NotificationFeed: Sendable {
     let preferences: PreferenceService
     let streams: StreamPublisher
     let metrics: ServiceMetrics
+    /// Concurrent creates are written together (group commit).
+    let creates: GroupCommit<Notification, (notification: Notification, created: Bool)>
+
+    /// The most creates one write takes.
+    public static let maxCreateBatch = 1000
 
     public init(
         store: any NotificationStore, locks: LockManager, cache: FeedCache, preferences: PreferenceService, streams: StreamPublisher,
@@ -39,6 +44,37 @@ public struct NotificationFeed: Sendable {
         self.preferences = preferences
         self.clock = clock
         self.metrics = metrics
+        self.creates = GroupCommit(
+            maxBatch: Self.maxCreateBatch, budget: store.writeTimeout, cancelled: { StoreError.unavailable("cancelled before it was written") },
+            expired: { StoreError.unavailable("timed out waiting for a write") }
+        ) { batch, timeout in
+            await Self.writeCreates(batch, within: timeout, store: store, cache: cache, streams: streams, metrics: metrics)
+        }
+    }
+
+    /// One group-commit write: the batch in one insert (its counters in a few commands), then
+    /// the Redis side once for the batch: every recipient's cached feed is dropped (also for a
+    /// failed write: its outcome may be unknown), and the stored notifications are published
+    /// to open streams. Answers come back only after that, so a client that reads after its
+    /// create returned sees it (read-your-writes), on any instance.
+    static func writeCreates(
+        _ batch: [Notification], within timeout: Duration, store: any NotificationStore, cache: FeedCache, streams: StreamPublisher,
+        metrics: ServiceMetrics
+    ) async -> [Result<(notification: Notification, created: Bool), any Error>] {
+        let answers = await store.insertEach(batch, within: timeout)
+        var recipients: [String] = []
+        var seen: Set<String> = []
+        for notification in batch where seen.insert(notification.recipientId).inserted { recipients.append(notification.recipientId) }
+        if recipients.count == 1 {
+            await cache.invalidate(user: recipients[0])
+        } else {
+            await cache.invalidateMany(users: recipients)
+        }
+        let stored = answers.compactMap { try? $0.get() }
+        metrics.notificationsCreated(stored.filter(\.created).count)
+        // After the write returned: open streams on every instance get them.
+        await streams.publish(stored.map { ($0.notification.recipientId, StreamMessage($0.notification)) })
+        return answers
     }
 
     public enum Delivery: Sendable {
@@ -64,11 +100,7 @@ public struct NotificationFeed: Sendable {
         let notification = Notification(
             id: id, recipientId: request.recipientId, type: request.type, actorId: request.actorId,
             title: request.title, body: request.body, dataJSON: request.dataJSON, createdAt: createdAt, readAt: nil)
-        let stored = try await invalidating(notification.recipientId) { try await store.insert(notification) }
-        if stored.created { metrics.notificationsCreated(1) }
-        // After the write returned: open streams on every instance get it.
-        await streams.published(stored.notification)
-        return stored.notification
+        return try await creates.submit(notification).notification
     }
 
     /// Runs a write for `user`, then drops the user's cached feed, also when the write failed:

@@ -47,34 +47,73 @@ public struct MongoNotificationStore: NotificationStore {
 
     static let feedSort: BSONDocument = ["recipientId": 1, "_id": -1]
 
-    public func insert(_ notification: Notification) async throws -> (notification: Notification, created: Bool) {
-        // This run's token: a late copy is deleted only if it is this run's (see BackgroundDeleter).
+    /// Writes concurrent creates together (group commit, `CreateBatcher`): one unordered insert
+    /// for the batch, then the counters in a constant number of commands. Each notification
+    /// gets its own answer: one that fails fails alone; when the insert's outcome is unknown
+    /// (timed out, connection lost) every one of them fails and is deleted again in the
+    /// background if the server applied it after all (by this batch's run token).
+    public var writeTimeout: Duration { .milliseconds(pool.operationTimeoutMilliseconds) }
+
+    public func insertEach(_ batch: [Notification], within timeout: Duration) async -> [Result<(notification: Notification, created: Bool), any Error>] {
+        guard !batch.isEmpty else { return [] }
+        // This batch's token: a late copy is deleted only if it is this run's (see BackgroundDeleter).
         let run = String(UInt64.random(in: 1...UInt64.max), radix: 36)
-        var document = Self.document(notification)
-        document["run"] = .string(run)
-        let id = document["_id"] ?? .null
-        return try await mongoOperation {
-            do {
-                try await notifications.insertOne(document)
-            } catch MongoError.duplicateKey {
-                // The id was planned by an earlier run of the same idempotent request, which stored
-                // it. Adopt it (stamping our run, so that run's pending cleanup leaves it), and
-                // recount: a late copy of that run may never have been counted.
-                guard let stored = try await notifications.findAndModify(["_id": id], update: ["$set": ["run": .string(run)]], returnNew: true)
-                    .flatMap(Self.notification)
-                else { throw MongoError.unavailable("a notification with this id was stored and is gone") }
-                counters.markStale(notification.recipientId)
-                return (stored, false)
-            } catch let error as MongoError where error.isUnavailable {
-                // The server may still apply it: make sure it does not stay, and do not trust the
-                // counter while the ghost may be visible (a read-all would count it).
-                lateInserts.deleteEventually(.init(id: id, run: run, recipient: notification.recipientId))
-                counters.markStale(notification.recipientId)
-                throw error
-            }
-            await counters.adjust(notification.recipientId, by: 1)
-            return (notification, true)
+        let documents = batch.map { notification in
+            var document = Self.document(notification)
+            document["run"] = .string(run)
+            return document
         }
+        let errors: [Int: MongoError]
+        do {
+            errors = try await notifications.insertEach(documents, timeout: timeout)
+        } catch where error.isUnavailable {
+            // The server may still apply them: make sure they do not stay, and do not trust the
+            // counters while a ghost may be visible (a read-all would count it).
+            for (notification, document) in zip(batch, documents) { forget(document, run: run, recipient: notification.recipientId) }
+            return batch.map { _ in .failure(StoreError(error)) }
+        } catch {
+            // Refused as a whole (nothing written): every request of the batch gets the error.
+            return batch.map { _ in .failure(StoreError(error)) }
+        }
+        var results: [Result<(notification: Notification, created: Bool), any Error>] = []
+        var created: [String] = []
+        for (index, notification) in batch.enumerated() {
+            switch errors[index] {
+            case nil:
+                created.append(notification.recipientId)
+                results.append(.success((notification, true)))
+            case .duplicateKey?:
+                results.append(await adopt(notification, document: documents[index], run: run))
+            case let error?:
+                results.append(.failure(StoreError(error)))
+            }
+        }
+        await counters.incrementMany(created)
+        return results
+    }
+
+    /// The id was planned by an earlier run of the same idempotent request, which stored it.
+    /// Adopt it (stamping our run, so that run's pending cleanup leaves it), and recount: a late
+    /// copy of that run may never have been counted.
+    private func adopt(_ notification: Notification, document: BSONDocument, run: String) async -> Result<(notification: Notification, created: Bool), any Error> {
+        let id = document["_id"] ?? .null
+        do {
+            guard let stored = try await notifications.findAndModify(["_id": id], update: ["$set": ["run": .string(run)]], returnNew: true)
+                .flatMap(Self.notification)
+            else { return .failure(StoreError.unavailable("a notification with this id was stored and is gone")) }
+            counters.markStale(notification.recipientId)
+            return .success((stored, false))
+        } catch {
+            if error.isUnavailable { forget(document, run: run, recipient: notification.recipientId) }
+            return .failure(StoreError(error))
+        }
+    }
+
+    /// A write of ours may or may not have been applied: delete it in the background if it was,
+    /// and recount the recipient's counter.
+    private func forget(_ document: BSONDocument, run: String, recipient: String) {
+        lateInserts.deleteEventually(.init(id: document["_id"] ?? .null, run: run, recipient: recipient))
+        counters.markStale(recipient)
     }
 
     public func insertBatch(_ batch: [Notification], resumed: Bool) async throws -> [Notification] {

@@ -4,10 +4,14 @@ internal import MongoStore
 ///
 /// Implementations throw `StoreError` only.
 public protocol NotificationStore: Sendable {
-    /// Stores a new notification and counts it as unread for its recipient. When a notification
-    /// with its id is already stored (an earlier run of the same idempotent request planned the
-    /// id and stored it), nothing is written and the stored one is returned with `created: false`.
-    func insert(_ notification: Notification) async throws -> (notification: Notification, created: Bool)
+    /// Stores new notifications together and counts each as unread for its recipient; each gets
+    /// its own answer (in order). When a notification with its id is already stored (an earlier
+    /// run of the same idempotent request planned the id and stored it), nothing is written and
+    /// the stored one is returned with `created: false`. Failures are `StoreError`s.
+    /// `timeout` bounds the insert (each request of the batch has its own deadline).
+    func insertEach(_ batch: [Notification], within timeout: Duration) async -> [Result<(notification: Notification, created: Bool), any Error>]
+    /// How long one write may take (`MONGODB_OPERATION_TIMEOUT_MS`).
+    var writeTimeout: Duration { get }
     /// Stores a fan-out batch in one unordered insert; notifications already stored (same id:
     /// the batch ran before) are skipped. Counters follow in a constant number of commands; for a
     /// `resumed` batch (its first run may have counted some) they are marked for a recount.

@@ -72,18 +72,30 @@ final class UnreadCounters: Sendable {
         }
     }
 
-    /// After a fan-out batch committed: +1 for each user, in a constant number of commands (one
-    /// query and one insert for users without a counter yet, one multi-document `$inc`), never
-    /// a statement per user. A failure marks the users' counters stale instead.
+    /// After a batch committed: +1 for each occurrence of a user, in a constant number of
+    /// commands (one query and one insert for users without a counter yet, then one
+    /// multi-document `$inc` per distinct number of notifications a user got in the batch,
+    /// usually one), never a statement per user: the dev server runs statements one by one.
+    /// One user alone is one upsert. A failure marks the users' counters stale instead.
     func incrementMany(_ users: [String]) async {
-        guard !users.isEmpty else { return }
+        var counts: [String: Int] = [:]
+        for user in users { counts[user, default: 0] += 1 }
+        if counts.count == 1, let (user, count) = counts.first {
+            await adjust(user, by: count)
+            return
+        }
+        guard !counts.isEmpty else { return }
+        let usersByCount = Dictionary(grouping: counts.keys) { counts[$0] ?? 0 }
         do {
-            try await ensureCounters(users)
-            _ = try await counters.update(
-                ["_id": ["$in": .array(users.map(BSONValue.string))]], ["$inc": ["unread": .int64(1), "seq": .int64(1)]], multi: true)
+            try await ensureCounters(Array(counts.keys))
+            _ = try await counters.update(usersByCount.sorted { $0.key < $1.key }.map { count, group in
+                MongoCollection.UpdateStatement(
+                    filter: ["_id": ["$in": .array(group.sorted().map(BSONValue.string))]],
+                    update: ["$inc": ["unread": .int64(Int64(count)), "seq": .int64(1)]], multi: true)
+            })
         } catch {
-            logger.warning("Unread counter updates of a batch failed; they will be recounted", metadata: ["users": "\(users.count)", "error": "\(error)"])
-            for user in users { markStale(user) }
+            logger.warning("Unread counter updates of a batch failed; they will be recounted", metadata: ["users": "\(counts.count)", "error": "\(error)"])
+            for user in counts.keys { markStale(user) }
         }
     }
 

@@ -1,0 +1,141 @@
+internal import Synchronization
+
+/// Group commit: items submitted while a write is in flight wait, and the next write takes
+/// all of them (up to `maxBatch`) at once. A lone item is written at once, so an idle service
+/// adds no latency; under load, one write serves many requests.
+///
+/// Each submitter gets its own answer (`write` answers per item, in order) within its own
+/// `budget` from submission: a write is given the least time any of its items has left, and
+/// an item whose time ran out while it waited is answered `expired()` without being written.
+/// So waiting behind a slow write never stretches a request past its deadline. Cancellation:
+/// an item still waiting is dropped (nothing was written for it); an item already in a write
+/// waits for that write, unless every item of the write was cancelled (a shutdown cutting
+/// requests off), in which case the write itself is cancelled, as a lone request's would be.
+final class GroupCommit<Item: Sendable, Answer: Sendable>: Sendable {
+    /// Writes the items within the given time; answers each, in order.
+    typealias Write = @Sendable ([Item], Duration) async -> [Result<Answer, any Error>]
+
+    private struct Waiter: Sendable {
+        let id: UInt64
+        let item: Item
+        let submitted: ContinuousClock.Instant
+        let continuation: CheckedContinuation<Answer, any Error>
+    }
+
+    private struct State: Sendable {
+        var nextID: UInt64 = 0
+        var queued: [Waiter] = []
+        var writing = false
+        /// The write in flight, its submitters, and those of them whose task was cancelled.
+        var batchTask: Task<Void, Never>?
+        var inFlight: Set<UInt64> = []
+        var cancelledInFlight: Set<UInt64> = []
+        /// Submitted but not queued yet, and those of them already cancelled (the cancellation
+        /// handler can run before the item is queued).
+        var registering: Set<UInt64> = []
+        var cancelledEarly: Set<UInt64> = []
+    }
+
+    private let state = Mutex(State())
+    private let maxBatch: Int
+    private let budget: Duration
+    private let write: Write
+    /// What a submitter cancelled before its item was written gets.
+    private let cancelled: @Sendable () -> any Error
+    /// What a submitter whose budget ran out before its item was written gets.
+    private let expired: @Sendable () -> any Error
+
+    init(
+        maxBatch: Int, budget: Duration, cancelled: @escaping @Sendable () -> any Error, expired: @escaping @Sendable () -> any Error,
+        write: @escaping Write
+    ) {
+        precondition(maxBatch > 0)
+        self.maxBatch = maxBatch
+        self.budget = budget
+        self.cancelled = cancelled
+        self.expired = expired
+        self.write = write
+    }
+
+    func submit(_ item: Item) async throws -> Answer {
+        let id = state.withLock { state in
+            defer { state.nextID += 1 }
+            state.registering.insert(state.nextID)
+            return state.nextID
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Answer, any Error>) in
+                let start = state.withLock { state -> Bool? in
+                    state.registering.remove(id)
+                    if state.cancelledEarly.remove(id) != nil { return nil }
+                    state.queued.append(Waiter(id: id, item: item, submitted: .now, continuation: continuation))
+                    guard !state.writing else { return false }
+                    state.writing = true
+                    return true
+                }
+                switch start {
+                case nil: continuation.resume(throwing: cancelled())
+                case true?: startNextBatch()
+                case false?: break
+                }
+            }
+        } onCancel: {
+            cancel(id)
+        }
+    }
+
+    /// Takes up to `maxBatch` waiting items into a write of their own (a task, so the
+    /// submitters' own tasks only wait for their answers).
+    private func startNextBatch() {
+        let now = ContinuousClock.now
+        let outOfTime: [Waiter] = state.withLock { state in
+            // Whoever ran out of time waiting is answered now, unwritten.
+            let outOfTime = state.queued.filter { now - $0.submitted >= budget }
+            state.queued.removeAll { now - $0.submitted >= budget }
+            guard !state.queued.isEmpty else {
+                state.writing = false
+                return outOfTime
+            }
+            let batch = Array(state.queued.prefix(maxBatch))
+            state.queued.removeFirst(batch.count)
+            state.inFlight = Set(batch.map(\.id))
+            state.cancelledInFlight = []
+            let remaining = batch.map { budget - (now - $0.submitted) }.min() ?? budget
+            state.batchTask = Task { [self] in
+                let answers = await write(batch.map(\.item), remaining)
+                for (index, waiter) in batch.enumerated() {
+                    waiter.continuation.resume(with: index < answers.count ? answers[index] : .failure(cancelled()))
+                }
+                finishBatch()
+            }
+            return outOfTime
+        }
+        for waiter in outOfTime { waiter.continuation.resume(throwing: expired()) }
+    }
+
+    private func finishBatch() {
+        state.withLock { state in
+            state.batchTask = nil
+            state.inFlight = []
+            state.cancelledInFlight = []
+        }
+        startNextBatch()
+    }
+
+    private func cancel(_ id: UInt64) {
+        let dropped: Waiter? = state.withLock { state in
+            if let index = state.queued.firstIndex(where: { $0.id == id }) {
+                return state.queued.remove(at: index)
+            }
+            if state.inFlight.contains(id) {
+                state.cancelledInFlight.insert(id)
+                if state.cancelledInFlight == state.inFlight { state.batchTask?.cancel() }
+            } else if state.registering.contains(id) {
+                state.cancelledEarly.insert(id)
+            }
+            // Otherwise it has its answer already.
+            return nil
+        }
+        dropped?.continuation.resume(throwing: cancelled())
+    }
+}
