@@ -39,7 +39,8 @@ public final class MongoClientPool: Sendable {
     ///   - operationTimeoutMilliseconds: applied as server selection, connect and socket timeouts
     ///     unless the URI sets them, and as the deadline of every call.
     ///   - queueCapacity: calls queued or running at once beyond which new ones fail with
-    ///     `.overloaded`; by default 16 per thread.
+    ///     `.overloaded`; by default 16 per thread and at least 256 (a small pool, as against the
+    ///     dev server, must still absorb a burst of requests that each read once).
     public init(
         uriString: String, operationTimeoutMilliseconds: Int64, eventLoopGroup: any EventLoopGroup, queueCapacity: Int? = nil
     ) throws(MongoError) {
@@ -66,7 +67,7 @@ public final class MongoClientPool: Sendable {
         self.eventLoopGroup = eventLoopGroup
         let threads = max(1, min(maxPoolSize, 32))
         self.threadPool = NIOThreadPool(numberOfThreads: threads)
-        self.work = Bulkhead(capacity: max(1, queueCapacity ?? threads * 16))
+        self.work = Bulkhead(capacity: max(1, queueCapacity ?? max(256, threads * 16)))
         self.threadPool.start()
     }
 

@@ -44,7 +44,7 @@ public struct Settings: Sendable {
     /// `/v1` requests in flight per instance beyond which new ones are shed (503 `overloaded`).
     public var maxInFlight = 512
     /// MongoDB calls queued or running per instance beyond which new ones are refused (503
-    /// `overloaded`); nil: 16 per client-pool thread. Not an environment variable.
+    /// `overloaded`); nil: 16 per client-pool thread, at least 256. Not an environment variable.
     public var mongoQueueCapacity: Int?
     public var logLevel: Logger.Level = .info
     public var logFormat: LogFormat = .text

@@ -25,12 +25,16 @@ public final class FeedCache: Sendable {
     let gateway: RedisGateway
     let ttlSeconds: Int64
     let logger: Logger
+    /// The key prefix, and so the versions: a cache of another namespace is invalidated on its
+    /// own (preferences are not dropped by every notification created for their user).
+    let namespace: String
     private let inFlight = Mutex<[String: Task<[UInt8], any Error>]>([:])
 
-    public init(gateway: RedisGateway, ttlSeconds: Int64, logger: Logger) {
+    public init(gateway: RedisGateway, ttlSeconds: Int64, logger: Logger, namespace: String = "feed") {
         self.gateway = gateway
         self.ttlSeconds = ttlSeconds
         self.logger = logger
+        self.namespace = namespace
     }
 
     /// A version lives twice as long as an entry, refreshed by every write. Versions are random
@@ -39,8 +43,8 @@ public final class FeedCache: Sendable {
     /// than the write that replaced it, so it has expired before that write's version can.
     var versionTTLSeconds: Int64 { 2 * ttlSeconds }
 
-    static func versionKey(_ user: String) -> String { "feed:{\(user)}:v" }
-    static func entryPrefix(_ user: String) -> String { "feed:{\(user)}:e:" }
+    func versionKey(_ user: String) -> String { "\(namespace):{\(user)}:v" }
+    func entryPrefix(_ user: String) -> String { "\(namespace):{\(user)}:e:" }
 
     /// One round trip: the user's version and the entry stored under it (the entry key is
     /// built from the version inside the script, so both keys share the user's hash tag).
@@ -52,9 +56,9 @@ public final class FeedCache: Sendable {
 
     /// The cached body of `variant` for `user`, or `load()`'s, stored for the next reader.
     public func cached(user: String, variant: String, load: @escaping @Sendable () async throws -> [UInt8]) async throws -> CachedJSON {
-        let prefix = Self.entryPrefix(user)
+        let prefix = entryPrefix(user)
         let found = await gateway.call(.feedCache) { pool in
-            try await pool.evaluate(Self.lookup, keys: [Self.versionKey(user)], arguments: [prefix, variant])
+            try await pool.evaluate(Self.lookup, keys: [versionKey(user)], arguments: [prefix, variant])
         }
         guard let found, let parts = found.array, parts.count == 2, let version = parts[0].string else {
             return CachedJSON(body: try await load(), cache: .bypass)
@@ -72,7 +76,7 @@ public final class FeedCache: Sendable {
     public func invalidate(user: String) async {
         let token = Array(Self.newVersion().utf8)
         let bumped = await gateway.call(.feedCache, essential: true) { [versionTTLSeconds] pool in
-            try await pool.send(RedisCommand([Array("SET".utf8), Array(Self.versionKey(user).utf8), token, Array("EX".utf8), Array(String(versionTTLSeconds).utf8)]))
+            try await pool.send(RedisCommand([Array("SET".utf8), Array(versionKey(user).utf8), token, Array("EX".utf8), Array(String(versionTTLSeconds).utf8)]))
         }
         if bumped == nil {
             logger.warning("Feed cache invalidation failed; cached feed may be stale up to the TTL", metadata: ["user": "\(user)", "ttl_s": "\(ttlSeconds)"])
@@ -89,7 +93,7 @@ public final class FeedCache: Sendable {
     public func lookupMany(users: [String], variant: String) async -> [(version: String, body: [UInt8]?)]? {
         guard !users.isEmpty else { return [] }
         let reply = await gateway.call(.feedCache) { pool in
-            try await pool.evaluate(Self.lookupMany, keys: users.map(Self.versionKey), arguments: [variant])
+            try await pool.evaluate(Self.lookupMany, keys: users.map(versionKey), arguments: [variant])
         }
         guard let parts = reply?.array, parts.count == 2 * users.count else { return nil }
         return stride(from: 0, to: parts.count, by: 2).map { index in
@@ -104,7 +108,7 @@ public final class FeedCache: Sendable {
         guard !entries.isEmpty else { return }
         _ = await gateway.call(.feedCache) { [ttlSeconds] pool in
             try await pool.evaluate(
-                Self.storeMany, keys: entries.map { Self.entryPrefix($0.user) + $0.version + ":" + variant },
+                Self.storeMany, keys: entries.map { entryPrefix($0.user) + $0.version + ":" + variant },
                 arguments: [String(ttlSeconds)] + entries.map { String(decoding: $0.body, as: UTF8.self) })
         }
     }
@@ -113,7 +117,7 @@ public final class FeedCache: Sendable {
     public func invalidateMany(users: [String]) async {
         guard !users.isEmpty else { return }
         let bumped = await gateway.call(.feedCache, essential: true) { [versionTTLSeconds] pool in
-            try await pool.evaluate(Self.bumpMany, keys: users.map(Self.versionKey), arguments: [String(versionTTLSeconds), Self.newVersion()])
+            try await pool.evaluate(Self.bumpMany, keys: users.map(versionKey), arguments: [String(versionTTLSeconds), Self.newVersion()])
         }
         if bumped == nil {
             logger.warning("Feed cache invalidation failed; cached feeds may be stale up to the TTL", metadata: ["users": "\(users.count)", "ttl_s": "\(ttlSeconds)"])

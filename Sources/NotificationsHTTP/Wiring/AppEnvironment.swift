@@ -42,7 +42,10 @@ public struct AppEnvironment: Sendable {
         let cache = FeedCache(gateway: gateway, ttlSeconds: settings.feedCacheTTLSeconds, logger: logger)
         // A counter marked for a recount in the background also drops the user's cached feed.
         let store = MongoNotificationStore(pool: mongoPool, metrics: metrics, logger: logger) { user in await cache.invalidate(user: user) }
-        let preferences = PreferenceService(store: PreferenceStore(pool: mongoPool), cache: cache)
+        // Preferences have versions of their own: a create for a user does not drop them.
+        let preferences = PreferenceService(
+            store: PreferenceStore(pool: mongoPool),
+            cache: FeedCache(gateway: gateway, ttlSeconds: settings.feedCacheTTLSeconds, logger: logger, namespace: "prefs"))
         let followers = FollowerStore(pool: mongoPool)
         let events = EventStore(pool: mongoPool)
         let publisher = StreamPublisher(gateway: gateway)
