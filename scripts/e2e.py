@@ -8,6 +8,7 @@ README's curl walkthrough verbatim (with the port substituted), two instances sh
 servers, a MongoDB outage, SIGTERM draining and bad configuration. Standard library only.
 """
 import atexit
+import ctypes
 import http.client
 import json
 import os
@@ -28,6 +29,14 @@ KEY = "dev-secret"
 ADMIN_TOKEN = "e2e-admin-token-secret"
 # Every service log of the run, so the last test can check that no secret ever reached one.
 SERVICE_LOGS = []
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent():
+    """preexec_fn of every child: SIGKILL when the test process dies, even by SIGKILL (no orphans)."""
+    _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def free_port():
@@ -138,14 +147,14 @@ class Servers:
     def start_redis(self):
         self.redis = subprocess.Popen(
             ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
         wait_port(self.redis_port)
 
     def start_mongo(self):
         self.mongo = subprocess.Popen(
             [os.path.join(ROOT, ".venv/bin/python"), os.path.join(ROOT, "scripts/mongo-wire-server.py"),
              os.path.join(self.dir, "db"), str(self.mongo_port), "--exit-with-parent"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
         wait_port(self.mongo_port)
 
     def kill_redis(self):
@@ -187,7 +196,7 @@ class Service:
         SERVICE_LOGS.append(self.log.name)
         self.process = subprocess.Popen(
             [BINARY, "serve"], env=servers.env(PORT=str(self.port), HOST="127.0.0.1", **env),
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
