@@ -7,18 +7,22 @@ Starts redis-server, the MongoDB-wire server, two instances of the service and a
 loopback that scrapes both every second and evaluates a copy of config/alerts.yml whose `for:`
 durations are shortened (the expressions are the real ones). Then:
 - `promtool check rules` on config/alerts.yml and `promtool check metrics` on a live scrape;
-- Redis is killed: RedisCircuitBreakerOpen must fire for both instances (Prometheus's HTTP API);
-- Redis comes back: the alert must resolve;
+- Redis is killed: RedisDisconnected, then RedisCircuitBreakerOpen must fire for both instances
+  (Prometheus's HTTP API);
+- Redis comes back: both must resolve;
 - every query of every dashboard under config/grafana/dashboards parses in Prometheus and names
   only metrics the service exports (checked against the live scrape), and the provisioning
   files agree with the dashboards and docker-compose.yml.
-Prints the measured times. Standard library only; every wait is bounded.
+Prints the measured times. Standard library only; every wait is bounded, the whole run too
+(DEADLINE), and the child processes are stopped however it ends (failure, deadline, SIGTERM,
+SIGHUP, Ctrl-C; even SIGKILL: e2e.die_with_parent).
 """
 import glob
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,8 +36,12 @@ import e2e  # noqa: E402  (the servers and the service as child processes)
 
 ROOT = e2e.ROOT
 ALERT = "RedisCircuitBreakerOpen"
+# The same condition without `for:`: fires first, on the same instances.
+EARLY_ALERT = "RedisDisconnected"
 # Short enough for a test, long enough that a scrape or two must agree before an alert fires.
 SHORT_FOR = "3s"
+# The whole run; it takes about 20 s.
+DEADLINE = 120
 
 
 def fail(message):
@@ -48,6 +56,14 @@ def wait_until(condition, timeout, what, interval=0.2):
             return value
         time.sleep(interval)
     fail(f"{what} within {timeout} s")
+
+
+def stop_on_signal(number, _frame):
+    raise SystemExit(f"monitoring-e2e: stopped by {signal.Signals(number).name}")
+
+
+def on_deadline(_number, _frame):
+    fail(f"the run took more than {DEADLINE} s")
 
 
 def promtool(*arguments, stdin=None):
@@ -77,7 +93,7 @@ class Prometheus:
         self.process = subprocess.Popen(
             ["prometheus", f"--config.file={config_path}", f"--storage.tsdb.path={os.path.join(workdir, 'data')}",
              f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=e2e.die_with_parent)
         wait_until(lambda: self.ready(), 30, "Prometheus ready")
 
     def ready(self):
@@ -204,12 +220,16 @@ def main():
     for tool in ("prometheus", "promtool"):
         if not shutil.which(tool):
             fail(f"{tool} is not installed (scripts/bootstrap prometheus)")
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, stop_on_signal)
+    signal.signal(signal.SIGALRM, on_deadline)
+    signal.alarm(DEADLINE)
     promtool("check", "rules", os.path.join(ROOT, "config/alerts.yml"))
 
     workdir = tempfile.mkdtemp(prefix="notifications-alerts-")
-    servers = e2e.Servers()
-    services, prometheus = [], None
+    servers, services, prometheus = None, [], None
     try:
+        servers = e2e.Servers()
         # The breaker stays open 8 s before probing, so "open" holds across scrapes.
         fast = {"REDIS_CIRCUIT_FAILURE_THRESHOLD": "2", "REDIS_CIRCUIT_RECOVERY_TIMEOUT": "8000", "REDIS_OPERATION_TIMEOUT_MS": "300"}
         services = [e2e.Service(servers, **fast), e2e.Service(servers, **fast)]
@@ -221,8 +241,9 @@ def main():
         targets = [f"127.0.0.1:{service.port}" for service in services]
         prometheus = Prometheus(workdir, targets)
         wait_until(lambda: prometheus.targets_up(2), 30, "both instances scraped and up")
-        if prometheus.alerts(ALERT):
-            fail(f"{ALERT} is active before any fault")
+        for name in (EARLY_ALERT, ALERT):
+            if prometheus.alerts(name):
+                fail(f"{name} is active before any fault")
         check_rules(prometheus, scrape)
         check_dashboards(prometheus, scrape)
 
@@ -234,27 +255,43 @@ def main():
                 status = e2e.call(service.port, "GET", "/v1/users/alerts/notifications", headers=e2e.auth())[0]
                 if status != 200:
                     fail(f"a read answered {status} with Redis down (fail-open)")
-        wait_until(lambda: set(prometheus.alerts(ALERT).items()) == {(target, "firing") for target in targets}, 45,
-                   f"{ALERT} firing for both instances")
-        fired = time.monotonic() - killed
-        print(f"{ALERT} firing for both instances {fired:.1f} s after Redis was killed "
-              f"(scrape and evaluation every 1 s, for: {SHORT_FOR}, breaker threshold 2 failures)")
+        firing = {(target, "firing") for target in targets}
+        fired = {}
+
+        def both_firing():
+            for name in (EARLY_ALERT, ALERT):
+                if name not in fired and set(prometheus.alerts(name).items()) == firing:
+                    fired[name] = time.monotonic() - killed
+            return len(fired) == 2
+
+        wait_until(both_firing, 30, f"{EARLY_ALERT} and {ALERT} firing for both instances")
+        if fired[EARLY_ALERT] > fired[ALERT]:
+            fail(f"{EARLY_ALERT} (no for:) fired after {ALERT} (for: {SHORT_FOR})")
+        for name in (EARLY_ALERT, ALERT):
+            print(f"{name} firing for both instances {fired[name]:.1f} s after Redis was killed "
+                  f"(scrape and evaluation every 1 s, breaker threshold 2 failures"
+                  f"{f', for: {SHORT_FOR}' if name == ALERT else ', no for:'})")
 
         restarted = time.monotonic()
         servers.start_redis()
-        wait_until(lambda: not prometheus.alerts(ALERT), 60, f"{ALERT} resolved after Redis came back")
-        print(f"{ALERT} resolved {time.monotonic() - restarted:.1f} s after Redis came back "
+        wait_until(lambda: not prometheus.alerts(ALERT) and not prometheus.alerts(EARLY_ALERT), 40,
+                   f"{ALERT} and {EARLY_ALERT} resolved after Redis came back")
+        print(f"{ALERT} and {EARLY_ALERT} resolved {time.monotonic() - restarted:.1f} s after Redis came back "
               f"(REDIS_CIRCUIT_RECOVERY_TIMEOUT 8 s, then the breaker's probes)")
         print("monitoring-e2e: OK")
     finally:
+        # Cleanup is bounded by itself (each stop waits at most 20 s); a second signal does not cut it short.
+        signal.alarm(0)
+        for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(number, signal.SIG_IGN)
         if prometheus:
             prometheus.stop()
         for service in services:
             service.stop()
-        servers.stop()
+        if servers:
+            servers.stop()
         e2e.remove_service_logs()
         shutil.rmtree(workdir, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()
