@@ -135,22 +135,33 @@ class Prometheus:
 
 
 PROMQL_WORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset",
+    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset", "atan2",
     "sum", "min", "max", "avg", "count", "stddev", "stdvar", "topk", "bottomk", "quantile", "count_values", "group",
 }
+# Series Prometheus makes itself (per target, and from alert rules): a query may read them.
+PROMETHEUS_SERIES = {
+    "up", "scrape_duration_seconds", "scrape_samples_scraped", "scrape_samples_post_metric_relabeling",
+    "scrape_series_added", "ALERTS", "ALERTS_FOR_STATE",
+}
+# Grafana's interval variables, as Prometheus is asked to evaluate a panel's query.
+GRAFANA_INTERVALS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
 
 
 def metric_names(expression):
-    """The metric names a PromQL expression reads (functions, keywords and label names removed)."""
+    """The metric names a PromQL expression reads (functions, keywords, label names, numbers,
+    durations and Grafana variables removed; a histogram is read through _bucket, _sum, _count)."""
+    names = set(re.findall(r'__name__\s*=\s*"([^"]*)"', expression))  # {__name__="..."} selectors
     text = re.sub(r'"(?:[^"\\]|\\.)*"', "", expression)  # strings
     text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers
     text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)  # groupings
-    text = re.sub(r"\[[^\]]*\]", " ", text)  # ranges
-    names = set()
+    text = re.sub(r"\[[^\]]*\]", " ", text)  # ranges and subqueries
+    text = re.sub(r"\$\{[^}]*\}|\$\w+", " ", text)  # Grafana variables
+    # Durations (offset 1h30m), hexadecimal and decimal numbers (2e3, .5).
+    text = re.sub(r"(?<![\w:.])(?:(?:\d+(?:ms|[smhdwy]))+|0x[0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(?![\w:])", " ", text)
     for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
         following = text[match.end():].lstrip()[:1]
         word = match.group(0)
-        if following != "(" and word not in PROMQL_WORDS and not re.fullmatch(r"e|inf|nan", word, re.I):
+        if following != "(" and word not in PROMQL_WORDS and not re.fullmatch(r"inf|nan", word, re.I):
             names.add(word)
     return names
 
@@ -167,50 +178,88 @@ def check_rules(prometheus, scrape):
     if len(rules) != expected:
         fail(f"Prometheus loaded {len(rules)} rules, config/alerts.yml has {expected}")
     for rule in rules:
-        missing = sorted(metric_names(rule["query"]) - exported_names(scrape))
+        missing = sorted(metric_names(rule["query"]) - exported_names(scrape) - PROMETHEUS_SERIES)
         if missing:
             fail(f"alert {rule['name']} reads {missing}, which the service does not export")
     print(f"alerts: {len(rules)} rules loaded by Prometheus, all reading exported metrics")
 
 
-def check_dashboards(prometheus, scrape):
-    exported = exported_names(scrape)
-    with open(os.path.join(ROOT, "config/grafana/provisioning/datasources/prometheus.yml")) as handle:
-        datasource_uid = re.search(r"(?m)^\s*uid:\s*(\S+)", handle.read()).group(1)
-    with open(os.path.join(ROOT, "config/grafana/provisioning/dashboards/dashboards.yml")) as handle:
-        dashboards_path = re.search(r"(?m)^\s*path:\s*(\S+)", handle.read()).group(1)
+def yaml_value(relative_path, key):
+    """The first `key: value` of a small YAML file (the provisioning files have one of each)."""
+    with open(os.path.join(ROOT, relative_path)) as handle:
+        match = re.search(rf"(?m)^[\s-]*{key}:\s*(\S+)", handle.read())
+    if not match:
+        fail(f"{relative_path} has no {key}")
+    return match.group(1).strip("'\"")
+
+
+def check_provisioning():
+    """The provisioning files, docker-compose.yml and the dashboards agree; returns the datasource uid."""
+    datasource_uid = yaml_value("config/grafana/provisioning/datasources/prometheus.yml", "uid")
+    datasource_url = yaml_value("config/grafana/provisioning/datasources/prometheus.yml", "url")
+    dashboards_path = yaml_value("config/grafana/provisioning/dashboards/dashboards.yml", "path")
     with open(os.path.join(ROOT, "docker-compose.yml")) as handle:
-        if f"./config/grafana/dashboards:{dashboards_path}" not in handle.read():
-            fail(f"docker-compose.yml does not mount config/grafana/dashboards at {dashboards_path}")
+        compose = handle.read()
+    host = urllib.parse.urlsplit(datasource_url).hostname
+    if not re.search(rf"(?m)^  {re.escape(host)}:\s*$", compose):
+        fail(f"the Grafana datasource points at {datasource_url}, but docker-compose.yml has no service {host!r}")
+    for mount in ("./config/grafana/provisioning:/etc/grafana/provisioning", f"./config/grafana/dashboards:{dashboards_path}"):
+        if not re.search(rf"- {re.escape(mount)}(:ro)?\s*$", compose, re.M):
+            fail(f"docker-compose.yml does not mount {mount}")
+    home = re.search(r"GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH:\s*(\S+)", compose)
+    if home and not (home.group(1).startswith(dashboards_path.rstrip("/") + "/") and os.path.isfile(
+            os.path.join(ROOT, "config/grafana/dashboards", os.path.relpath(home.group(1), dashboards_path)))):
+        fail(f"the home dashboard {home.group(1)} is not a file of config/grafana/dashboards")
+    return datasource_uid
+
+
+def dashboard_panels(panels):
+    """Every panel that shows data (rows unfolded)."""
+    for panel in panels:
+        if panel.get("type") == "row":
+            yield from dashboard_panels(panel.get("panels", []))
+        else:
+            yield panel
+
+
+def check_dashboards(prometheus, scrape):
+    datasource_uid = check_provisioning()
+    known = exported_names(scrape) | PROMETHEUS_SERIES
     files = sorted(glob.glob(os.path.join(ROOT, "config/grafana/dashboards/*.json")))
     if not files:
         fail("no dashboard under config/grafana/dashboards")
-    queries = 0
+    queries, uids = 0, set()
     for path in files:
         name = os.path.relpath(path, ROOT)
         with open(path) as handle:
             dashboard = json.load(handle)
         if not dashboard.get("uid") or not dashboard.get("title") or not dashboard.get("panels"):
             fail(f"{name}: a dashboard needs a uid, a title and panels")
-        for panel in dashboard["panels"]:
+        if dashboard["uid"] in uids:
+            fail(f"{name}: uid {dashboard['uid']!r} is taken by another dashboard")
+        uids.add(dashboard["uid"])
+        for panel in dashboard_panels(dashboard["panels"]):
             title = panel.get("title")
             if not title or not panel.get("targets") or not panel.get("gridPos"):
                 fail(f"{name}: panel {panel.get('id')} needs a title, a gridPos and targets")
             for target in [panel, *panel["targets"]]:
-                if target.get("datasource", {}).get("uid", datasource_uid) != datasource_uid:
+                if (target.get("datasource") or {}).get("uid", datasource_uid) != datasource_uid:
                     fail(f"{name}: panel {title!r} uses a datasource other than {datasource_uid!r}")
             for target in panel["targets"]:
                 expression = target.get("expr", "")
                 if not expression:
                     fail(f"{name}: panel {title!r} has a target without a query")
-                missing = sorted(metric_names(expression) - exported)
+                missing = sorted(metric_names(expression) - known)
                 if missing:
                     fail(f"{name}: panel {title!r} reads {missing}, which the service does not export")
-                error = prometheus.query_error(expression.replace("$__rate_interval", "1m").replace("$__interval", "15s"))
+                for variable, value in GRAFANA_INTERVALS.items():
+                    expression = expression.replace(variable, value)
+                error = prometheus.query_error(expression)
                 if error:
                     fail(f"{name}: panel {title!r}: Prometheus rejects {expression!r}: {error}")
                 queries += 1
-    print(f"dashboards: {len(files)} file(s), {queries} queries parse in Prometheus and read only exported metrics")
+    print(f"dashboards: {len(files)} file(s), {queries} queries parse in Prometheus and read only exported metrics; "
+          "provisioning and docker-compose.yml agree with them")
 
 
 def main():
