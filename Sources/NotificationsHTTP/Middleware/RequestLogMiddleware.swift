@@ -6,8 +6,8 @@ internal import NotificationsCore
 /// Outermost: gives each request an id (`X-Request-Id`, echoed from the client when sane, else
 /// generated), returns it in the response, and makes every log line written while serving the
 /// request carry it (`RequestID.current`, added by the logging system's metadata provider).
-/// Writes one access-log line at debug level, or at warning for 5xx. Never logs headers, so
-/// keys and tokens cannot reach the logs.
+/// Writes one access-log line at debug level, or at warning for a 5xx other than 503. Never
+/// logs headers, so keys and tokens cannot reach the logs.
 public struct RequestLogMiddleware: RouterMiddleware {
     public typealias Context = AppRequestContext
 
@@ -18,13 +18,18 @@ public struct RequestLogMiddleware: RouterMiddleware {
         let start = ContinuousClock.now
         var response = try await RequestID.$current.withValue(requestID) { try await next(request, context) }
         response.headers[.requestID] = requestID
+        // A 503 is an expected answer under overload or an outage (shed, storage or Redis
+        // unavailable): counted in metrics and logged once by what caused it, not once per request,
+        // so an overloaded instance does not also flood its log. Other 5xx are warnings.
+        let failed = response.status.code >= 500 && response.status != .serviceUnavailable
+        guard failed || context.logger.logLevel <= .debug else { return response }
         let elapsed = ContinuousClock.now - start
         let metadata: Logger.Metadata = [
             "method": .string(request.method.rawValue), "path": .string(request.uri.path),
             "status": .stringConvertible(response.status.code), "duration_ms": .stringConvertible(elapsed.milliseconds),
         ]
         RequestID.$current.withValue(requestID) {
-            if response.status.code >= 500 {
+            if failed {
                 context.logger.warning("Request failed", metadata: metadata)
             } else {
                 context.logger.debug("Request", metadata: metadata)
