@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """schemathesis against the running service and its own OpenAPI document, every check on.
 
-Usage: api-fuzz.py PATH/TO/notifications [extra schemathesis arguments]
+Usage: api-fuzz.py PATH/TO/notifications [--document FILE] [extra schemathesis arguments]
 
 Starts redis-server, the MongoDB-wire server and one instance (generous rate limit, so 429s do
 not hide answers), then runs `schemathesis run` on http://127.0.0.1:PORT/openapi.yaml with
 `--checks all` and every phase (examples, coverage, fuzzing, stateful: the document's links
 chain a created notification into its reads and deletes). A fixed seed makes a run
-reproducible; a failure exits non-zero with schemathesis's own report.
+reproducible; a failure exits non-zero with schemathesis's own report. `--document FILE` tests
+the service against that file instead of the document it serves (a binary embeds openapi.yaml
+when it is built, so this checks an edited document without a rebuild).
 """
 import os
 import shutil
@@ -24,8 +26,13 @@ MAX_EXAMPLES = "40"
 
 def main():
     if len(sys.argv) < 2:
-        sys.exit("usage: api-fuzz.py PATH/TO/notifications [schemathesis arguments]")
+        sys.exit("usage: api-fuzz.py PATH/TO/notifications [--document FILE] [schemathesis arguments]")
     e2e.BINARY = os.path.abspath(sys.argv[1])
+    extra = sys.argv[2:]
+    document = None
+    if extra[:1] == ["--document"] and len(extra) >= 2:
+        document = os.path.abspath(extra[1])
+        extra = extra[2:]
     schemathesis = os.path.join(e2e.ROOT, ".venv/bin/schemathesis")
     servers = e2e.Servers()
     service = None
@@ -33,7 +40,7 @@ def main():
         service = e2e.Service(servers, RATE_LIMIT_POLICIES="*:1000000/1s", LOG_LEVEL="warning")
         command = [
             schemathesis, "--config-file", os.path.join(e2e.ROOT, "config/schemathesis.toml"),
-            "run", f"http://127.0.0.1:{service.port}/openapi.yaml",
+            "run", document or f"http://127.0.0.1:{service.port}/openapi.yaml",
             "--url", f"http://127.0.0.1:{service.port}",
             "--checks", "all",
             "--phases", "examples,coverage,fuzzing,stateful",
@@ -43,7 +50,7 @@ def main():
             # a strategy ("AST constructor recursion depth mismatch", seen in a CI run) - a tool error.
             "--workers", "1",
             "--generation-database", "none", "--no-color", "--request-timeout", "10",
-            *sys.argv[2:],
+            *extra,
         ]
         # Run from a scratch directory: schemathesis keeps a cache of past failures (.schemathesis)
         # in its working directory, which would make a run depend on the ones before it.
