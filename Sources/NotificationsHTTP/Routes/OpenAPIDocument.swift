@@ -10,10 +10,15 @@ info:
     idempotency and locks. When Redis fails the service follows the fail-open table
     (docs/OPERATIONS.md). Every error is application/problem+json (RFC 9457).
 
-    HEAD is answered wherever GET is (same status and headers, no body). Every response
-    carries X-Request-Id (the client's own when it is 1-128 visible ASCII characters, else a
-    generated one). Beyond MAX_IN_FLIGHT requests in flight on an instance, any /v1 operation
-    answers 503 overloaded with Retry-After: 1 at once, without rate-limit headers.
+    HEAD is answered wherever GET is (same status and headers, no body); the HEAD operations
+    below say so for each path. Every response carries X-Request-Id (the client's own when it
+    is 1-128 visible ASCII characters, else a generated one). Authenticated /v1 responses carry
+    the rate-limit headers (RateLimit-Policy, RateLimit, X-RateLimit-Limit, X-RateLimit-Remaining,
+    X-RateLimit-Reset, X-RateLimit-Status; an unlimited key gets X-RateLimit-Status: unlimited
+    only). Beyond MAX_IN_FLIGHT requests in flight on an instance, any /v1 operation answers 503
+    overloaded with Retry-After: 1 at once, before authentication, without rate-limit headers.
+    A request declaring a body over 64 KiB is 413 payload_too_large on any path. An unknown path
+    is 404 not_found; a known path with another method is 405 method_not_allowed with Allow.
 servers:
   - url: http://localhost:8080
 security:
@@ -40,8 +45,18 @@ paths:
         "201":
           description: Created
           headers:
-            Location: { schema: { type: string }, description: "/v1/users/{recipientId}/notifications/{id}" }
+            Location:
+              required: true
+              description: "/v1/users/{recipientId}/notifications/{id}"
+              schema: { type: string, pattern: "^/v1/users/[A-Za-z0-9_.:@-]{1,128}/notifications/[0-9a-f]{24}$" }
             Idempotency-Replay: { $ref: "#/components/headers/IdempotencyReplay" }
+            X-Request-Id: { $ref: "#/components/headers/XRequestId" }
+            RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
+            RateLimit: { $ref: "#/components/headers/RateLimit" }
+            X-RateLimit-Limit: { $ref: "#/components/headers/XRateLimitLimit" }
+            X-RateLimit-Remaining: { $ref: "#/components/headers/XRateLimitRemaining" }
+            X-RateLimit-Reset: { $ref: "#/components/headers/XRateLimitReset" }
+            X-RateLimit-Status: { $ref: "#/components/headers/XRateLimitStatus" }
           content:
             application/json:
               schema: { $ref: "#/components/schemas/Notification" }
@@ -61,70 +76,107 @@ paths:
             DeleteNotification:
               operationId: deleteNotification
               parameters: { userId: "$response.body#/recipientId", id: "$response.body#/id" }
+            GetPreferences:
+              operationId: getPreferences
+              parameters: { userId: "$response.body#/recipientId" }
+            PutPreferences:
+              operationId: putPreferences
+              parameters: { userId: "$response.body#/recipientId" }
+            FollowRecipient:
+              description: Someone follows the recipient.
+              operationId: follow
+              parameters: { userId: "$response.body#/recipientId" }
+            EventForRecipient:
+              description: An event of the same type for the recipient (event id u<notification id>).
+              operationId: createEvent
+              x-schemathesis: { merge_body: false }
+              requestBody:
+                id: "u{$response.body#/id}"
+                type: "$response.body#/type"
+                actorId: system
+                audience: { userIds: ["$response.body#/recipientId"] }
+            EventForFollowers:
+              description: An event by the recipient for its followers (event id f<notification id>).
+              operationId: createEvent
+              x-schemathesis: { merge_body: false }
+              requestBody:
+                id: "f{$response.body#/id}"
+                type: "$response.body#/type"
+                actorId: "$response.body#/recipientId"
+                audience: { followersOf: "$response.body#/recipientId" }
+            NotifyAgain:
+              description: The same type for the same recipient again - 202 if the recipient's preferences now suppress it.
+              operationId: createNotification
+              requestBody: { recipientId: "$response.body#/recipientId", type: "$response.body#/type" }
         "202":
           description: Not stored - the recipient muted the type (muted_type) or turned the in_app channel off (in_app_disabled)
+          headers:
+            Idempotency-Replay: { $ref: "#/components/headers/IdempotencyReplay" }
+            X-Request-Id: { $ref: "#/components/headers/XRequestId" }
+            RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
+            RateLimit: { $ref: "#/components/headers/RateLimit" }
+            X-RateLimit-Limit: { $ref: "#/components/headers/XRateLimitLimit" }
+            X-RateLimit-Remaining: { $ref: "#/components/headers/XRateLimitRemaining" }
+            X-RateLimit-Reset: { $ref: "#/components/headers/XRateLimitReset" }
+            X-RateLimit-Status: { $ref: "#/components/headers/XRateLimitStatus" }
           content:
             application/json:
               schema:
                 type: object
+                additionalProperties: false
                 required: [status, reason]
                 properties:
                   status: { type: string, enum: [suppressed] }
                   reason: { type: string, enum: [muted_type, in_app_disabled] }
-        "400": { $ref: "#/components/responses/Problem" }
-        "401": { $ref: "#/components/responses/Problem" }
-        "409": { $ref: "#/components/responses/Problem" }
-        "413": { $ref: "#/components/responses/Problem" }
-        "415": { $ref: "#/components/responses/Problem" }
-        "422": { $ref: "#/components/responses/Problem" }
-        "429": { $ref: "#/components/responses/Problem" }
-        "503": { $ref: "#/components/responses/Problem" }
+        "400": { $ref: "#/components/responses/BadRequestWithBody" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "409": { $ref: "#/components/responses/IdempotencyInProgress" }
+        "413": { $ref: "#/components/responses/PayloadTooLarge" }
+        "415": { $ref: "#/components/responses/UnsupportedMediaType" }
+        "422": { $ref: "#/components/responses/IdempotencyKeyReused" }
+        "429": { $ref: "#/components/responses/RateLimited" }
+        "503": { $ref: "#/components/responses/Unavailable" }
   /v1/users/{userId}/notifications:
     get:
       operationId: getFeed
       tags: [notifications]
       summary: A page of the user's feed, newest first
-      parameters:
+      parameters: &feedParameters
         - $ref: "#/components/parameters/UserId"
-        - { name: limit, in: query, schema: { type: integer, minimum: 1, maximum: 100, default: 20 } }
-        - name: cursor
-          in: query
-          description: "nextCursor of the previous page (16 base64url characters); empty or absent: the first page"
-          schema: { type: string, pattern: "^([A-Za-z0-9_-]{16})?$" }
-        - { name: unreadOnly, in: query, schema: { type: boolean, default: false } }
-      responses:
-        "200":
-          description: The page
-          headers:
-            X-Cache: { schema: { type: string, enum: [hit, miss, bypass] } }
-          content:
-            application/json:
-              schema: { $ref: "#/components/schemas/FeedPage" }
-        "400": { $ref: "#/components/responses/Problem" }
-        "401": { $ref: "#/components/responses/Problem" }
-        "429": { $ref: "#/components/responses/Problem" }
-        "503": { $ref: "#/components/responses/Problem" }
+        - $ref: "#/components/parameters/Limit"
+        - $ref: "#/components/parameters/FeedCursor"
+        - $ref: "#/components/parameters/UnreadOnly"
+      responses: &feedResponses
+        "200": { $ref: "#/components/responses/FeedPage" }
+        "400": { $ref: "#/components/responses/BadRequest" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "429": { $ref: "#/components/responses/RateLimited" }
+        "503": { $ref: "#/components/responses/Unavailable" }
+    head:
+      operationId: headFeed
+      tags: [notifications]
+      summary: GET without the body
+      parameters: *feedParameters
+      responses: *feedResponses
   /v1/users/{userId}/notifications/unread-count:
     get:
       operationId: getUnreadCount
       tags: [notifications]
       summary: The user's unread count
-      parameters:
+      parameters: &unreadCountParameters
         - $ref: "#/components/parameters/UserId"
-      responses:
-        "200":
-          description: The count
-          content:
-            application/json:
-              schema:
-                type: object
-                required: [unreadCount]
-                properties:
-                  unreadCount: { type: integer, minimum: 0 }
-        "400": { $ref: "#/components/responses/Problem" }
-        "401": { $ref: "#/components/responses/Problem" }
-        "429": { $ref: "#/components/responses/Problem" }
-        "503": { $ref: "#/components/responses/Problem" }
+      responses: &unreadCountResponses
+        "200": { $ref: "#/components/responses/UnreadCount" }
+        "400": { $ref: "#/components/responses/BadRequest" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "429": { $ref: "#/components/responses/RateLimited" }
+        "503": { $ref: "#/components/responses/Unavailable" }
+    head:
+      operationId: headUnreadCount
+      tags: [notifications]
+      summary: GET without the body
+      parameters: *unreadCountParameters
+      responses: *unreadCountResponses
   /v1/users/{userId}/notifications/stream:
     get:
       operationId: streamNotifications
@@ -140,39 +192,27 @@ paths:
         more: `event: reset` with `data: {}`, reload the feed). While Redis is unusable the stream
         polls MongoDB every STREAM_POLL_INTERVAL_MS. On shutdown it ends after `retry: 1000`.
         Beyond STREAM_MAX_CONNECTIONS per instance: 503 overloaded.
-      parameters:
+      parameters: &streamParameters
         - $ref: "#/components/parameters/UserId"
-        - name: Last-Event-ID
-          in: header
-          required: false
-          description: resume after this notification id; empty means no resume
-          schema: { type: string, pattern: "^([0-9a-fA-F]{24})?$" }
-      responses:
-        "200":
-          description: The event stream
-          headers:
-            Cache-Control: { schema: { type: string, enum: [no-cache] } }
-            X-Accel-Buffering: { schema: { type: string, enum: ["no"] } }
-          content:
-            text/event-stream:
-              schema:
-                description: One Server-Sent Event (keep-alive comments carry none).
-                type: object
-                required: [data]
-                properties:
-                  event: { type: string, enum: [notification, unread-count, reset] }
-                  data: { type: string, description: "JSON: a notification, {\"unreadCount\": N}, or {}" }
-                  id: { type: string, pattern: "^[0-9a-f]{24}$" }
-                  retry: { type: integer }
-        "400": { $ref: "#/components/responses/Problem" }
-        "401": { $ref: "#/components/responses/Problem" }
-        "429": { $ref: "#/components/responses/Problem" }
-        "503": { $ref: "#/components/responses/Problem" }
+        - $ref: "#/components/parameters/LastEventId"
+      responses: &streamResponses
+        "200": { $ref: "#/components/responses/EventStream" }
+        "400": { $ref: "#/components/responses/BadRequest" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "429": { $ref: "#/components/responses/RateLimited" }
+        "503": { $ref: "#/components/responses/Unavailable" }
+    head:
+      operationId: headStream
+      tags: [notifications]
+      summary: Whether a stream would open (the same validation and headers), without holding one
+      parameters: *streamParameters
+      responses: *streamResponses
   /v1/users/{userId}/notifications/{id}/read:
     post:
       operationId: markRead
       tags: [notifications]
       summary: Mark one notification read (idempotent)
+      description: No request body is read (except to fingerprint an Idempotency-Key request).
       parameters:
         - $ref: "#/components/parameters/UserId"
         - $ref: "#/components/parameters/NotificationId"
@@ -180,40 +220,82 @@ paths:
       responses:
         "200":
           description: The notification with readAt set
+          headers:
+            Idempotency-Replay: { $ref: "#/components/headers/IdempotencyReplay" }
+            X-Request-Id: { $ref: "#/components/headers/XRequestId" }
+            RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
+            RateLimit: { $ref: "#/components/headers/RateLimit" }
+            X-RateLimit-Limit: { $ref: "#/components/headers/XRateLimitLimit" }
+            X-RateLimit-Remaining: { $ref: "#/components/headers/XRateLimitRemaining" }
+            X-RateLimit-Reset: { $ref: "#/components/headers/XRateLimitReset" }
+            X-RateLimit-Status: { $ref: "#/components/headers/XRateLimitStatus" }
           content:
             application/json:
-              schema: { $ref: "#/components/schemas/Notification" }
-        "400": { $ref: "#/components/responses/Problem" }
-        "401": { $ref: "#/components/responses/Problem" }
-        "404": { $ref: "#/components/responses/Problem" }
-        "409": { $ref: "#/components/responses/Problem" }
-        "422": { $ref: "#/components/responses/Problem" }
-        "429": { $ref: "#/components/responses/Problem" }
-        "503": { $ref: "#/components/responses/Problem" }
+              schema:
+                allOf:
+                  - $ref: "#/components/schemas/Notification"
+                  - properties: { readAt: { $ref: "#/components/schemas/Timestamp" } }
+          links:
+            GetFeed:
+              operationId: getFeed
+              parameters: { userId: "$request.path.userId" }
+            GetUnreadCount:
+              operationId: getUnreadCount
+              parameters: { userId: "$request.path.userId" }
+        "400": { $ref: "#/components/responses/BadRequest" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "404": { $ref: "#/components/responses/NotFound" }
+        "409": { $ref: "#/components/responses/IdempotencyInProgress" }
+        "413": { $ref: "#/components/responses/PayloadTooLarge" }
+        "422": { $ref: "#/components/responses/IdempotencyKeyReused" }
+        "429": { $ref: "#/components/responses/RateLimited" }
+        "503": { $ref: "#/components/responses/Unavailable" }
   /v1/users/{userId}/notifications/read-all:
     post:
       operationId: markAllRead
       tags: [notifications]
       summary: Mark every unread notification read, under the lock read-all:{userId}
+      description: |
+        A caller that finds the lock held waits up to LOCK_WAIT_MS, then gets 409 lock_busy with
+        Retry-After: 1. With Redis down and REDIS_FAIL_OPEN=false: 503 lock_unavailable. No request
+        body is read (except to fingerprint an Idempotency-Key request).
       parameters:
         - $ref: "#/components/parameters/UserId"
         - $ref: "#/components/parameters/IdempotencyKey"
       responses:
         "200":
           description: How many changed
+          headers:
+            Idempotency-Replay: { $ref: "#/components/headers/IdempotencyReplay" }
+            X-Request-Id: { $ref: "#/components/headers/XRequestId" }
+            RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
+            RateLimit: { $ref: "#/components/headers/RateLimit" }
+            X-RateLimit-Limit: { $ref: "#/components/headers/XRateLimitLimit" }
+            X-RateLimit-Remaining: { $ref: "#/components/headers/XRateLimitRemaining" }
+            X-RateLimit-Reset: { $ref: "#/components/headers/XRateLimitReset" }
+            X-RateLimit-Status: { $ref: "#/components/headers/XRateLimitStatus" }
           content:
             application/json:
               schema:
                 type: object
+                additionalProperties: false
                 required: [updated]
                 properties:
                   updated: { type: integer, minimum: 0 }
-        "400": { $ref: "#/components/responses/Problem" }
-        "401": { $ref: "#/components/responses/Problem" }
-        "409": { $ref: "#/components/responses/Problem" }
-        "422": { $ref: "#/components/responses/Problem" }
-        "429": { $ref: "#/components/responses/Problem" }
-        "503": { $ref: "#/components/responses/Problem" }
+          links:
+            GetUnreadCount:
+              operationId: getUnreadCount
+              parameters: { userId: "$request.path.userId" }
+            GetUnreadFeed:
+              operationId: getFeed
+              parameters: { userId: "$request.path.userId", unreadOnly: "true" }
+        "400": { $ref: "#/components/responses/BadRequest" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "409": { $ref: "#/components/responses/Busy" }
+        "413": { $ref: "#/components/responses/PayloadTooLarge" }
+        "422": { $ref: "#/components/responses/IdempotencyKeyReused" }
+        "429": { $ref: "#/components/responses/RateLimited" }
+        "503": { $ref: "#/components/responses/UnavailableOrLockUnavailable" }
   /v1/users/{userId}/notifications/{id}:
     delete:
       operationId: deleteNotification
@@ -223,12 +305,29 @@ paths:
         - $ref: "#/components/parameters/UserId"
         - $ref: "#/components/parameters/NotificationId"
       responses:
-        "204": { description: Deleted }
-        "400": { $ref: "#/components/responses/Problem" }
-        "401": { $ref: "#/components/responses/Problem" }
-        "404": { $ref: "#/components/responses/Problem" }
-        "429": { $ref: "#/components/responses/Problem" }
-        "503": { $ref: "#/components/responses/Problem" }
+        "204":
+          description: Deleted
+          headers:
+            X-Request-Id: { $ref: "#/components/headers/XRequestId" }
+            RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
+            RateLimit: { $ref: "#/components/headers/RateLimit" }
+            X-RateLimit-Limit: { $ref: "#/components/headers/XRateLimitLimit" }
+            X-RateLimit-Remaining: { $ref: "#/components/headers/XRateLimitRemaining" }
+            X-RateLimit-Reset: { $ref: "#/components/headers/XRateLimitReset" }
+            X-RateLimit-Status: { $ref: "#/components/headers/XRateLimitStatus" }
+          links:
+            MarkReadGone:
+              description: The notification is gone, so this is 404.
+              operationId: markRead
+              parameters: { userId: "$request.path.userId", id: "$request.path.id" }
+            GetFeed:
+              operationId: getFeed
+              parameters: { userId: "$request.path.userId" }
+        "400": { $ref: "#/components/responses/BadRequest" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "404": { $ref: "#/components/responses/NotFound" }
+        "429": { $ref: "#/components/responses/RateLimited" }
+        "503": { $ref: "#/components/responses/Unavailable" }
   /v1/events:
     post:
       operationId: createEvent
@@ -251,92 +350,119 @@ paths:
       responses:
         "202":
           description: Accepted (fanned out) or in_progress (going on in the background)
+          headers:
+            Idempotency-Replay: { $ref: "#/components/headers/IdempotencyReplay" }
+            X-Request-Id: { $ref: "#/components/headers/XRequestId" }
+            RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
+            RateLimit: { $ref: "#/components/headers/RateLimit" }
+            X-RateLimit-Limit: { $ref: "#/components/headers/XRateLimitLimit" }
+            X-RateLimit-Remaining: { $ref: "#/components/headers/XRateLimitRemaining" }
+            X-RateLimit-Reset: { $ref: "#/components/headers/XRateLimitReset" }
+            X-RateLimit-Status: { $ref: "#/components/headers/XRateLimitStatus" }
           content:
             application/json:
-              schema: { $ref: "#/components/schemas/EventAnswer" }
+              schema:
+                allOf:
+                  - $ref: "#/components/schemas/EventAnswer"
+                  - properties: { status: { enum: [accepted, in_progress] } }
           links:
             GetEvent:
               operationId: getEvent
               parameters: { eventId: "$response.body#/eventId" }
+            RepeatEvent:
+              description: The same event again is a duplicate (200).
+              operationId: createEvent
+              x-schemathesis: { merge_body: false }
+              requestBody: "$request.body"
         "200":
-          description: A duplicate of an event already claimed
+          description: A duplicate of an event already claimed (nothing created)
+          headers:
+            Idempotency-Replay: { $ref: "#/components/headers/IdempotencyReplay" }
+            X-Request-Id: { $ref: "#/components/headers/XRequestId" }
+            RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
+            RateLimit: { $ref: "#/components/headers/RateLimit" }
+            X-RateLimit-Limit: { $ref: "#/components/headers/XRateLimitLimit" }
+            X-RateLimit-Remaining: { $ref: "#/components/headers/XRateLimitRemaining" }
+            X-RateLimit-Reset: { $ref: "#/components/headers/XRateLimitReset" }
+            X-RateLimit-Status: { $ref: "#/components/headers/XRateLimitStatus" }
           content:
             application/json:
-              schema: { $ref: "#/components/schemas/EventAnswer" }
-        "400": { $ref: "#/components/responses/Problem" }
-        "401": { $ref: "#/components/responses/Problem" }
-        "409": { $ref: "#/components/responses/Problem" }
-        "413": { $ref: "#/components/responses/Problem" }
-        "415": { $ref: "#/components/responses/Problem" }
-        "422": { $ref: "#/components/responses/Problem" }
-        "429": { $ref: "#/components/responses/Problem" }
-        "503": { $ref: "#/components/responses/Problem" }
+              schema:
+                allOf:
+                  - $ref: "#/components/schemas/EventAnswer"
+                  - properties: { status: { enum: [duplicate] }, notificationsCreated: { const: 0 } }
+          links:
+            GetEvent:
+              operationId: getEvent
+              parameters: { eventId: "$response.body#/eventId" }
+        "400": { $ref: "#/components/responses/BadRequestWithBody" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "409": { $ref: "#/components/responses/IdempotencyInProgress" }
+        "413": { $ref: "#/components/responses/PayloadTooLarge" }
+        "415": { $ref: "#/components/responses/UnsupportedMediaType" }
+        "422": { $ref: "#/components/responses/IdempotencyKeyReused" }
+        "429": { $ref: "#/components/responses/RateLimited" }
+        "503": { $ref: "#/components/responses/Unavailable" }
   /v1/events/{eventId}:
     get:
       operationId: getEvent
       tags: [events]
       summary: An event's fan-out status
-      parameters:
-        - { name: eventId, in: path, required: true, schema: { type: string, pattern: "^[A-Za-z0-9_.:@-]{1,128}$" } }
-      responses:
-        "200":
-          description: The event
-          content:
-            application/json:
-              schema:
-                type: object
-                required: [eventId, type, status, notificationsCreated, createdAt]
-                properties:
-                  eventId: { type: string }
-                  type: { type: string }
-                  status: { type: string, enum: [in_progress, completed] }
-                  notificationsCreated: { type: integer, minimum: 0 }
-                  createdAt: { type: string, format: date-time }
-        "400": { $ref: "#/components/responses/Problem" }
-        "401": { $ref: "#/components/responses/Problem" }
-        "404": { $ref: "#/components/responses/Problem" }
-        "429": { $ref: "#/components/responses/Problem" }
-        "503": { $ref: "#/components/responses/Problem" }
+      parameters: &eventParameters
+        - $ref: "#/components/parameters/EventId"
+      responses: &eventResponses
+        "200": { $ref: "#/components/responses/EventStatus" }
+        "400": { $ref: "#/components/responses/BadRequest" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "404": { $ref: "#/components/responses/NotFound" }
+        "429": { $ref: "#/components/responses/RateLimited" }
+        "503": { $ref: "#/components/responses/Unavailable" }
+    head:
+      operationId: headEvent
+      tags: [events]
+      summary: GET without the body
+      parameters: *eventParameters
+      responses: *eventResponses
   /v1/users/{userId}/followers:
     get:
       operationId: getFollowers
       tags: [users]
       summary: The user's followers, in id order
-      parameters:
+      parameters: &followersParameters
         - $ref: "#/components/parameters/UserId"
-        - { name: limit, in: query, schema: { type: integer, minimum: 1, maximum: 100, default: 20 } }
-        - name: cursor
-          in: query
-          description: "nextCursor of the previous page (base64url); empty or absent: the first page"
-          schema: { type: string, pattern: "^[A-Za-z0-9_-]{0,172}$" }
-      responses:
-        "200":
-          description: The page
-          headers:
-            X-Cache: { schema: { type: string, enum: [hit, miss, bypass] } }
-          content:
-            application/json:
-              schema:
-                type: object
-                required: [items, nextCursor]
-                properties:
-                  items: { type: array, items: { type: string } }
-                  nextCursor: { type: [string, "null"] }
-        "400": { $ref: "#/components/responses/Problem" }
-        "401": { $ref: "#/components/responses/Problem" }
-        "429": { $ref: "#/components/responses/Problem" }
-        "503": { $ref: "#/components/responses/Problem" }
+        - $ref: "#/components/parameters/Limit"
+        - $ref: "#/components/parameters/FollowerCursor"
+      responses: &followersResponses
+        "200": { $ref: "#/components/responses/FollowerPage" }
+        "400": { $ref: "#/components/responses/BadRequest" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "429": { $ref: "#/components/responses/RateLimited" }
+        "503": { $ref: "#/components/responses/Unavailable" }
+    head:
+      operationId: headFollowers
+      tags: [users]
+      summary: GET without the body
+      parameters: *followersParameters
+      responses: *followersResponses
   /v1/users/{userId}/followers/{followerId}:
     put:
       operationId: follow
       tags: [users]
       summary: followerId follows userId (idempotent; following oneself is 400)
-      parameters:
+      parameters: &edgeParameters
         - $ref: "#/components/parameters/UserId"
         - $ref: "#/components/parameters/FollowerId"
       responses:
         "204":
           description: Following
+          headers: &noContentHeaders
+            X-Request-Id: { $ref: "#/components/headers/XRequestId" }
+            RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
+            RateLimit: { $ref: "#/components/headers/RateLimit" }
+            X-RateLimit-Limit: { $ref: "#/components/headers/XRateLimitLimit" }
+            X-RateLimit-Remaining: { $ref: "#/components/headers/XRateLimitRemaining" }
+            X-RateLimit-Reset: { $ref: "#/components/headers/XRateLimitReset" }
+            X-RateLimit-Status: { $ref: "#/components/headers/XRateLimitStatus" }
           links:
             GetFollowers:
               operationId: getFollowers
@@ -344,48 +470,54 @@ paths:
             Unfollow:
               operationId: unfollow
               parameters: { userId: "$request.path.userId", followerId: "$request.path.followerId" }
-        "400": { $ref: "#/components/responses/Problem" }
-        "401": { $ref: "#/components/responses/Problem" }
-        "429": { $ref: "#/components/responses/Problem" }
-        "503": { $ref: "#/components/responses/Problem" }
+            FollowerFeed:
+              operationId: getFeed
+              parameters: { userId: "$request.path.followerId" }
+        "400": { $ref: "#/components/responses/BadRequest" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "429": { $ref: "#/components/responses/RateLimited" }
+        "503": { $ref: "#/components/responses/Unavailable" }
     delete:
       operationId: unfollow
       tags: [users]
       summary: followerId stops following userId (idempotent)
-      parameters:
-        - $ref: "#/components/parameters/UserId"
-        - $ref: "#/components/parameters/FollowerId"
+      parameters: *edgeParameters
       responses:
-        "204": { description: Not following }
-        "400": { $ref: "#/components/responses/Problem" }
-        "401": { $ref: "#/components/responses/Problem" }
-        "429": { $ref: "#/components/responses/Problem" }
-        "503": { $ref: "#/components/responses/Problem" }
+        "204":
+          description: Not following
+          headers: *noContentHeaders
+          links:
+            GetFollowers:
+              operationId: getFollowers
+              parameters: { userId: "$request.path.userId" }
+        "400": { $ref: "#/components/responses/BadRequest" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "429": { $ref: "#/components/responses/RateLimited" }
+        "503": { $ref: "#/components/responses/Unavailable" }
   /v1/users/{userId}/preferences:
     get:
       operationId: getPreferences
       tags: [users]
       summary: The user's preferences (the defaults when never set)
-      parameters:
+      parameters: &preferencesParameters
         - $ref: "#/components/parameters/UserId"
-      responses:
-        "200":
-          description: The preferences
-          headers:
-            X-Cache: { schema: { type: string, enum: [hit, miss, bypass] } }
-          content:
-            application/json:
-              schema: { $ref: "#/components/schemas/Preferences" }
-        "400": { $ref: "#/components/responses/Problem" }
-        "401": { $ref: "#/components/responses/Problem" }
-        "429": { $ref: "#/components/responses/Problem" }
-        "503": { $ref: "#/components/responses/Problem" }
+      responses: &preferencesResponses
+        "200": { $ref: "#/components/responses/Preferences" }
+        "400": { $ref: "#/components/responses/BadRequest" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "429": { $ref: "#/components/responses/RateLimited" }
+        "503": { $ref: "#/components/responses/Unavailable" }
+    head:
+      operationId: headPreferences
+      tags: [users]
+      summary: GET without the body
+      parameters: *preferencesParameters
+      responses: *preferencesResponses
     put:
       operationId: putPreferences
       tags: [users]
       summary: Replace the user's preferences (absent fields take the defaults; repeated types are dropped)
-      parameters:
-        - $ref: "#/components/parameters/UserId"
+      parameters: *preferencesParameters
       requestBody:
         required: true
         content:
@@ -394,97 +526,209 @@ paths:
       responses:
         "200":
           description: The stored preferences
+          headers:
+            X-Request-Id: { $ref: "#/components/headers/XRequestId" }
+            RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
+            RateLimit: { $ref: "#/components/headers/RateLimit" }
+            X-RateLimit-Limit: { $ref: "#/components/headers/XRateLimitLimit" }
+            X-RateLimit-Remaining: { $ref: "#/components/headers/XRateLimitRemaining" }
+            X-RateLimit-Reset: { $ref: "#/components/headers/XRateLimitReset" }
+            X-RateLimit-Status: { $ref: "#/components/headers/XRateLimitStatus" }
           content:
             application/json:
-              schema: { $ref: "#/components/schemas/Preferences" }
-        "400": { $ref: "#/components/responses/Problem" }
-        "401": { $ref: "#/components/responses/Problem" }
-        "413": { $ref: "#/components/responses/Problem" }
-        "415": { $ref: "#/components/responses/Problem" }
-        "429": { $ref: "#/components/responses/Problem" }
-        "503": { $ref: "#/components/responses/Problem" }
+              schema:
+                allOf:
+                  - $ref: "#/components/schemas/Preferences"
+                  - properties: { updatedAt: { $ref: "#/components/schemas/Timestamp" } }
+          links:
+            GetPreferences:
+              operationId: getPreferences
+              parameters: { userId: "$request.path.userId" }
+        "400": { $ref: "#/components/responses/BadRequestWithBody" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "413": { $ref: "#/components/responses/PayloadTooLarge" }
+        "415": { $ref: "#/components/responses/UnsupportedMediaType" }
+        "429": { $ref: "#/components/responses/RateLimited" }
+        "503": { $ref: "#/components/responses/Unavailable" }
   /health:
     get:
+      operationId: getHealth
       tags: [operations]
       security: []
       summary: Components and overall status
-      responses:
+      responses: &healthResponses
         "200":
           description: healthy, or degraded (Redis down or its circuit not closed)
+          headers: { X-Request-Id: { $ref: "#/components/headers/XRequestId" } }
           content:
             application/json:
-              schema: { $ref: "#/components/schemas/Health" }
+              schema:
+                allOf:
+                  - $ref: "#/components/schemas/Health"
+                  - properties: { status: { enum: [healthy, degraded] } }
         "503":
           description: unhealthy (MongoDB down)
+          headers: { X-Request-Id: { $ref: "#/components/headers/XRequestId" } }
           content:
             application/json:
-              schema: { $ref: "#/components/schemas/Health" }
+              schema:
+                allOf:
+                  - $ref: "#/components/schemas/Health"
+                  - properties: { status: { enum: [unhealthy] } }
+    head:
+      operationId: headHealth
+      tags: [operations]
+      security: []
+      summary: GET without the body
+      responses: *healthResponses
   /health/live:
     get:
+      operationId: getLiveness
       tags: [operations]
       security: []
-      responses:
-        "200": { description: The process is up }
-  /health/ready:
-    get:
-      tags: [operations]
-      security: []
-      responses:
-        "200": { description: Ready }
-        "503": { description: "MongoDB down, or draining after SIGTERM" }
-  /metrics:
-    get:
-      tags: [operations]
-      security: []
-      summary: Prometheus text exposition
-      responses:
+      summary: The process is up
+      responses: &liveResponses
         "200":
-          description: Metrics
-          content:
-            text/plain: { schema: { type: string } }
-  /openapi.yaml:
-    get:
-      tags: [operations]
-      security: []
-      responses:
-        "200":
-          description: This document
-          content:
-            application/yaml: {}
-  /admin/circuit-breakers:
-    get:
-      tags: [operations]
-      security: [{ adminToken: [] }, {}]
-      summary: Circuit breaker states
-      responses:
-        "200":
-          description: States
+          description: The process is up
+          headers: { X-Request-Id: { $ref: "#/components/headers/XRequestId" } }
           content:
             application/json:
               schema:
                 type: object
+                additionalProperties: false
+                required: [status]
+                properties:
+                  status: { type: string, enum: [alive] }
+    head:
+      operationId: headLiveness
+      tags: [operations]
+      security: []
+      summary: GET without the body
+      responses: *liveResponses
+  /health/ready:
+    get:
+      operationId: getReadiness
+      tags: [operations]
+      security: []
+      summary: Whether this instance should get traffic
+      responses: &readyResponses
+        "200":
+          description: Ready
+          headers: { X-Request-Id: { $ref: "#/components/headers/XRequestId" } }
+          content:
+            application/json:
+              schema:
+                type: object
+                additionalProperties: false
+                required: [status]
+                properties:
+                  status: { type: string, enum: [ready] }
+        "503":
+          description: MongoDB down, or draining after SIGTERM
+          headers: { X-Request-Id: { $ref: "#/components/headers/XRequestId" } }
+          content:
+            application/json:
+              schema:
+                type: object
+                additionalProperties: false
+                required: [status, reason]
+                properties:
+                  status: { type: string, enum: [not_ready] }
+                  reason: { type: string, enum: [draining, mongodb_unavailable] }
+    head:
+      operationId: headReadiness
+      tags: [operations]
+      security: []
+      summary: GET without the body
+      responses: *readyResponses
+  /metrics:
+    get:
+      operationId: getMetrics
+      tags: [operations]
+      security: []
+      summary: Prometheus text exposition
+      responses: &metricsResponses
+        "200":
+          description: Metrics (Prometheus text format 0.0.4)
+          headers: { X-Request-Id: { $ref: "#/components/headers/XRequestId" } }
+          content:
+            text/plain: { schema: { type: string } }
+    head:
+      operationId: headMetrics
+      tags: [operations]
+      security: []
+      summary: GET without the body
+      responses: *metricsResponses
+  /openapi.yaml:
+    get:
+      operationId: getOpenAPIDocument
+      tags: [operations]
+      security: []
+      summary: This document
+      responses: &documentResponses
+        "200":
+          description: This document
+          headers: { X-Request-Id: { $ref: "#/components/headers/XRequestId" } }
+          content:
+            application/yaml:
+              schema:
+                type: object
+                required: [openapi, info, paths, components]
+                properties:
+                  openapi: { type: string, enum: [3.1.0] }
+    head:
+      operationId: headOpenAPIDocument
+      tags: [operations]
+      security: []
+      summary: GET without the body
+      responses: *documentResponses
+  /admin/circuit-breakers:
+    get:
+      operationId: getCircuitBreakers
+      tags: [operations]
+      security: [{ adminToken: [] }, {}]
+      summary: Circuit breaker states
+      description: With ADMIN_TOKEN set, its bearer token is required (401); unset, loopback clients only (403).
+      responses: &breakersResponses
+        "200":
+          description: States
+          headers: { X-Request-Id: { $ref: "#/components/headers/XRequestId" } }
+          content:
+            application/json:
+              schema:
+                type: object
+                additionalProperties: false
+                required: [redis]
                 properties:
                   redis: { $ref: "#/components/schemas/Breaker" }
-        "401": { $ref: "#/components/responses/Problem" }
-        "403": { $ref: "#/components/responses/Problem" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "403": { $ref: "#/components/responses/Forbidden" }
+    head:
+      operationId: headCircuitBreakers
+      tags: [operations]
+      security: [{ adminToken: [] }, {}]
+      summary: GET without the body
+      responses: *breakersResponses
   /admin/circuit-breaker/redis/reset:
     post:
+      operationId: resetRedisCircuitBreaker
       tags: [operations]
       security: [{ adminToken: [] }, {}]
       summary: Clear a forced state and close the circuit
       responses:
         "200": { $ref: "#/components/responses/BreakerState" }
-        "401": { $ref: "#/components/responses/Problem" }
-        "403": { $ref: "#/components/responses/Problem" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "403": { $ref: "#/components/responses/Forbidden" }
   /admin/circuit-breaker/redis/open:
     post:
+      operationId: openRedisCircuitBreaker
       tags: [operations]
       security: [{ adminToken: [] }, {}]
       summary: Drill - open the circuit until reset (no half-open probes)
       responses:
         "200": { $ref: "#/components/responses/BreakerState" }
-        "401": { $ref: "#/components/responses/Problem" }
-        "403": { $ref: "#/components/responses/Problem" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "403": { $ref: "#/components/responses/Forbidden" }
 components:
   securitySchemes:
     apiKey:
@@ -500,102 +744,451 @@ components:
       name: userId
       in: path
       required: true
-      schema: { type: string, pattern: "^[A-Za-z0-9_.:@-]{1,128}$" }
+      description: A user id (`:` and `@` may be percent-encoded).
+      schema: { $ref: "#/components/schemas/UserId" }
+      example: alice
     FollowerId:
       name: followerId
       in: path
       required: true
-      schema: { type: string, pattern: "^[A-Za-z0-9_.:@-]{1,128}$" }
+      description: A user id other than userId.
+      schema: { $ref: "#/components/schemas/UserId" }
+      example: bob
     NotificationId:
       name: id
       in: path
       required: true
+      description: A notification id (24 hexadecimal digits, either case).
       schema: { type: string, pattern: "^[0-9a-fA-F]{24}$" }
+      example: 6566a1f0c0ffee0000000001
+    EventId:
+      name: eventId
+      in: path
+      required: true
+      schema: { $ref: "#/components/schemas/UserId" }
+      example: post-42-liked
+    Limit:
+      name: limit
+      in: query
+      description: Page size.
+      schema: { type: integer, minimum: 1, maximum: 100, default: 20 }
+    FeedCursor:
+      name: cursor
+      in: query
+      description: "nextCursor of the previous page (16 base64url characters); empty or absent: the first page"
+      schema: { type: string, pattern: "^([A-Za-z0-9_-]{16})?$" }
+    FollowerCursor:
+      name: cursor
+      in: query
+      description: "nextCursor of the previous page (a position: any base64url text); empty or absent: the first page"
+      schema: { type: string, pattern: "^[A-Za-z0-9_-]{0,172}$" }
+    UnreadOnly:
+      name: unreadOnly
+      in: query
+      description: Only unread notifications (`true` or `false`).
+      schema: { type: boolean, default: false }
+    LastEventId:
+      name: Last-Event-ID
+      in: header
+      required: false
+      description: Resume after this notification id; empty (or blank) means no resume.
+      schema: { type: string, pattern: "^([0-9a-fA-F]{24})?$" }
     IdempotencyKey:
       name: Idempotency-Key
       in: header
       required: false
       description: |
-        1-255 printable ASCII characters, scoped per API key. A repeat with the same route
-        and body gets the stored response again (with Idempotency-Replay: true); another
-        route or body is 422 idempotency_key_reused; a repeat while the first is running is
-        409 idempotency_in_progress with Retry-After: 1.
-      schema: { type: string, pattern: "^[\\x20-\\x7E]{1,255}$" }
+        1-255 printable ASCII characters (leading and trailing blanks are not part of an HTTP
+        field value), scoped per API key. A repeat with the same route and body gets the stored
+        response again (with Idempotency-Replay: true); another route or body is 422
+        idempotency_key_reused; a repeat while the first is running is 409
+        idempotency_in_progress with Retry-After: 1. Responses stored are the final ones
+        (not 409, 429 or 5xx: those release the key).
+      schema: { type: string, pattern: "^[\\x21-\\x7E]([\\x20-\\x7E]{0,253}[\\x21-\\x7E])?$" }
   headers:
+    XRequestId:
+      required: true
+      description: The client's X-Request-Id when it is 1-128 visible ASCII characters, else a generated id.
+      schema: { type: string, pattern: "^[\\x21-\\x7E]{1,128}$" }
     IdempotencyReplay:
-      description: "true when the response is a stored one"
+      description: "true when the response is a stored one (a repeat of an Idempotency-Key request)"
       schema: { type: string, enum: ["true"] }
+    RateLimitPolicy:
+      description: 'draft-ietf-httpapi-ratelimit-headers, e.g. `"default";q=100;w=1` (absent for an unlimited key)'
+      schema: { type: string, pattern: '^"(?:[^"\\]|\\.)*";q=[0-9]+;w=[0-9]+$' }
+    RateLimit:
+      description: 'draft-ietf-httpapi-ratelimit-headers, e.g. `"default";r=42;t=1` (absent for an unlimited key)'
+      schema: { type: string, pattern: '^"(?:[^"\\]|\\.)*";r=[0-9]+;t=[0-9]+$' }
+    XRateLimitLimit:
+      description: Requests per window of the policy (absent for an unlimited key).
+      schema: { type: integer, minimum: 1 }
+    XRateLimitRemaining:
+      description: Requests left now (absent for an unlimited key).
+      schema: { type: integer, minimum: 0 }
+    XRateLimitReset:
+      description: Whole seconds until the bucket is full again (absent for an unlimited key).
+      schema: { type: integer, minimum: 0 }
+    XRateLimitStatus:
+      required: true
+      description: How the limit was applied (bypassed-fail-open - Redis down, per-instance limiter).
+      schema: { type: string, enum: [enforced, bypassed-fail-open, unlimited] }
+    OptionalRateLimitStatus:
+      description: As on every rate-checked /v1 response; absent where the request was not rate-checked (shed, or refused before).
+      schema: { type: string, enum: [enforced, bypassed-fail-open, unlimited] }
+    RetryAfter:
+      required: true
+      description: Whole seconds to wait before retrying.
+      schema: { type: integer, minimum: 1 }
+    XCache:
+      required: true
+      description: How the feed cache served it (bypass - Redis not used).
+      schema: { type: string, enum: [hit, miss, bypass] }
   responses:
-    Problem:
-      description: |
-        An RFC 9457 problem. Authenticated /v1 responses also carry RateLimit-Policy,
-        RateLimit, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset and
-        X-RateLimit-Status (enforced, bypassed-fail-open or unlimited); 429 and 503 carry
-        Retry-After; 405 carries Allow.
+    FeedPage:
+      description: A page of the feed
+      headers:
+        X-Cache: { $ref: "#/components/headers/XCache" }
+        X-Request-Id: { $ref: "#/components/headers/XRequestId" }
+        RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
+        RateLimit: { $ref: "#/components/headers/RateLimit" }
+        X-RateLimit-Limit: { $ref: "#/components/headers/XRateLimitLimit" }
+        X-RateLimit-Remaining: { $ref: "#/components/headers/XRateLimitRemaining" }
+        X-RateLimit-Reset: { $ref: "#/components/headers/XRateLimitReset" }
+        X-RateLimit-Status: { $ref: "#/components/headers/XRateLimitStatus" }
       content:
-        application/problem+json:
-          schema: { $ref: "#/components/schemas/Problem" }
-    BreakerState:
-      description: The new state
+        application/json:
+          schema: { $ref: "#/components/schemas/FeedPage" }
+    UnreadCount:
+      description: The count
+      headers:
+        X-Cache: { $ref: "#/components/headers/XCache" }
+        X-Request-Id: { $ref: "#/components/headers/XRequestId" }
+        RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
+        RateLimit: { $ref: "#/components/headers/RateLimit" }
+        X-RateLimit-Limit: { $ref: "#/components/headers/XRateLimitLimit" }
+        X-RateLimit-Remaining: { $ref: "#/components/headers/XRateLimitRemaining" }
+        X-RateLimit-Reset: { $ref: "#/components/headers/XRateLimitReset" }
+        X-RateLimit-Status: { $ref: "#/components/headers/XRateLimitStatus" }
       content:
         application/json:
           schema:
             type: object
+            additionalProperties: false
+            required: [unreadCount]
+            properties:
+              unreadCount: { type: integer, minimum: 0 }
+    EventStream:
+      description: The event stream (HEAD - the same headers, no stream)
+      headers:
+        Cache-Control: { required: true, schema: { type: string, enum: [no-cache] } }
+        X-Accel-Buffering: { required: true, schema: { type: string, enum: ["no"] } }
+        X-Request-Id: { $ref: "#/components/headers/XRequestId" }
+        RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
+        RateLimit: { $ref: "#/components/headers/RateLimit" }
+        X-RateLimit-Limit: { $ref: "#/components/headers/XRateLimitLimit" }
+        X-RateLimit-Remaining: { $ref: "#/components/headers/XRateLimitRemaining" }
+        X-RateLimit-Reset: { $ref: "#/components/headers/XRateLimitReset" }
+        X-RateLimit-Status: { $ref: "#/components/headers/XRateLimitStatus" }
+      content:
+        text/event-stream:
+          schema:
+            description: One Server-Sent Event (keep-alive comments carry none).
+            type: object
+            required: [data]
+            properties:
+              event: { type: string, enum: [notification, unread-count, reset] }
+              data: { type: string, description: "JSON: a notification, {\"unreadCount\": N}, or {}" }
+              id: { type: string, pattern: "^[0-9a-f]{24}$" }
+              retry: { type: integer }
+    EventStatus:
+      description: The event
+      headers:
+        X-Request-Id: { $ref: "#/components/headers/XRequestId" }
+        RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
+        RateLimit: { $ref: "#/components/headers/RateLimit" }
+        X-RateLimit-Limit: { $ref: "#/components/headers/XRateLimitLimit" }
+        X-RateLimit-Remaining: { $ref: "#/components/headers/XRateLimitRemaining" }
+        X-RateLimit-Reset: { $ref: "#/components/headers/XRateLimitReset" }
+        X-RateLimit-Status: { $ref: "#/components/headers/XRateLimitStatus" }
+      content:
+        application/json:
+          schema:
+            type: object
+            additionalProperties: false
+            required: [eventId, type, status, notificationsCreated, createdAt]
+            properties:
+              eventId: { $ref: "#/components/schemas/UserId" }
+              type: { $ref: "#/components/schemas/Type" }
+              status: { type: string, enum: [in_progress, completed] }
+              notificationsCreated: { type: integer, minimum: 0 }
+              createdAt: { $ref: "#/components/schemas/Timestamp" }
+    FollowerPage:
+      description: A page of follower ids
+      headers:
+        X-Cache: { $ref: "#/components/headers/XCache" }
+        X-Request-Id: { $ref: "#/components/headers/XRequestId" }
+        RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
+        RateLimit: { $ref: "#/components/headers/RateLimit" }
+        X-RateLimit-Limit: { $ref: "#/components/headers/XRateLimitLimit" }
+        X-RateLimit-Remaining: { $ref: "#/components/headers/XRateLimitRemaining" }
+        X-RateLimit-Reset: { $ref: "#/components/headers/XRateLimitReset" }
+        X-RateLimit-Status: { $ref: "#/components/headers/XRateLimitStatus" }
+      content:
+        application/json:
+          schema:
+            type: object
+            additionalProperties: false
+            required: [items, nextCursor]
+            properties:
+              items: { type: array, maxItems: 100, items: { $ref: "#/components/schemas/UserId" } }
+              nextCursor: { type: [string, "null"], pattern: "^[A-Za-z0-9_-]{1,172}$" }
+    Preferences:
+      description: The preferences
+      headers:
+        X-Cache: { $ref: "#/components/headers/XCache" }
+        X-Request-Id: { $ref: "#/components/headers/XRequestId" }
+        RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
+        RateLimit: { $ref: "#/components/headers/RateLimit" }
+        X-RateLimit-Limit: { $ref: "#/components/headers/XRateLimitLimit" }
+        X-RateLimit-Remaining: { $ref: "#/components/headers/XRateLimitRemaining" }
+        X-RateLimit-Reset: { $ref: "#/components/headers/XRateLimitReset" }
+        X-RateLimit-Status: { $ref: "#/components/headers/XRateLimitStatus" }
+      content:
+        application/json:
+          schema: { $ref: "#/components/schemas/Preferences" }
+    BreakerState:
+      description: The new state
+      headers: { X-Request-Id: { $ref: "#/components/headers/XRequestId" } }
+      content:
+        application/json:
+          schema:
+            type: object
+            additionalProperties: false
+            required: [state]
             properties:
               state: { type: string, enum: [closed, half_open, open] }
+    BadRequest:
+      description: validation_failed (the offending field or parameter is named in detail)
+      headers: &problemHeaders
+        X-Request-Id: { $ref: "#/components/headers/XRequestId" }
+        RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
+        RateLimit: { $ref: "#/components/headers/RateLimit" }
+        X-RateLimit-Limit: { $ref: "#/components/headers/XRateLimitLimit" }
+        X-RateLimit-Remaining: { $ref: "#/components/headers/XRateLimitRemaining" }
+        X-RateLimit-Reset: { $ref: "#/components/headers/XRateLimitReset" }
+        X-RateLimit-Status: { $ref: "#/components/headers/OptionalRateLimitStatus" }
+      content:
+        application/problem+json:
+          schema:
+            allOf:
+              - $ref: "#/components/schemas/Problem"
+              - properties: { status: { const: 400 }, code: { enum: [validation_failed] } }
+    BadRequestWithBody:
+      description: validation_failed (the offending field is named in detail), or malformed_json
+      headers: *problemHeaders
+      content:
+        application/problem+json:
+          schema:
+            allOf:
+              - $ref: "#/components/schemas/Problem"
+              - properties: { status: { const: 400 }, code: { enum: [validation_failed, malformed_json] } }
+    Unauthorized:
+      description: unauthorized - no valid bearer key (no rate-limit headers - no key is known)
+      headers:
+        WWW-Authenticate: { required: true, schema: { type: string, enum: [Bearer] } }
+        X-Request-Id: { $ref: "#/components/headers/XRequestId" }
+      content:
+        application/problem+json:
+          schema:
+            allOf:
+              - $ref: "#/components/schemas/Problem"
+              - properties: { status: { const: 401 }, code: { enum: [unauthorized] } }
+    Forbidden:
+      description: forbidden - ADMIN_TOKEN is unset and the client is not on loopback
+      headers: { X-Request-Id: { $ref: "#/components/headers/XRequestId" } }
+      content:
+        application/problem+json:
+          schema:
+            allOf:
+              - $ref: "#/components/schemas/Problem"
+              - properties: { status: { const: 403 }, code: { enum: [forbidden] } }
+    NotFound:
+      description: not_found
+      headers: *problemHeaders
+      content:
+        application/problem+json:
+          schema:
+            allOf:
+              - $ref: "#/components/schemas/Problem"
+              - properties: { status: { const: 404 }, code: { enum: [not_found] } }
+    IdempotencyInProgress:
+      description: idempotency_in_progress - a request with this Idempotency-Key is still running
+      headers: &retryProblemHeaders
+        Retry-After: { $ref: "#/components/headers/RetryAfter" }
+        X-Request-Id: { $ref: "#/components/headers/XRequestId" }
+        RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
+        RateLimit: { $ref: "#/components/headers/RateLimit" }
+        X-RateLimit-Limit: { $ref: "#/components/headers/XRateLimitLimit" }
+        X-RateLimit-Remaining: { $ref: "#/components/headers/XRateLimitRemaining" }
+        X-RateLimit-Reset: { $ref: "#/components/headers/XRateLimitReset" }
+        X-RateLimit-Status: { $ref: "#/components/headers/OptionalRateLimitStatus" }
+      content:
+        application/problem+json:
+          schema:
+            allOf:
+              - $ref: "#/components/schemas/Problem"
+              - properties: { status: { const: 409 }, code: { enum: [idempotency_in_progress] } }
+    Busy:
+      description: lock_busy (read-all:{userId} stayed held for LOCK_WAIT_MS), or idempotency_in_progress
+      headers: *retryProblemHeaders
+      content:
+        application/problem+json:
+          schema:
+            allOf:
+              - $ref: "#/components/schemas/Problem"
+              - properties: { status: { const: 409 }, code: { enum: [lock_busy, idempotency_in_progress] } }
+    PayloadTooLarge:
+      description: payload_too_large - a body over 64 KiB (refused before authentication when its declared length says so)
+      headers: *problemHeaders
+      content:
+        application/problem+json:
+          schema:
+            allOf:
+              - $ref: "#/components/schemas/Problem"
+              - properties: { status: { const: 413 }, code: { enum: [payload_too_large] } }
+    UnsupportedMediaType:
+      description: unsupported_media_type - the body is not application/json (or application/*+json)
+      headers: *problemHeaders
+      content:
+        application/problem+json:
+          schema:
+            allOf:
+              - $ref: "#/components/schemas/Problem"
+              - properties: { status: { const: 415 }, code: { enum: [unsupported_media_type] } }
+    IdempotencyKeyReused:
+      description: idempotency_key_reused - this Idempotency-Key was used with another route or body
+      headers: *problemHeaders
+      content:
+        application/problem+json:
+          schema:
+            allOf:
+              - $ref: "#/components/schemas/Problem"
+              - properties: { status: { const: 422 }, code: { enum: [idempotency_key_reused] } }
+    RateLimited:
+      description: rate_limited - the key's policy is exhausted
+      headers:
+        Retry-After: { $ref: "#/components/headers/RetryAfter" }
+        X-Request-Id: { $ref: "#/components/headers/XRequestId" }
+        RateLimit-Policy:
+          required: true
+          schema: { type: string, pattern: '^"(?:[^"\\]|\\.)*";q=[0-9]+;w=[0-9]+$' }
+        RateLimit:
+          required: true
+          schema: { type: string, pattern: '^"(?:[^"\\]|\\.)*";r=[0-9]+;t=[0-9]+$' }
+        X-RateLimit-Limit: { required: true, schema: { type: integer, minimum: 1 } }
+        X-RateLimit-Remaining: { required: true, schema: { type: integer, minimum: 0 } }
+        X-RateLimit-Reset: { required: true, schema: { type: integer, minimum: 0 } }
+        X-RateLimit-Status: { required: true, schema: { type: string, enum: [enforced, bypassed-fail-open] } }
+      content:
+        application/problem+json:
+          schema:
+            allOf:
+              - $ref: "#/components/schemas/Problem"
+              - properties: { status: { const: 429 }, code: { enum: [rate_limited] } }
+    Unavailable:
+      description: |
+        overloaded (MAX_IN_FLIGHT requests in flight, or the MongoDB work queue full; a stream
+        beyond STREAM_MAX_CONNECTIONS), storage_unavailable (MongoDB not answering), or
+        rate_limiter_unavailable (Redis down with REDIS_FAIL_OPEN=false; Retry-After only).
+        A request shed for MAX_IN_FLIGHT carries no rate-limit headers.
+      headers: *retryProblemHeaders
+      content:
+        application/problem+json:
+          schema:
+            allOf:
+              - $ref: "#/components/schemas/Problem"
+              - properties: { status: { const: 503 }, code: { enum: [overloaded, storage_unavailable, rate_limiter_unavailable] } }
+    UnavailableOrLockUnavailable:
+      description: As Unavailable, or lock_unavailable (Redis down with REDIS_FAIL_OPEN=false).
+      headers: *retryProblemHeaders
+      content:
+        application/problem+json:
+          schema:
+            allOf:
+              - $ref: "#/components/schemas/Problem"
+              - properties:
+                  status: { const: 503 }
+                  code: { enum: [overloaded, storage_unavailable, rate_limiter_unavailable, lock_unavailable] }
   schemas:
+    UserId:
+      type: string
+      pattern: "^[A-Za-z0-9_.:@-]{1,128}$"
+    Type:
+      type: string
+      pattern: "^[a-z0-9_.-]{1,64}$"
+    Timestamp:
+      description: RFC 3339 UTC with milliseconds
+      type: string
+      format: date-time
+      pattern: "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z$"
+      example: "2026-11-23T10:00:00.123Z"
     Problem:
+      description: An RFC 9457 problem.
       type: object
+      additionalProperties: false
       required: [type, title, status, detail, code]
       properties:
-        type: { type: string, example: "urn:problem-type:notifications:validation_failed" }
+        type: { type: string, pattern: "^urn:problem-type:notifications:[a-z_]+$", example: "urn:problem-type:notifications:validation_failed" }
         title: { type: string }
-        status: { type: integer }
+        status: { type: integer, minimum: 400, maximum: 599 }
         detail: { type: string }
         code:
           type: string
           enum: [validation_failed, malformed_json, unsupported_media_type, method_not_allowed, payload_too_large, unauthorized,
                  forbidden, not_found, rate_limited, rate_limiter_unavailable, lock_unavailable, lock_busy, idempotency_key_reused,
-                 idempotency_in_progress, storage_unavailable, overloaded, internal_error]
+                 idempotency_in_progress, storage_unavailable, overloaded]
     NewNotification:
       type: object
       additionalProperties: false
       required: [recipientId, type]
       properties:
-        recipientId: { type: string, pattern: "^[A-Za-z0-9_.:@-]{1,128}$" }
-        type: { type: string, pattern: "^[a-z0-9_.-]{1,64}$" }
+        recipientId: { $ref: "#/components/schemas/UserId" }
+        type: { $ref: "#/components/schemas/Type" }
         actorId: { type: [string, "null"], pattern: "^[A-Za-z0-9_.:@-]{1,128}$" }
         title: { type: [string, "null"], maxLength: 200 }
         body: { type: [string, "null"], maxLength: 2000 }
         data: { type: [object, "null"], description: "at most 16 KiB as JSON" }
+      example: { recipientId: alice, type: comment, actorId: bob, title: Bob commented, body: Nice photo!, data: { postId: p1 } }
     Notification:
       type: object
+      additionalProperties: false
       required: [id, recipientId, type, actorId, title, body, data, createdAt, readAt]
       properties:
         id: { type: string, pattern: "^[0-9a-f]{24}$" }
-        recipientId: { type: string }
-        type: { type: string }
-        actorId: { type: [string, "null"] }
+        recipientId: { $ref: "#/components/schemas/UserId" }
+        type: { $ref: "#/components/schemas/Type" }
+        actorId: { type: [string, "null"], pattern: "^[A-Za-z0-9_.:@-]{1,128}$" }
         title: { type: [string, "null"] }
         body: { type: [string, "null"] }
         data: { type: object }
-        createdAt: { type: string, format: date-time, example: "2026-11-23T10:00:00.123Z" }
-        readAt: { type: [string, "null"], format: date-time }
+        createdAt: { $ref: "#/components/schemas/Timestamp" }
+        readAt: { oneOf: [{ $ref: "#/components/schemas/Timestamp" }, { type: "null" }] }
     FeedPage:
       type: object
+      additionalProperties: false
       required: [items, nextCursor, unreadCount]
       properties:
-        items: { type: array, items: { $ref: "#/components/schemas/Notification" } }
-        nextCursor: { type: [string, "null"] }
+        items: { type: array, maxItems: 100, items: { $ref: "#/components/schemas/Notification" } }
+        nextCursor: { type: [string, "null"], pattern: "^[A-Za-z0-9_-]{16}$" }
         unreadCount: { type: integer, minimum: 0 }
     NewEvent:
       type: object
       additionalProperties: false
       required: [id, type, actorId, audience]
       properties:
-        id: { type: string, pattern: "^[A-Za-z0-9_.:@-]{1,128}$" }
-        type: { type: string, pattern: "^[a-z0-9_.-]{1,64}$" }
-        actorId: { type: string, pattern: "^[A-Za-z0-9_.:@-]{1,128}$" }
+        id: { $ref: "#/components/schemas/UserId" }
+        type: { $ref: "#/components/schemas/Type" }
+        actorId: { $ref: "#/components/schemas/UserId" }
         audience:
           description: exactly one of userIds and followersOf
           oneOf:
@@ -603,27 +1196,29 @@ components:
               additionalProperties: false
               required: [userIds]
               properties:
-                userIds: { type: array, minItems: 1, maxItems: 1000, items: { type: string, pattern: "^[A-Za-z0-9_.:@-]{1,128}$" } }
+                userIds: { type: array, minItems: 1, maxItems: 1000, items: { $ref: "#/components/schemas/UserId" } }
             - type: object
               additionalProperties: false
               required: [followersOf]
               properties:
-                followersOf: { type: string, pattern: "^[A-Za-z0-9_.:@-]{1,128}$" }
+                followersOf: { $ref: "#/components/schemas/UserId" }
         title: { type: [string, "null"], maxLength: 200 }
         body: { type: [string, "null"], maxLength: 2000 }
         data: { type: [object, "null"], description: "at most 16 KiB as JSON" }
+      example: { id: post-42-liked, type: like, actorId: bob, audience: { followersOf: bob }, title: Bob liked a post }
     EventAnswer:
       type: object
+      additionalProperties: false
       required: [eventId, status, notificationsCreated]
       properties:
-        eventId: { type: string }
+        eventId: { $ref: "#/components/schemas/UserId" }
         status: { type: string, enum: [accepted, in_progress, duplicate] }
         notificationsCreated: { type: integer, minimum: 0 }
     NewPreferences:
       type: object
       additionalProperties: false
       properties:
-        mutedTypes: { type: [array, "null"], items: { type: string, pattern: "^[a-z0-9_.-]{1,64}$" }, description: "at most 100 distinct types; null or absent: none" }
+        mutedTypes: { type: [array, "null"], items: { $ref: "#/components/schemas/Type" }, description: "at most 100 distinct types; null or absent: none" }
         channels:
           type: [object, "null"]
           description: "null or absent: every channel on"
@@ -632,44 +1227,57 @@ components:
             in_app: { type: boolean, default: true }
             email: { type: boolean, default: true }
             push: { type: boolean, default: true }
+      example: { mutedTypes: [like], channels: { in_app: true, email: false, push: true } }
     Preferences:
       type: object
+      additionalProperties: false
       required: [mutedTypes, channels, updatedAt]
       properties:
-        mutedTypes: { type: array, items: { type: string } }
+        mutedTypes: { type: array, maxItems: 100, uniqueItems: true, items: { $ref: "#/components/schemas/Type" } }
         channels:
           type: object
+          additionalProperties: false
           required: [in_app, email, push]
           properties:
             in_app: { type: boolean }
             email: { type: boolean }
             push: { type: boolean }
-        updatedAt: { type: [string, "null"], format: date-time }
+        updatedAt: { oneOf: [{ $ref: "#/components/schemas/Timestamp" }, { type: "null" }] }
     Health:
       type: object
+      additionalProperties: false
+      required: [status, components]
       properties:
         status: { type: string, enum: [healthy, degraded, unhealthy] }
         components:
           type: object
+          additionalProperties: false
+          required: [mongodb, redis]
           properties:
             mongodb:
               type: object
+              additionalProperties: false
+              required: [status]
               properties:
                 status: { type: string, enum: [up, down] }
             redis:
               type: object
+              additionalProperties: false
+              required: [status, circuit]
               properties:
                 status: { type: string, enum: [up, down] }
                 circuit: { type: string, enum: [closed, half_open, open] }
     Breaker:
       type: object
+      additionalProperties: false
+      required: [state, forced, consecutiveFailures, failureThreshold, recoveryTimeoutMs, successThreshold, failOpen]
       properties:
         state: { type: string, enum: [closed, half_open, open] }
         forced: { type: boolean }
-        consecutiveFailures: { type: integer }
-        failureThreshold: { type: integer }
-        recoveryTimeoutMs: { type: integer }
-        successThreshold: { type: integer }
+        consecutiveFailures: { type: integer, minimum: 0 }
+        failureThreshold: { type: integer, minimum: 1 }
+        recoveryTimeoutMs: { type: integer, minimum: 0 }
+        successThreshold: { type: integer, minimum: 1 }
         failOpen: { type: boolean }
 """#
 }
