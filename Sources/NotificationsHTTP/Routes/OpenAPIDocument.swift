@@ -19,6 +19,11 @@ info:
     overloaded with Retry-After: 1 at once, before authentication, without rate-limit headers.
     A request declaring a body over 64 KiB is 413 payload_too_large on any path. An unknown path
     is 404 not_found; a known path with another method is 405 method_not_allowed with Allow.
+
+    The title and body limits count characters as a reader does (extended grapheme clusters),
+    while JSON Schema's maxLength counts code points: the two agree for text without combining
+    marks, emoji sequences or CRLF; a text within the limit in characters is accepted even when it
+    is longer in code points (150 times "e" + U+0301 is 150 characters, 300 code points).
 servers:
   - url: http://localhost:8080
 security:
@@ -1155,8 +1160,8 @@ components:
         recipientId: { $ref: "#/components/schemas/UserId" }
         type: { $ref: "#/components/schemas/Type" }
         actorId: { type: [string, "null"], pattern: "^[A-Za-z0-9_.:@-]{1,128}$" }
-        title: { type: [string, "null"], maxLength: 200 }
-        body: { type: [string, "null"], maxLength: 2000 }
+        title: { type: [string, "null"], maxLength: 200, description: "at most 200 characters (as a reader counts them; see the top)" }
+        body: { type: [string, "null"], maxLength: 2000, description: "at most 2000 characters (as a reader counts them; see the top)" }
         data: { type: [object, "null"], description: "at most 16 KiB as JSON" }
       example: { recipientId: alice, type: comment, actorId: bob, title: Bob commented, body: Nice photo!, data: { postId: p1 } }
     Notification:
@@ -1202,8 +1207,8 @@ components:
               required: [followersOf]
               properties:
                 followersOf: { $ref: "#/components/schemas/UserId" }
-        title: { type: [string, "null"], maxLength: 200 }
-        body: { type: [string, "null"], maxLength: 2000 }
+        title: { type: [string, "null"], maxLength: 200, description: "at most 200 characters (as a reader counts them; see the top)" }
+        body: { type: [string, "null"], maxLength: 2000, description: "at most 2000 characters (as a reader counts them; see the top)" }
         data: { type: [object, "null"], description: "at most 16 KiB as JSON" }
       example: { id: post-42-liked, type: like, actorId: bob, audience: { followersOf: bob }, title: Bob liked a post }
     EventAnswer:
