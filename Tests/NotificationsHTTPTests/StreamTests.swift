@@ -145,6 +145,8 @@ struct StreamTests {
             let first = try await Self.open(harness, "leaver")
             #expect(first.status == 200)
             #expect(try await harness.client.get("/v1/users/next/notifications/stream").status == .serviceUnavailable)
+            // HEAD answers as GET would (503 here), without holding a stream.
+            #expect(try await harness.client.execute(uri: "/v1/users/next/notifications/stream", method: .head, headers: authorized).status == .serviceUnavailable)
             first.close()
             let freed = try await retrying(for: .seconds(5), every: .milliseconds(100)) { harness.environment.services.streams.openStreams } until: { $0 == 0 }
             #expect(freed == 0)

@@ -102,6 +102,9 @@ public final class StreamHub: Sendable {
 
     public var openStreams: Int { state.withLock { $0.count } }
 
+    /// Whether a stream would be accepted now (HEAD answers as GET would, without opening one).
+    public var hasRoom: Bool { state.withLock { !$0.closed && $0.count < maxConnections } }
+
     private func deliver(channel: String, payload: [UInt8]) {
         guard let user = StreamMessage.user(ofChannel: channel), let message = StreamMessage(payload: payload) else { return }
         let mailboxes = state.withLock { $0.streams[user].map { Array($0.values) } ?? [] }

@@ -24,11 +24,14 @@ struct StreamRoutes {
             text.isEmpty ? nil : try Validation.notificationID(text, field: "Last-Event-ID")
         }
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .xAccelBuffering: "no"]
-        // HEAD (uptime checks) learns that a stream would open, without holding one.
-        if request.method == .head { return Response(status: .ok, headers: headers) }
+        // HEAD (uptime checks) learns what GET would answer, without holding a stream.
+        if request.method == .head {
+            guard hub.hasRoom else { throw Self.tooManyStreams() }
+            return Response(status: .ok, headers: headers)
+        }
         guard let stream = NotificationStream.open(user: user, store: store, feed: feed, hub: hub, heartbeat: heartbeat, pollInterval: pollInterval) else {
             metrics.requestShed(.streams)
-            throw Problem.overloaded("This instance holds as many streams as it may; retry, possibly elsewhere.")
+            throw Self.tooManyStreams()
         }
         // Frames go through a bounded buffer: a client that stops reading fills it and is
         // dropped (its stream ends), instead of holding memory or a stream slot forever.
@@ -47,6 +50,10 @@ struct StreamRoutes {
         // The client left (or the server stopped writing): stop the stream.
         continuation.onTermination = { _ in producer.cancel() }
         return Response(status: .ok, headers: headers, body: ResponseBody(asyncSequence: frames))
+    }
+
+    static func tooManyStreams() -> Problem {
+        Problem.overloaded("This instance holds as many streams as it may; retry, possibly elsewhere.")
     }
 
     /// Frames a stream may have waiting for its client before it is dropped.
