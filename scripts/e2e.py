@@ -399,10 +399,13 @@ class E2E(unittest.TestCase):
             while metric(service.port, "http_requests_in_flight") != limit:
                 self.assertLess(time.monotonic(), deadline, "the held requests did not fill MAX_IN_FLIGHT")
                 time.sleep(0.05)
-            latencies = []
-            rss = []
-            # Memory is read after the first burst (buffers and allocator arenas warmed up) and
+            latencies, reference, rss = [], [], []
+            # Memory is read after the first round (buffers and allocator arenas warmed up) and
             # after the last: shedding more requests must not cost more memory.
+            # Each burst of shed creates is paired with a burst of the same size to /health/live
+            # (never shed, no storage): on a loaded machine both slow down together, so the
+            # bound is a ratio measured in the same run rather than a wall-clock figure alone.
+            live = b"GET /health/live HTTP/1.1\r\nHost: localhost\r\n\r\n"
             for _ in range(5):
                 results = timed_burst(service.port, 10 * limit, request)
                 for elapsed, head in results:
@@ -410,14 +413,25 @@ class E2E(unittest.TestCase):
                     self.assertRegex(head, r"(?i)retry-after: 1\r\n")
                     self.assertNotRegex(head, r"(?i)\r\nratelimit")
                 latencies += [elapsed for elapsed, _ in results]
+                reference += [elapsed for elapsed, head in timed_burst(service.port, 10 * limit, live) if head.startswith("HTTP/1.1 200")]
                 rss.append(rss_kib(service.process.pid))
             rss_before, rss_after = rss[0], rss[-1]
-            latencies.sort()
-            p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99) - 1]
+            self.assertEqual(len(reference), 5 * 10 * limit, "/health/live must answer 200 while shedding")
+
+            def percentiles(values):
+                values = sorted(values)
+                return values[len(values) // 2], values[int(len(values) * 0.99) - 1], values[-1]
+
+            p50, p99, worst = percentiles(latencies)
+            live_p50, live_p99, _ = percentiles(reference)
             print(f"\nshedding: {len(latencies)} requests over MAX_IN_FLIGHT={limit} with MongoDB frozen: "
-                  f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms; "
-                  f"RSS after each burst (MiB): {[value // 1024 for value in rss]}", file=sys.stderr)
-            self.assertLess(p99, 0.050, "shed requests must be answered at once")
+                  f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {worst * 1000:.1f} ms "
+                  f"(same-size bursts to /health/live: p50 {live_p50 * 1000:.1f} ms, p99 {live_p99 * 1000:.1f} ms; "
+                  f"p99 ratio {p99 / live_p99:.2f}); RSS after each burst (MiB): {[value // 1024 for value in rss]}", file=sys.stderr)
+            # A shed request costs what a liveness probe costs; one that waited for the frozen
+            # MongoDB would take MONGODB_OPERATION_TIMEOUT_MS (20 s here).
+            self.assertLess(p99, max(0.050, 3 * live_p99), "shed requests must be answered at once")
+            self.assertLess(worst, 1.0, "no shed request may wait for storage")
             self.assertLess(rss_after - rss_before, 4 * 1024, "memory must stay flat while shedding")
             self.assertEqual(metric(service.port, 'http_requests_shed_total{reason="in_flight"}'), 5 * 10 * limit)
             self.assertEqual(call(service.port, "GET", "/health/live")[0], 200)
