@@ -54,17 +54,8 @@ public struct MongoCollection: Sendable {
         guard !documents.isEmpty else { return [:] }
         let reply = try await pool.runCommand([
             "insert": .string(name), "documents": .array(documents.map(BSONValue.document)), "ordered": false,
-        ], timeout: timeout.map { (limit: Duration) -> TimeAmount in
-            let (seconds, attoseconds) = limit.components
-            return .nanoseconds(max(1_000_000, seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
-        })
-        var errors: [Int: MongoError] = [:]
-        for case .document(let error) in reply["writeErrors"]?.array ?? [] {
-            let code = Int(error["code"]?.int64 ?? 0)
-            let message = error["errmsg"]?.string ?? "write error"
-            errors[Int(error["index"]?.int64 ?? 0)] = MongoError.duplicateKeyCodes.contains(code) ? .duplicateKey(message) : .server(code: code, message: message)
-        }
-        return errors
+        ], timeout: timeout.map { TimeAmount($0) })
+        return Self.errorsByPosition(reply)
     }
 
     public func insertOne(_ document: BSONDocument) async throws(MongoError) {
@@ -159,18 +150,26 @@ public struct MongoCollection: Sendable {
         _ = try await pool.runCommand(["createIndexes": .string(name), "indexes": .array(models)])
     }
 
-    /// Returns the positions of duplicate-key write errors; any other write error throws.
-    private static func writeErrors(_ reply: BSONDocument) throws(MongoError) -> [Int] {
-        guard let errors = reply["writeErrors"]?.array else { return [] }
-        var duplicates: [Int] = []
-        for case .document(let error) in errors {
+    /// The write errors of a reply by the position of the document or statement they concern:
+    /// `.duplicateKey` for a unique-index violation, `.server` for any other.
+    private static func errorsByPosition(_ reply: BSONDocument) -> [Int: MongoError] {
+        var errors: [Int: MongoError] = [:]
+        for case .document(let error) in reply["writeErrors"]?.array ?? [] {
             let code = Int(error["code"]?.int64 ?? 0)
-            guard MongoError.duplicateKeyCodes.contains(code) else {
-                throw .server(code: code, message: error["errmsg"]?.string ?? "write error")
-            }
-            duplicates.append(Int(error["index"]?.int64 ?? 0))
+            let message = error["errmsg"]?.string ?? "write error"
+            errors[Int(error["index"]?.int64 ?? 0)] =
+                MongoError.duplicateKeyCodes.contains(code) ? .duplicateKey(message) : .server(code: code, message: message)
         }
-        return duplicates
+        return errors
+    }
+
+    /// Returns the positions of duplicate-key write errors, in order; any other write error throws.
+    private static func writeErrors(_ reply: BSONDocument) throws(MongoError) -> [Int] {
+        let errors = errorsByPosition(reply)
+        if let other = errors.sorted(by: { $0.key < $1.key }).first(where: { if case .duplicateKey = $0.value { false } else { true } }) {
+            throw other.value
+        }
+        return errors.keys.sorted()
     }
 }
 

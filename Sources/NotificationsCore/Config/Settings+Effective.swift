@@ -5,29 +5,39 @@ internal import Logging
 extension Settings {
     static let mask = "****"
 
+    /// Every variable, in the order `check-config` prints them, with how its effective value is
+    /// shown. `variableNames` is read from this table, so a new variable is listed once.
+    static let variables: [(name: String, effective: @Sendable (Settings) -> String)] = [
+        ("HOST", \.host), ("PORT", { String($0.port) }), ("REDIS_URL", { maskingPassword($0.redisURL) }),
+        ("MONGODB_URI", { maskingPassword($0.mongoURI) }), ("REDIS_FAIL_OPEN", { String($0.redisFailOpen) }),
+        ("REDIS_CIRCUIT_FAILURE_THRESHOLD", { String($0.circuitFailureThreshold) }),
+        ("REDIS_CIRCUIT_RECOVERY_TIMEOUT", { String($0.circuitRecoveryTimeoutMilliseconds) }),
+        ("REDIS_CIRCUIT_SUCCESS_THRESHOLD", { String($0.circuitSuccessThreshold) }),
+        ("REDIS_OPERATION_TIMEOUT_MS", { String($0.redisOperationTimeoutMilliseconds) }),
+        ("IDEMPOTENCY_TTL_SECONDS", { String($0.idempotencyTTLSeconds) }),
+        ("API_KEYS", { $0.apiKeys.map { "\($0.name):\(mask)" }.joined(separator: ",") }),
+        ("ADMIN_TOKEN", { $0.adminToken == nil ? "(unset: admin from loopback only)" : mask }),
+        ("RATE_LIMIT_POLICIES", { describe($0.rateLimitPolicies) }),
+        ("EVENT_RETENTION_SECONDS", { String($0.eventRetentionSeconds) }),
+        ("EVENT_SYNC_FANOUT_LIMIT", { String($0.eventSyncFanoutLimit) }),
+        ("EVENT_FANOUT_LEASE_MS", { String($0.eventFanoutLeaseMilliseconds) }),
+        ("STREAM_HEARTBEAT_SECONDS", { String($0.streamHeartbeatSeconds) }),
+        ("STREAM_POLL_INTERVAL_MS", { String($0.streamPollIntervalMilliseconds) }),
+        ("STREAM_MAX_CONNECTIONS", { String($0.streamMaxConnections) }),
+        ("REDIS_SENTINELS", { $0.redisSentinels.joined(separator: ",") }),
+        ("REDIS_SENTINEL_MASTER", { $0.redisSentinelMaster ?? "" }),
+        ("FEED_CACHE_TTL_SECONDS", { String($0.feedCacheTTLSeconds) }), ("LOCK_TTL_MS", { String($0.lockTTLMilliseconds) }),
+        ("LOCK_WAIT_MS", { String($0.lockWaitMilliseconds) }),
+        ("MONGODB_OPERATION_TIMEOUT_MS", { String($0.mongoOperationTimeoutMilliseconds) }),
+        ("SHUTDOWN_GRACE_SECONDS", { String($0.shutdownGraceSeconds) }), ("MAX_IN_FLIGHT", { String($0.maxInFlight) }),
+        ("LOG_LEVEL", \.logLevel.rawValue), ("LOG_FORMAT", \.logFormat.rawValue), ("CONFIG_FILE", { $0.configFile ?? "" }),
+    ]
+
     public var effectiveValues: [(name: String, value: String)] {
-        [
-            ("HOST", host), ("PORT", String(port)), ("REDIS_URL", Self.maskingPassword(redisURL)),
-            ("MONGODB_URI", Self.maskingPassword(mongoURI)), ("REDIS_FAIL_OPEN", String(redisFailOpen)),
-            ("REDIS_CIRCUIT_FAILURE_THRESHOLD", String(circuitFailureThreshold)),
-            ("REDIS_CIRCUIT_RECOVERY_TIMEOUT", String(circuitRecoveryTimeoutMilliseconds)),
-            ("REDIS_CIRCUIT_SUCCESS_THRESHOLD", String(circuitSuccessThreshold)),
-            ("REDIS_OPERATION_TIMEOUT_MS", String(redisOperationTimeoutMilliseconds)),
-            ("IDEMPOTENCY_TTL_SECONDS", String(idempotencyTTLSeconds)),
-            ("API_KEYS", apiKeys.map { "\($0.name):\(Self.mask)" }.joined(separator: ",")),
-            ("ADMIN_TOKEN", adminToken == nil ? "(unset: admin from loopback only)" : Self.mask),
-            ("RATE_LIMIT_POLICIES", Self.describe(rateLimitPolicies)),
-            ("EVENT_RETENTION_SECONDS", String(eventRetentionSeconds)), ("EVENT_SYNC_FANOUT_LIMIT", String(eventSyncFanoutLimit)),
-            ("EVENT_FANOUT_LEASE_MS", String(eventFanoutLeaseMilliseconds)), ("STREAM_HEARTBEAT_SECONDS", String(streamHeartbeatSeconds)),
-            ("STREAM_POLL_INTERVAL_MS", String(streamPollIntervalMilliseconds)), ("STREAM_MAX_CONNECTIONS", String(streamMaxConnections)),
-            ("REDIS_SENTINELS", redisSentinels.joined(separator: ",")), ("REDIS_SENTINEL_MASTER", redisSentinelMaster ?? ""),
-            ("FEED_CACHE_TTL_SECONDS", String(feedCacheTTLSeconds)), ("LOCK_TTL_MS", String(lockTTLMilliseconds)),
-            ("LOCK_WAIT_MS", String(lockWaitMilliseconds)), ("MONGODB_OPERATION_TIMEOUT_MS", String(mongoOperationTimeoutMilliseconds)),
-            ("SHUTDOWN_GRACE_SECONDS", String(shutdownGraceSeconds)), ("MAX_IN_FLIGHT", String(maxInFlight)),
-            ("LOG_LEVEL", logLevel.rawValue), ("LOG_FORMAT", logFormat.rawValue), ("CONFIG_FILE", configFile ?? ""),
-        ] + RouteGroup.allCases.compactMap { group in
-            routeGroupPolicies[group].map { ("\(ConfigFile.routeGroupPoliciesKey).\(group.rawValue)", Self.describe($0)) }
-        }
+        Self.variables.map { ($0.name, $0.effective(self)) }
+            + RouteGroup.allCases.compactMap { group in
+                routeGroupPolicies[group].map { ("\(ConfigFile.routeGroupPoliciesKey).\(group.rawValue)", Self.describe($0)) }
+            }
     }
 
     static func describe(_ policies: [RateLimitPolicy]) -> String {

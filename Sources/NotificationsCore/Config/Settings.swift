@@ -57,15 +57,7 @@ public struct Settings: Sendable {
     }
 
     /// Every variable this service reads, in the order the README lists them.
-    public static let variableNames = [
-        "HOST", "PORT", "REDIS_URL", "MONGODB_URI", "REDIS_FAIL_OPEN", "REDIS_CIRCUIT_FAILURE_THRESHOLD",
-        "REDIS_CIRCUIT_RECOVERY_TIMEOUT", "REDIS_CIRCUIT_SUCCESS_THRESHOLD", "REDIS_OPERATION_TIMEOUT_MS", "IDEMPOTENCY_TTL_SECONDS",
-        "API_KEYS", "ADMIN_TOKEN", "RATE_LIMIT_POLICIES", "EVENT_RETENTION_SECONDS", "EVENT_SYNC_FANOUT_LIMIT", "EVENT_FANOUT_LEASE_MS",
-        "STREAM_HEARTBEAT_SECONDS", "STREAM_POLL_INTERVAL_MS", "STREAM_MAX_CONNECTIONS", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER",
-        "FEED_CACHE_TTL_SECONDS", "LOCK_TTL_MS",
-        "LOCK_WAIT_MS", "MONGODB_OPERATION_TIMEOUT_MS", "SHUTDOWN_GRACE_SECONDS", "MAX_IN_FLIGHT", "LOG_LEVEL", "LOG_FORMAT",
-        "CONFIG_FILE",
-    ]
+    public static var variableNames: [String] { variables.map(\.name) }
 
     /// Variables whose values are secrets: marked as such for swift-configuration (its access
     /// log redacts them) and masked by `check-config`.
