@@ -68,7 +68,7 @@ public func buildRouter(_ services: AppServices) -> Router<AppRequestContext> {
     let v1 = router.group("v1")
         .add(middleware: LoadSheddingMiddleware(slots: services.inFlight, metrics: services.metrics))
         .add(middleware: AuthMiddleware(keys: services.settings.apiKeys))
-        .add(middleware: RateLimitMiddleware(limiter: services.limiter, metrics: services.metrics))
+        .add(middleware: RateLimitMiddleware(limiter: services.limiter, metrics: services.metrics, routes: table))
         .add(middleware: IdempotencyMiddleware(store: services.idempotency, metrics: services.metrics))
     let v1Routes = RouteRegistrar(methods: v1, table: table, prefix: "/v1")
     NotificationRoutes(feed: services.feed).register(on: v1Routes)

@@ -57,13 +57,20 @@ public final class FeedCache: Sendable {
     /// The cached body of `variant` for `user`, or `load()`'s, stored for the next reader.
     public func cached(user: String, variant: String, load: @escaping @Sendable () async throws -> [UInt8]) async throws -> CachedJSON {
         let prefix = entryPrefix(user)
-        let found = await gateway.call(.feedCache) { pool in
-            try await pool.evaluate(Self.lookup, keys: [versionKey(user)], arguments: [prefix, variant])
+        let version: String
+        if let found = readAhead(user: user, variant: variant) {
+            if let body = found.body { return CachedJSON(body: body, cache: .hit) }
+            version = found.version
+        } else {
+            let found = await gateway.call(.feedCache) { pool in
+                try await pool.evaluate(Self.lookup, keys: [versionKey(user)], arguments: [prefix, variant])
+            }
+            guard let found, let parts = found.array, parts.count == 2, let foundVersion = parts[0].string else {
+                return CachedJSON(body: try await load(), cache: .bypass)
+            }
+            if case .bulkString(let body) = parts[1] { return CachedJSON(body: body, cache: .hit) }
+            version = foundVersion
         }
-        guard let found, let parts = found.array, parts.count == 2, let version = parts[0].string else {
-            return CachedJSON(body: try await load(), cache: .bypass)
-        }
-        if case .bulkString(let body) = parts[1] { return CachedJSON(body: body, cache: .hit) }
         let entryKey = prefix + version + ":" + variant
         let body = try await singleFlight(entryKey, load)
         _ = await gateway.call(.feedCache) { [ttlSeconds] pool in

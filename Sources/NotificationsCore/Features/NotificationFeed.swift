@@ -4,6 +4,12 @@ public struct FeedPage: Sendable {
     public var nextCursor: FeedCursor?
     public var unreadCount: Int
 
+    public init(items: [Notification], nextCursor: FeedCursor?, unreadCount: Int) {
+        self.items = items
+        self.nextCursor = nextCursor
+        self.unreadCount = unreadCount
+    }
+
     /// `{"items": [...], "nextCursor": ..., "unreadCount": N}`.
     public var json: [UInt8] {
         var json = JSONWriter(capacity: 512 * max(1, items.count))
@@ -118,8 +124,7 @@ public struct NotificationFeed: Sendable {
 
     /// A feed page as response JSON, from the feed cache when it has it.
     public func page(userId: String, limit: Int, cursor: FeedCursor?, unreadOnly: Bool) async throws -> CachedJSON {
-        let variant = "page:\(limit):\(unreadOnly):\(cursor?.encoded ?? "first")"
-        return try await cache.cached(user: userId, variant: variant) { [self] in
+        try await cache.cached(user: userId, variant: Self.pageVariant(limit: limit, cursor: cursor, unreadOnly: unreadOnly)) { [self] in
             try await loadPage(userId: userId, limit: limit, cursor: cursor, unreadOnly: unreadOnly).json
         }
     }
@@ -135,9 +140,25 @@ public struct NotificationFeed: Sendable {
         return FeedPage(items: items, nextCursor: next, unreadCount: try await unread)
     }
 
+    static func pageVariant(limit: Int, cursor: FeedCursor?, unreadOnly: Bool) -> String {
+        "page:\(limit):\(unreadOnly):\(cursor?.encoded ?? "first")"
+    }
+
+    static let unreadCountVariant = "unread-count"
+
+    /// The cache lookup `page` will make with these arguments.
+    public func pageProbe(userId: String, limit: Int, cursor: FeedCursor?, unreadOnly: Bool) -> CacheProbe {
+        cache.probe(user: userId, variant: Self.pageVariant(limit: limit, cursor: cursor, unreadOnly: unreadOnly))
+    }
+
+    /// The cache lookup `unreadCount` will make.
+    public func unreadCountProbe(userId: String) -> CacheProbe {
+        cache.probe(user: userId, variant: Self.unreadCountVariant)
+    }
+
     /// `{"unreadCount": N}`, from the feed cache when it has it.
     public func unreadCount(userId: String) async throws -> CachedJSON {
-        try await cache.cached(user: userId, variant: "unread-count") { [store] in
+        try await cache.cached(user: userId, variant: Self.unreadCountVariant) { [store] in
             let count = try await store.unreadCount(recipientId: userId)
             var json = JSONWriter()
             json.object { $0.integer("unreadCount", count) }

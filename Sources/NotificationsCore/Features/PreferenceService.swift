@@ -21,6 +21,11 @@ public struct PreferenceService: Sendable {
         try await cache.cached(user: user, variant: Self.variant) { [store] in try await store.load(user: user).json }
     }
 
+    /// The cache lookup `get` will make.
+    public func probe(user: String) -> CacheProbe {
+        cache.probe(user: user, variant: Self.variant)
+    }
+
     /// `PUT`: stored, then the user's cached entries dropped (mutes apply at once everywhere).
     public func put(user: String, _ preferences: Preferences) async throws -> Preferences {
         do {

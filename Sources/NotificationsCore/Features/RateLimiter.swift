@@ -53,23 +53,31 @@ public final class RateLimiter: Sendable {
 
     /// Checks (and counts) one request of API key `keyName` on a route of `group`.
     public func check(keyName: String, group: RouteGroup) async -> RateLimitDecision {
+        await check(keyName: keyName, group: group, readingAhead: nil).decision
+    }
+
+    /// `check`, and in the same Redis round trip the cache lookup `probe` the request's handler
+    /// will make (when the request is allowed and Redis answered).
+    public func check(keyName: String, group: RouteGroup, readingAhead probe: CacheProbe?) async -> (decision: RateLimitDecision, readAhead: CacheReadAhead?) {
         let resolved = policies.policy(forKey: keyName, group: group)
         guard let limitCount = resolved.policy.limit else {
-            return RateLimitDecision(outcome: .unlimited, status: .enforced, policyName: resolved.name, limit: 0, windowSeconds: 0, remaining: 0, resetSeconds: 0)
+            // No limit to check: the lookup is the handler's one round trip anyway.
+            return (RateLimitDecision(outcome: .unlimited, status: .enforced, policyName: resolved.name, limit: 0, windowSeconds: 0, remaining: 0, resetSeconds: 0), nil)
         }
         let limit = GCRALimit(limit: limitCount, window: .milliseconds(resolved.policy.windowMilliseconds))
         let bucket = "ratelimit:\(resolved.scope):\(keyName)"
-        if let decision = await gateway.call(.rateLimit, { pool in try await Self.checkInRedis(pool, bucket: bucket, limit: limit) }) {
-            return make(decision, limit: limit, name: resolved.name, status: .enforced)
+        if let (decision, readAhead) = await gateway.call(.rateLimit, { pool in try await Self.checkInRedis(pool, bucket: bucket, limit: limit, probe: probe) }) {
+            return (make(decision, limit: limit, name: resolved.name, status: .enforced), readAhead)
         }
         guard gateway.failOpen else {
-            return RateLimitDecision(
+            let decision = RateLimitDecision(
                 outcome: .unavailable(retryAfterSeconds: gateway.retryAfterSeconds), status: .enforced, policyName: resolved.name,
                 limit: limitCount, windowSeconds: limit.windowSeconds, remaining: 0, resetSeconds: 0)
+            return (decision, nil)
         }
         metrics.rateLimitBypassed()
         logger.debug("Rate limit bypassed: Redis unusable, in-memory limiter used", metadata: ["api_key": "\(keyName)"])
-        return make(local.check(bucket: bucket, limit: limit), limit: limit, name: resolved.name, status: .bypassedFailOpen)
+        return (make(local.check(bucket: bucket, limit: limit), limit: limit, name: resolved.name, status: .bypassedFailOpen), nil)
     }
 
     private func make(_ decision: GCRADecision, limit: GCRALimit, name: String, status: RateLimitDecision.Status) -> RateLimitDecision {
@@ -80,6 +88,8 @@ public final class RateLimiter: Sendable {
     }
 
     /// GCRA on Redis's clock (`TIME`), in microseconds; the same arithmetic as `GCRA.check`.
+    /// With a second key (a cache version key) and an allowed request, it also does
+    /// `FeedCache.lookup`'s work: the version and the entry stored under it.
     static let script = RedisScript(
         """
         local t = redis.call('TIME')
@@ -94,18 +104,34 @@ public final class RateLimiter: Sendable {
           return {0, 0, math.ceil(tat - now), math.ceil(allow_at - now)}
         end
         redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1)
-        return {1, math.floor((now + tolerance - next_tat) / interval + 1e-6), math.ceil(next_tat - now), 0}
+        local out = {1, math.floor((now + tolerance - next_tat) / interval + 1e-6), math.ceil(next_tat - now), 0}
+        if KEYS[2] then
+          local version = redis.call('GET', KEYS[2]) or '0'
+          out[5] = version
+          out[6] = redis.call('GET', ARGV[3] .. version .. ':' .. ARGV[4])
+        end
+        return out
         """)
 
-    static func checkInRedis(_ pool: RedisConnectionPool, bucket: String, limit: GCRALimit) async throws -> GCRADecision {
+    static func checkInRedis(
+        _ pool: RedisConnectionPool, bucket: String, limit: GCRALimit, probe: CacheProbe? = nil
+    ) async throws -> (GCRADecision, CacheReadAhead?) {
         let interval = Double(limit.emissionInterval.microseconds)
-        let reply = try await pool.evaluate(
-            script, keys: [bucket], arguments: [String(format6(interval)), String(format6(interval * Double(limit.limit)))])
-        guard let values = reply.array?.compactMap(\.integer), values.count == 4 else {
+        var keys = [bucket]
+        var arguments = [String(format6(interval)), String(format6(interval * Double(limit.limit)))]
+        if let probe {
+            keys.append(probe.versionKey)
+            arguments += [probe.entryPrefix, probe.variant]
+        }
+        let reply = try await pool.evaluate(script, keys: keys, arguments: arguments)
+        guard let parts = reply.array, parts.count >= 4, case let values = parts.prefix(4).compactMap(\.integer), values.count == 4 else {
             throw RedisError.protocolError("rate-limit script answered \(reply)")
         }
-        return GCRADecision(
+        let decision = GCRADecision(
             allowed: values[0] == 1, remaining: Int(values[1]), resetAfter: .microseconds(values[2]), retryAfter: .microseconds(values[3]))
+        guard let probe, parts.count == 6, let version = parts[4].string else { return (decision, nil) }
+        let body: [UInt8]? = if case .bulkString(let bytes) = parts[5] { bytes } else { nil }
+        return (decision, CacheReadAhead(probe: probe, version: version, body: body))
     }
 
     private static func format6(_ value: Double) -> String {

@@ -4,21 +4,25 @@ public import NotificationsCore
 
 /// Rate limiting on `/v1` (after auth: the key's name picks the policy). Every response it
 /// lets through or produces carries the rate-limit headers, errors included; a fail-closed
-/// 503 carries `Retry-After` only.
+/// 503 carries `Retry-After` only. A cached read's cache lookup goes out with the check (one
+/// Redis round trip per request, see `CacheReadAhead`).
 public struct RateLimitMiddleware: RouterMiddleware {
     public typealias Context = AppRequestContext
     let limiter: RateLimiter
     let metrics: ServiceMetrics
+    /// The routes' cache probes: a cached read's lookup rides on the rate-limit check.
+    let routes: RouteTable
 
-    public init(limiter: RateLimiter, metrics: ServiceMetrics) {
+    public init(limiter: RateLimiter, metrics: ServiceMetrics, routes: RouteTable) {
         self.limiter = limiter
         self.metrics = metrics
+        self.routes = routes
     }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let key = context.apiKey else { throw Problem.unauthorized() }
         let group: RouteGroup = request.method == .get || request.method == .head ? .read : .write
-        let decision = await limiter.check(keyName: key.name, group: group)
+        let (decision, readAhead) = await limiter.check(keyName: key.name, group: group, readingAhead: routes.probe(request, context: context))
         var response: Response
         switch decision.outcome {
         case .unavailable(let retryAfter):
@@ -29,7 +33,7 @@ public struct RateLimitMiddleware: RouterMiddleware {
                                detail: "The rate limit of policy \(decision.policyName) is exhausted.", headers: [.retryAfter: String(retryAfter)]).response()
         case .allowed, .unlimited:
             do {
-                response = try await next(request, context)
+                response = try await CacheReadAhead.serving(readAhead) { try await next(request, context) }
             } catch {
                 response = ProblemMiddleware.problem(for: error, logger: context.logger, metrics: metrics).response()
             }

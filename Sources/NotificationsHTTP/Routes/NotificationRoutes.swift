@@ -11,8 +11,13 @@ struct NotificationRoutes {
 
     func register(on routes: RouteRegistrar<some RouterMethods<AppRequestContext>>) {
         routes.on(.post, "/notifications", create)
-        routes.on(.get, "/users/{userId}/notifications", list)
-        routes.on(.get, "/users/{userId}/notifications/unread-count", unreadCount)
+        routes.on(.get, "/users/{userId}/notifications", list) { [feed] request, context in
+            guard let (userId, query) = try? Self.pageQuery(request, context: context) else { return nil }
+            return feed.pageProbe(userId: userId, limit: query.limit, cursor: query.cursor, unreadOnly: query.unreadOnly)
+        }
+        routes.on(.get, "/users/{userId}/notifications/unread-count", unreadCount) { [feed] _, context in
+            (try? Self.userID(context)).map { feed.unreadCountProbe(userId: $0) }
+        }
         routes.on(.post, "/users/{userId}/notifications/read-all", markAllRead)
         routes.on(.post, "/users/{userId}/notifications/{id}/read", markRead)
         routes.on(.delete, "/users/{userId}/notifications/{id}", delete)
@@ -32,7 +37,13 @@ struct NotificationRoutes {
     }
 
     @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let userId = try Self.userID(context)
+        let (userId, query) = try Self.pageQuery(request, context: context)
+        return .cachedJSON(try await feed.page(userId: userId, limit: query.limit, cursor: query.cursor, unreadOnly: query.unreadOnly))
+    }
+
+    /// The user and query of a feed page request, validated.
+    static func pageQuery(_ request: Request, context: AppRequestContext) throws -> (String, (limit: Int, cursor: FeedCursor?, unreadOnly: Bool)) {
+        let userId = try userID(context)
         let query = request.uri.queryParameters
         let limit = try QueryParameters.integer(query.get("limit"), name: "limit", default: 20, in: 1...100)
         // An empty cursor is the first page (clients often send back a null nextCursor that way).
@@ -40,7 +51,7 @@ struct NotificationRoutes {
             try FeedCursor(encoded: text)
         }
         let unreadOnly = try QueryParameters.bool(query.get("unreadOnly"), name: "unreadOnly", default: false)
-        return .cachedJSON(try await feed.page(userId: userId, limit: limit, cursor: cursor, unreadOnly: unreadOnly))
+        return (userId, (limit, cursor, unreadOnly))
     }
 
     @Sendable func unreadCount(_ request: Request, context: AppRequestContext) async throws -> Response {

@@ -12,10 +12,15 @@ struct UserRoutes {
     let clock: any WallClock
 
     func register(on routes: RouteRegistrar<some RouterMethods<AppRequestContext>>) {
-        routes.on(.get, "/users/{userId}/followers", listFollowers)
+        routes.on(.get, "/users/{userId}/followers", listFollowers) { [cache] request, context in
+            guard let (user, limit, after) = try? Self.followersQuery(request, context: context) else { return nil }
+            return cache.probe(user: user, variant: Self.followersVariant(limit: limit, after: after))
+        }
         routes.on(.put, "/users/{userId}/followers/{followerId}", follow)
         routes.on(.delete, "/users/{userId}/followers/{followerId}", unfollow)
-        routes.on(.get, "/users/{userId}/preferences", getPreferences)
+        routes.on(.get, "/users/{userId}/preferences", getPreferences) { [preferences] _, context in
+            (try? NotificationRoutes.userID(context)).map { preferences.probe(user: $0) }
+        }
         routes.on(.put, "/users/{userId}/preferences", putPreferences)
     }
 
@@ -36,13 +41,8 @@ struct UserRoutes {
 
     /// `{"items": [...], "nextCursor"}`: follower ids in id order, paged by the last id served.
     @Sendable func listFollowers(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let user = try NotificationRoutes.userID(context)
-        let query = request.uri.queryParameters
-        let limit = try QueryParameters.integer(query.get("limit"), name: "limit", default: 20, in: 1...100)
-        let after = try query.get("cursor").flatMap { $0.isEmpty ? nil : $0 }.map { (text: String) throws(ValidationError) in
-            try FollowerCursor(encoded: text).lastFollowerID
-        }
-        let cached = try await cache.cached(user: user, variant: "followers:\(limit):\(after ?? "")") { [followers] in
+        let (user, limit, after) = try Self.followersQuery(request, context: context)
+        let cached = try await cache.cached(user: user, variant: Self.followersVariant(limit: limit, after: after)) { [followers] in
             let page = try await followers.page(user: user, after: after, limit: limit + 1)
             let items = Array(page.prefix(limit))
             let next = page.count > limit ? items.last.map { FollowerCursor(lastFollowerID: $0).encoded } : nil
@@ -54,6 +54,21 @@ struct UserRoutes {
             return json.bytes
         }
         return .cachedJSON(cached)
+    }
+
+    /// The user, page size and cursor of a followers request, validated.
+    static func followersQuery(_ request: Request, context: AppRequestContext) throws -> (user: String, limit: Int, after: String?) {
+        let user = try NotificationRoutes.userID(context)
+        let query = request.uri.queryParameters
+        let limit = try QueryParameters.integer(query.get("limit"), name: "limit", default: 20, in: 1...100)
+        let after = try query.get("cursor").flatMap { $0.isEmpty ? nil : $0 }.map { (text: String) throws(ValidationError) in
+            try FollowerCursor(encoded: text).lastFollowerID
+        }
+        return (user, limit, after)
+    }
+
+    static func followersVariant(limit: Int, after: String?) -> String {
+        "followers:\(limit):\(after ?? "")"
     }
 
     @Sendable func getPreferences(_ request: Request, context: AppRequestContext) async throws -> Response {

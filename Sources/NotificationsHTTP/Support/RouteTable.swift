@@ -1,4 +1,10 @@
 public import HTTPTypes
+internal import Hummingbird
+internal import NotificationsCore
+
+/// The cache lookup a GET route's handler will make, computed from the request before the
+/// handler runs (nil when the request will not make one, e.g. it fails validation).
+typealias CacheProbeBuilder = @Sendable (Request, AppRequestContext) -> CacheProbe?
 
 /// The routes this service serves, as `(method, template)`, recorded as they are registered.
 ///
@@ -7,13 +13,22 @@ public import HTTPTypes
 public final class RouteTable: @unchecked Sendable {
     // Written only while the router is built (before the server starts), read-only afterwards.
     private var routes: [(method: HTTPRequest.Method, components: [Substring])] = []
+    /// By full template (`context.endpointPath`): see `RateLimitMiddleware`.
+    private var probes: [String: CacheProbeBuilder] = [:]
 
     public init() {}
 
     /// A GET route answers HEAD too (the router generates it), so `Allow` lists both.
-    func add(_ method: HTTPRequest.Method, _ template: String) {
+    func add(_ method: HTTPRequest.Method, _ template: String, probe: CacheProbeBuilder? = nil) {
         routes.append((method, template.split(separator: "/")))
         if method == .get { routes.append((.head, template.split(separator: "/"))) }
+        if let probe { probes[template] = probe }
+    }
+
+    /// The cache lookup the handler of this request's route will make, if it makes one.
+    func probe(_ request: Request, context: AppRequestContext) -> CacheProbe? {
+        guard request.method == .get || request.method == .head, let template = context.endpointPath else { return nil }
+        return probes[template]?(request, context)
     }
 
     /// Methods served at a concrete path (empty when no template matches it). Like the router,

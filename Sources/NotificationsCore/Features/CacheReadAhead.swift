@@ -1,0 +1,44 @@
+/// One cache lookup a request is about to make, known before its handler runs.
+///
+/// A cached read costs two Redis round trips one after the other if the rate limit is checked
+/// first and the cache looked up afterwards. With a probe, `RateLimiter` sends both in one
+/// script; the handler's `FeedCache.cached` then finds the answer in `CacheReadAhead.current`
+/// instead of asking Redis again.
+public struct CacheProbe: Sendable, Equatable {
+    let namespace: String
+    let user: String
+    let variant: String
+    let versionKey: String
+    let entryPrefix: String
+}
+
+/// What a probe found: the user's version and the entry stored under it (nil: a miss, which
+/// the handler loads and stores under this version, as after its own lookup).
+public struct CacheReadAhead: Sendable, Equatable {
+    let probe: CacheProbe
+    let version: String
+    let body: [UInt8]?
+
+    /// Set while the request's handler runs (see `serving`).
+    @TaskLocal static var current: CacheReadAhead?
+
+    /// Runs `body` (the rest of the request) with `readAhead` available to `FeedCache`.
+    public static func serving<T>(_ readAhead: CacheReadAhead?, _ body: () async throws -> T) async rethrows -> T {
+        guard let readAhead else { return try await body() }
+        return try await $current.withValue(readAhead, operation: body)
+    }
+}
+
+extension FeedCache {
+    /// The probe of `cached(user:variant:)` for the same arguments.
+    public func probe(user: String, variant: String) -> CacheProbe {
+        CacheProbe(namespace: namespace, user: user, variant: variant, versionKey: versionKey(user), entryPrefix: entryPrefix(user))
+    }
+
+    /// The read-ahead answer for this lookup, if the request's rate-limit check brought one.
+    func readAhead(user: String, variant: String) -> CacheReadAhead? {
+        guard let found = CacheReadAhead.current, found.probe.namespace == namespace, found.probe.user == user,
+              found.probe.variant == variant else { return nil }
+        return found
+    }
+}
