@@ -12,7 +12,9 @@ let package = Package(
     name: "notifications",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "notifications", targets: ["notifications"])
+        .executable(name: "notifications", targets: ["notifications"]),
+        // For the microbenchmarks in Benchmarks/ (a package of their own, not built by scripts/test).
+        .library(name: "NotificationsModules", targets: ["Resilience", "RedisClient", "MongoStore", "NotificationsCore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
@@ -130,7 +132,7 @@ let package = Package(
         .testTarget(
             name: "NotificationsCoreTests",
             dependencies: [
-                "NotificationsCore", "TestSupport", "MongoStore", .product(name: "Logging", package: "swift-log"),
+                "NotificationsCore", "Resilience", "TestSupport", "MongoStore", .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Metrics", package: "swift-metrics"),
             ],
             swiftSettings: swiftSettings

@@ -173,13 +173,17 @@ final class UnreadCounters: Sendable {
 /// Users whose counter this instance marked stale and MongoDB has not confirmed yet, with how
 /// many marks are pending for each (a user stays until the last one lands). Bounded: past the
 /// bound, only the MongoDB mark, once it lands, triggers the recount.
-private final class StaleUsers: Sendable {
+final class StaleUsers: Sendable {
     private let users = Mutex<[String: Int]>([:])
-    static let capacity = 100_000
+    let capacity: Int
+
+    init(capacity: Int = 100_000) {
+        self.capacity = capacity
+    }
 
     func insert(_ user: String) {
         users.withLock { users in
-            if users[user] != nil || users.count < Self.capacity { users[user, default: 0] += 1 }
+            if users[user] != nil || users.count < capacity { users[user, default: 0] += 1 }
         }
     }
 
@@ -193,4 +197,5 @@ private final class StaleUsers: Sendable {
     }
 
     func contains(_ user: String) -> Bool { users.withLock { $0[user] != nil } }
+    var count: Int { users.withLock { $0.count } }
 }
