@@ -4,12 +4,12 @@ private import CMongoc
 ///
 /// The only place BSON crosses the C boundary: Swift `BSONDocument`s are appended field by
 /// field with `bson_append_*`, and replies are read back with a `bson_iter_t` in aligned heap memory.
-final class OwnedBSON {
+@_spi(Benchmarks) public final class OwnedBSON {
     /// Reach it through `withPointer`, which keeps this owner alive for the whole C call (the
     /// optimizer may otherwise release it after the last read of the pointer, before the call).
     private let pointer: OpaquePointer
 
-    init(_ document: BSONDocument) {
+    public init(_ document: BSONDocument) {
         pointer = bson_new()
         Self.append(document, to: pointer)
     }
@@ -33,7 +33,7 @@ final class OwnedBSON {
         return try body(pointer)
     }
 
-    var document: BSONDocument { Self.read(pointer) }
+    public var document: BSONDocument { Self.read(pointer) }
 
     // MARK: Swift → C
 

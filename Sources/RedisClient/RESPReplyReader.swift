@@ -1,14 +1,14 @@
 private import CHiredis
-internal import NIOCore
+public import NIOCore
 
 /// hiredis's reply parser, with no I/O: bytes go in, whole replies come out.
 ///
 /// `next()` returns nil while a reply is incomplete. A protocol error sticks (hiredis drops
 /// its buffer), so the owner must close the connection rather than reuse the reader.
-final class RESPReplyReader {
+@_spi(Benchmarks) public final class RESPReplyReader {
     private let reader: UnsafeMutablePointer<redisReader>
 
-    init() {
+    public init() {
         guard let reader = redisReaderCreate() else { preconditionFailure("redisReaderCreate: out of memory") }
         self.reader = reader
     }
@@ -17,7 +17,7 @@ final class RESPReplyReader {
         redisReaderFree(reader)
     }
 
-    func feed(_ buffer: ByteBuffer) throws(RedisError) {
+    public func feed(_ buffer: ByteBuffer) throws(RedisError) {
         let status = buffer.withUnsafeReadableBytes { bytes -> Int32 in
             guard let base = bytes.baseAddress, bytes.count > 0 else { return REDIS_OK }
             return redisReaderFeed(reader, base.assumingMemoryBound(to: CChar.self), bytes.count)
@@ -26,7 +26,7 @@ final class RESPReplyReader {
     }
 
     /// The next complete reply, or nil when more bytes are needed.
-    func next() throws(RedisError) -> RESPValue? {
+    public func next() throws(RedisError) -> RESPValue? {
         var raw: UnsafeMutableRawPointer? = nil
         guard redisReaderGetReply(reader, &raw) == REDIS_OK else { throw .protocolError(errorText) }
         guard let raw else { return nil }

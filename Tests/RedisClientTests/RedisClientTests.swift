@@ -1,7 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
-@testable import RedisClient
+@_spi(Benchmarks) @testable import RedisClient
 import Testing
 import TestSupport
 
