@@ -9,22 +9,28 @@ import Testing
 struct BoundedMemoryTests {
     static let slow = GCRALimit(limit: 1, window: .seconds(3600))
 
+    /// Small numbers on purpose: a synchronous test holds one of the few threads of the
+    /// concurrency pool that every other test shares while it runs.
     @Test func theInMemoryLimiterKeepsAtMostItsCapacityAndNeverForgetsABucketInUse() {
-        let limiter = InMemoryRateLimiter(capacity: 1000)
+        let limiter = InMemoryRateLimiter(capacity: 100)
         #expect(limiter.check(bucket: "busy", limit: Self.slow).allowed)
-        for index in 0..<10_000 {
+        var largest = 0
+        var busyForgotten = false
+        for index in 0..<1000 {
             _ = limiter.check(bucket: "k\(index)", limit: Self.slow)
-            if index % 100 == 0 { #expect(!limiter.check(bucket: "busy", limit: Self.slow).allowed, "at \(index)") }
-            #expect(limiter.count <= 1000)
+            if index % 10 == 0 { busyForgotten = busyForgotten || limiter.check(bucket: "busy", limit: Self.slow).allowed }
+            largest = max(largest, limiter.count)
         }
-        #expect(limiter.count >= 500, "the older generation goes, not everything")
+        #expect(largest <= 100)
+        #expect(!busyForgotten, "a bucket in use stays limited")
+        #expect(limiter.count >= 50, "the older generation goes, not everything")
         // An idle bucket is forgotten after two generations, like one that refilled.
         #expect(limiter.check(bucket: "k0", limit: Self.slow).allowed)
     }
 
     @Test func locallyStaleUsersStopAtTheirCapacity() {
         let stale = StaleUsers(capacity: 100)
-        for index in 0..<1000 { stale.insert("u\(index)") }
+        for index in 0..<300 { stale.insert("u\(index)") }
         #expect(stale.count == 100)
         stale.insert("u0")
         stale.remove(["u0"])
@@ -34,8 +40,12 @@ struct BoundedMemoryTests {
     }
 
     /// Runs in a child process (an exit test), so the resident size measured is that of a
-    /// fresh process holding the structures, not of the test runner with its servers.
-    @Test func aMillionDistinctLimiterAndIdempotencyKeysStayUnder200MiB() async {
+    /// fresh process holding the structures, not of the test runner with its servers. The
+    /// parent waits on a thread of the concurrency pool for the ten seconds the child takes in
+    /// a debug build, which starves the timing tests running beside it; so `scripts/test` runs
+    /// it on its own, after the others (`BOUNDED_MEMORY_MILLION=1`).
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["BOUNDED_MEMORY_MILLION"] == "1"))
+    func aMillionDistinctLimiterAndIdempotencyKeysStayUnder200MiB() async {
         let result = await #expect(processExitsWith: .success, observing: [\.standardOutputContent]) {
             let limiter = InMemoryRateLimiter()
             let memory = IdempotencyMemory()
