@@ -46,7 +46,10 @@ let benchmarks: @Sendable () -> Void = {
 
     Benchmark("RESP parse, 100-element array reply", configuration: .init(scalingFactor: .one)) { benchmark in
         var wire = "*100\r\n"
-        for index in 0..<100 { wire += "$12\r\nnotification\r\n".replacingOccurrences(of: "notification", with: "member-\(100_000 + index)") }
+        for index in 0..<100 {
+            let member = "member-\(100_000 + index)"
+            wire += "$\(member.utf8.count)\r\n\(member)\r\n"
+        }
         let buffer = ByteBuffer(string: wire)
         let reader = RESPReplyReader()
         benchmark.startMeasurement()
