@@ -60,6 +60,50 @@ def read_row(name, service, bare_port, path, key, note=""):
     return record(name, wrk(f"http://127.0.0.1:{service.port}{path}", key), bare, note or f"{size} B body, first answer {status}")
 
 
+def invalidation_delay(writer, reader, rounds=200):
+    """Time from a create's answer on `writer` to the sending of the first read on `reader`
+    (near cache on, the count cached locally before the write) not served locally any more
+    (`dropped`: the invalidation's delivery, to within one poll), and to the answer of the first
+    read that shows the write (`fresh`: plus one reload from MongoDB). Polls go on fresh
+    connections, one at a time: the resolution is one request's time (`one_poll_p50_ms`)."""
+    path = "/v1/users/inv-user/notifications/unread-count"
+    headers = e2e.auth("bench-secret")
+    delays, fresh = [], []
+    for _ in range(rounds):
+        for _ in range(100):
+            status, got, body = e2e.call(reader.port, "GET", path, headers=headers)
+            if got.get("x-cache-tier") == "local":
+                break
+        before = body["unreadCount"]
+        e2e.call(writer.port, "POST", "/v1/notifications", {"recipientId": "inv-user", "type": "bench"}, headers=headers)
+        written = time.perf_counter()
+        dropped = None
+        while True:
+            sent = time.perf_counter()
+            _, got, body = e2e.call(reader.port, "GET", path, headers=headers)
+            if dropped is None and got.get("x-cache-tier") != "local":
+                # The invalidation had arrived when this poll was sent (at most one poll earlier).
+                dropped = sent - written
+            if body["unreadCount"] != before:
+                break
+            if time.perf_counter() - written > 5:
+                raise SystemExit("an invalidation never arrived")
+        delays.append(dropped)
+        fresh.append(time.perf_counter() - written)
+    delays.sort()
+    fresh.sort()
+    # The cost of one poll, the resolution of the figure: a read served locally.
+    poll = []
+    for _ in range(50):
+        start = time.perf_counter()
+        e2e.call(reader.port, "GET", path, headers=headers)
+        poll.append(time.perf_counter() - start)
+    poll.sort()
+    return {"rounds": rounds, "dropped_p50_ms": delays[rounds // 2] * 1000, "dropped_p99_ms": delays[int(rounds * 0.99) - 1] * 1000,
+            "dropped_max_ms": delays[-1] * 1000, "fresh_p99_ms": fresh[int(rounds * 0.99) - 1] * 1000,
+            "one_poll_p50_ms": poll[len(poll) // 2] * 1000}
+
+
 def main():
     binary, bare_binary = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
     e2e.BINARY = binary
@@ -82,9 +126,29 @@ def main():
                                                                   "data": {"i": i}}, headers=e2e.auth("bench-secret"))
         feed = "/v1/users/bench-user/notifications?limit=20"
         count = "/v1/users/bench-user/notifications/unread-count"
+        # The service's own floor: a route with no work behind the outer middleware (request
+        # id, metrics, errors, Redis scope), against the bare server with the same body.
+        read_row("floor: GET /health/live (outer middleware, no work)", service, bare_port, "/health/live", "bench-secret")
         read_row("cached feed, unlimited key (Redis hit)", service, bare_port, feed, "bench-secret")
         limited = read_row("cached feed, rate-limited key", service, bare_port, feed, "limited-secret")
-        rows.append({"row": "cached feed, near-cache hit", "note": "not built yet (FEED_NEAR_CACHE)"})
+        # A second instance with the near cache on, on the same Redis and MongoDB.
+        near = e2e.Service(servers, API_KEYS="bench:bench-secret,limited:limited-secret",
+                           RATE_LIMIT_POLICIES="bench:unlimited,limited:1000000/1s", LOG_LEVEL="warning", FEED_NEAR_CACHE="true")
+        while e2e.call(near.port, "GET", "/health/ready")[0] != 200:
+            time.sleep(0.5)
+        for key in ("bench-secret", "limited-secret"):
+            tier = None
+            for _ in range(200):
+                tier = e2e.call(near.port, "GET", feed, headers=e2e.auth(key))[1].get("x-cache-tier")
+                if tier == "local":
+                    break
+                time.sleep(0.01)
+            if tier != "local":
+                raise SystemExit(f"the near cache never served {feed} (X-Cache-Tier {tier})")
+        read_row("cached feed, near-cache hit (unlimited key)", near, bare_port, feed, "bench-secret", "no Redis round trip")
+        read_row("cached feed, near-cache hit, rate-limited key", near, bare_port, feed, "limited-secret", "the rate-limit check alone")
+        rows.append({"row": "near cache: a write on another instance seen after", **invalidation_delay(service, near)})
+        near.stop()
         read_row("unread count, rate-limited key", service, bare_port, count, "limited-secret")
         # Misses: every request is the first for its user (an empty feed), so it queries MongoDB.
         miss_script = os.path.join(work, "miss.lua")
@@ -107,8 +171,10 @@ def main():
         many["vs_one_connection"] = many["rps"] / one["rps"]
 
         fanout = subprocess.run([os.path.join(e2e.ROOT, ".venv/bin/python"), os.path.join(e2e.ROOT, "scripts/bench_fanout.py"),
-                                 str(service.port), str(servers.mongo_port), "bench-secret"], capture_output=True, text=True, check=True)
-        print(fanout.stdout, file=sys.stderr, end="", flush=True)
+                                 str(service.port), str(servers.mongo_port), "bench-secret"], capture_output=True, text=True)
+        print(fanout.stdout + fanout.stderr, file=sys.stderr, end="", flush=True)
+        if fanout.returncode != 0:
+            raise SystemExit(f"bench_fanout.py failed ({fanout.returncode})")
         figures = json.loads(fanout.stdout.strip().splitlines()[-1])
         rows.append({"row": "event fan-out to 1000 recipients", **figures})
 
@@ -118,17 +184,39 @@ def main():
         forced["vs_redis_up"] = forced["rps"] / limited["rps"]
         e2e.call(service.port, "POST", "/admin/circuit-breaker/redis/reset", headers=admin)
 
-        # Redis frozen: until the breaker opens (5 failures), each read waits for the operation
-        # deadline; a burst of CONNECTIONS reads sent at the moment of the freeze shows that wait.
-        # Then wrk measures the fail-open throughput, against the Redis-up row of this run.
-        e2e.call(service.port, "GET", feed, headers=e2e.auth("limited-secret"))
+        # Redis frozen, the Redis part alone: until the breaker opens (5 failures) a call waits for
+        # the operation deadline. A burst of CONNECTIONS rate-limited requests that need nothing
+        # but Redis (a POST whose body is refused after the rate-limit check: 400, no MongoDB),
+        # sent the moment Redis freezes, shows that wait and the in-memory limiter's answer.
+        bad = b'{"recipientId": ""}'
+        refused = (f"POST /v1/notifications HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer limited-secret\r\n"
+                   f"Content-Type: application/json\r\nContent-Length: {len(bad)}\r\n\r\n").encode() + bad
+        e2e.call(service.port, "POST", "/v1/notifications", bad, headers=e2e.auth("limited-secret"))
+        servers.redis.send_signal(signal.SIGSTOP)
+        try:
+            answers = e2e.timed_burst(service.port, CONNECTIONS, refused)
+        finally:
+            servers.redis.send_signal(signal.SIGCONT)
+        burst = sorted(seconds for seconds, _ in answers)
+        statuses = sorted({head.split(" ", 2)[1] for _, head in answers if head})
+        rows.append({"row": "Redis SIGSTOP'd: burst at the freeze, Redis only (refused POSTs)", "requests": len(burst),
+                     "p50_ms": burst[len(burst) // 2] * 1000, "p99_ms": burst[int(len(burst) * 0.99) - 1] * 1000,
+                     "max_ms": burst[-1] * 1000, "bound_ms": OPERATION_TIMEOUT_MS + 50, "statuses": ",".join(statuses)})
+        e2e.call(service.port, "POST", "/admin/circuit-breaker/redis/reset", headers=admin)
+
+        # Redis frozen again, now for reads: the same wait, then the fallback to MongoDB (a feed
+        # query per request on the dev server). Then wrk measures the fail-open throughput,
+        # against the Redis-up row of this run.
+        for _ in range(100):
+            if e2e.call(service.port, "GET", feed, headers=e2e.auth("limited-secret"))[1].get("x-cache") == "hit":
+                break
+            time.sleep(0.05)
         request = f"GET {feed} HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer limited-secret\r\n\r\n".encode()
         servers.redis.send_signal(signal.SIGSTOP)
         try:
             burst = sorted(seconds for seconds, _ in e2e.timed_burst(service.port, CONNECTIONS, request))
-            rows.append({"row": "Redis SIGSTOP'd: burst at the freeze, before the breaker opens", "requests": len(burst),
-                         "p50_ms": burst[len(burst) // 2] * 1000, "max_ms": burst[-1] * 1000,
-                         "bound_ms": OPERATION_TIMEOUT_MS + 50})
+            rows.append({"row": "Redis SIGSTOP'd: burst of feed reads at the freeze (then MongoDB)", "requests": len(burst),
+                         "p50_ms": burst[len(burst) // 2] * 1000, "max_ms": burst[-1] * 1000})
             after = record("cached feed, Redis SIGSTOP'd, breaker open (fail-open: MongoDB)",
                            wrk(f"http://127.0.0.1:{service.port}{feed}", "limited-secret"))
             after["vs_redis_up"] = after["rps"] / limited["rps"]

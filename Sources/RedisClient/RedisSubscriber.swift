@@ -8,7 +8,8 @@ internal import Synchronization
 /// go, pushed messages parsed by hiredis's reader and handed to `onMessage`.
 ///
 /// It reconnects with backoff and subscribes again to every channel; `onConnected(true/false)`
-/// tells the owner when pushes can (not) be relied on. A PING every few seconds, answered
+/// tells the owner when pushes can (not) be relied on. With `tracking`, it also carries Redis
+/// client-side-caching invalidations (see `InvalidationTracking`). A PING every few seconds, answered
 /// within the operation deadline, detects a Redis that stopped answering without closing the
 /// socket (a paused or hung server): the connection is then dropped and rebuilt.
 public final class RedisSubscriber: Service, Sendable {
@@ -27,13 +28,15 @@ public final class RedisSubscriber: Service, Sendable {
     /// Where to connect for the n-th session (nil: `configuration`'s host and port).
     public typealias Endpoint = @Sendable (_ attempt: Int, _ eventLoop: any EventLoop, _ deadline: NIODeadline) async throws -> RedisAddress
     private let endpoint: Endpoint?
+    private let tracking: InvalidationTracking?
 
     public init(
         configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, logger: Logger, pingInterval: Duration = .seconds(2),
-        endpoint: Endpoint? = nil,
+        endpoint: Endpoint? = nil, tracking: InvalidationTracking? = nil,
         onMessage: @escaping @Sendable (_ channel: String, _ payload: [UInt8]) -> Void, onConnected: @escaping @Sendable (Bool) -> Void
     ) {
         self.endpoint = endpoint
+        self.tracking = tracking
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
@@ -82,7 +85,7 @@ public final class RedisSubscriber: Service, Sendable {
 
     /// One connection's life: connect, authenticate, subscribe to every channel, then watch it.
     private func session(attempt: Int) async throws {
-        let handler = RedisSubscriberHandler(onMessage: onMessage)
+        let handler = RedisSubscriberHandler(onMessage: onMessage, onInvalidate: tracking?.onInvalidate)
         let timeout = TimeAmount.milliseconds(configuration.operationTimeoutMilliseconds)
         let eventLoop = eventLoopGroup.any()
         let address = try await endpoint?(attempt, eventLoop, .now() + timeout) ?? RedisAddress(host: configuration.host, port: configuration.port)
@@ -94,24 +97,66 @@ public final class RedisSubscriber: Service, Sendable {
             }
             .connect(host: address.host, port: address.port)
             .get()
+        if let tracking {
+            // The near cache stops being trusted the moment the connection closes, not at the next PING.
+            channel.closeFuture.whenComplete { _ in tracking.onActive(false) }
+        }
         defer { channel.close(promise: nil) }
         if let password = configuration.password {
             Self.send(RedisCommand("AUTH", configuration.username.map { [$0, password] } ?? [password]), on: channel)
         }
-        let channels = state.withLock { state -> Set<String> in
+        var channels = state.withLock { state -> Set<String> in
             state.connection = channel
             return state.channels
         }
         defer { state.withLock { $0.connection = nil } }
+        if tracking != nil {
+            // Its answer (the id invalidations are redirected to) comes before any pushed message.
+            Self.send(RedisCommand("CLIENT", ["ID"]), on: channel)
+            channels.insert(InvalidationTracking.channel)
+        }
         // An empty SUBSCRIBE is an error; the PING confirms the connection (and AUTH) either way.
         if !channels.isEmpty { Self.send(RedisCommand("SUBSCRIBE", channels.sorted()), on: channel) }
         try await ping(handler, on: channel, within: timeout)
+        var trackingConnection: RedisConnection?
+        defer {
+            trackingConnection?.close()
+            // Also when the subscriber closed between `startTracking`'s check and its `active(true)`.
+            tracking?.onActive(false)
+        }
+        if let tracking {
+            trackingConnection = try await startTracking(tracking, handler: handler, subscriber: channel, at: address, within: timeout)
+        }
         onConnected(true)
         defer { onConnected(false) }
         while channel.isActive && !Task.isCancelled {
             try? await Task.sleep(for: pingInterval)
             try await ping(handler, on: channel, within: timeout)
         }
+    }
+
+    /// Opens the connection that turns tracking on for the subscriber's id; either connection
+    /// closing closes the other (the session then ends and starts over).
+    private func startTracking(
+        _ tracking: InvalidationTracking, handler: RedisSubscriberHandler, subscriber: any Channel, at address: RedisAddress, within timeout: TimeAmount
+    ) async throws -> RedisConnection {
+        guard let clientID = handler.clientID.withLock({ $0 }) else { throw RedisError.protocolError("CLIENT ID was not answered") }
+        var target = configuration
+        target.host = address.host
+        target.port = address.port
+        let connection = try await RedisConnection.connect(to: target, on: subscriber.eventLoop, deadline: .now() + timeout)
+        connection.channel.closeFuture.whenComplete { _ in subscriber.close(promise: nil) }
+        subscriber.closeFuture.whenComplete { _ in connection.close() }
+        do {
+            _ = try await connection.send(tracking.command(redirectingTo: clientID), deadline: .now() + timeout)
+        } catch {
+            connection.close()
+            throw error
+        }
+        // Pushes are only trusted from here; a subscriber that closed meanwhile already said false.
+        guard subscriber.isActive, connection.isActive else { throw RedisError.connectionClosed }
+        tracking.onActive(true)
+        return connection
     }
 
     /// Sends a PING and waits for its answer; closes the connection and throws after `within`.
@@ -144,11 +189,15 @@ final class RedisSubscriberHandler: ChannelInboundHandler, Sendable {
     // Used on the channel's event loop only; the lock is never contended.
     private let parser = Mutex<RESPReplyReader>(RESPReplyReader())
     private let onMessage: @Sendable (String, [UInt8]) -> Void
+    private let onInvalidate: (@Sendable ([[UInt8]]?) -> Void)?
     /// PING answers seen: the liveness check.
     let pongs = Atomic<Int>(0)
+    /// The answer to `CLIENT ID` (sent before subscribing, so it is the one integer reply).
+    let clientID = Mutex<Int64?>(nil)
 
-    init(onMessage: @escaping @Sendable (String, [UInt8]) -> Void) {
+    init(onMessage: @escaping @Sendable (String, [UInt8]) -> Void, onInvalidate: (@Sendable ([[UInt8]]?) -> Void)? = nil) {
         self.onMessage = onMessage
+        self.onInvalidate = onInvalidate
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -168,12 +217,16 @@ final class RedisSubscriberHandler: ChannelInboundHandler, Sendable {
 
     private func handle(_ reply: RESPValue, context: ChannelHandlerContext) {
         switch reply {
+        case .array(let parts) where parts.count == 3 && parts[0].string == "message" && parts[1].string == InvalidationTracking.channel:
+            if let onInvalidate, let keys = InvalidationTracking.keys(in: parts[2]) { onInvalidate(keys) }
         case .array(let parts) where parts.count == 3 && parts[0].string == "message":
             if let channel = parts[1].string, case .bulkString(let payload) = parts[2] { onMessage(channel, payload) }
         case .array(let parts) where parts.first?.string == "pong":
             pongs.wrappingAdd(1, ordering: .relaxed)
         case .simpleString("PONG"):
             pongs.wrappingAdd(1, ordering: .relaxed)
+        case .integer(let id):
+            clientID.withLock { $0 = $0 ?? id }
         case .error:
             context.close(promise: nil)
         default:

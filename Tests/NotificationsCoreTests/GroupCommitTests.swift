@@ -28,8 +28,12 @@ struct GroupCommitTests {
 
     struct Expired: Error, Equatable {}
 
-    func commit(_ writer: FakeWriter, maxBatch: Int = 1000, budget: Duration = .seconds(30)) -> GroupCommit<Int, Int> {
-        GroupCommit(maxBatch: maxBatch, budget: budget, cancelled: { Cancelled() }, expired: { Expired() }) { items, _ in await writer.write(items) }
+    func commit(
+        _ writer: FakeWriter, maxBatch: Int = 1000, budget: Duration = .seconds(30), weight: @escaping @Sendable (Int) -> Int = { _ in 1 }
+    ) -> GroupCommit<Int, Int> {
+        GroupCommit(maxBatch: maxBatch, budget: budget, weight: weight, cancelled: { Cancelled() }, expired: { Expired() }) { items, _ in
+            await writer.write(items)
+        }
     }
 
     func waitUntil(_ condition: () -> Bool) async throws {
@@ -70,6 +74,27 @@ struct GroupCommitTests {
         #expect(batches.first == [0])
         #expect(batches.dropFirst().map(\.count) == [4, 2], "\(batches)")
         #expect(Set(batches.dropFirst().flatMap { $0 }) == Set(1...6))
+    }
+
+    /// Fan-out batches share the writer with single creates: the bound is in documents.
+    @Test func aWriteTakesWaitingItemsUpToItsWeightAndAHeavyItemGoesAlone() async throws {
+        let writer = FakeWriter()
+        // An item's weight is its value: 0 stands for a single create of weight 1.
+        let commit = commit(writer, maxBatch: 10, weight: { max(1, $0) })
+        writer.held.withLock { $0 = true }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { _ = try? await commit.submit(0) }
+            try await waitUntil { writer.recorded.count == 1 }
+            // One at a time, so they queue in this order.
+            for (index, item) in [4, 0, 6, 12, 0].enumerated() {
+                group.addTask { _ = try? await commit.submit(item) }
+                try await waitUntil { commit.queuedCount == index + 1 }
+            }
+            writer.held.withLock { $0 = false }
+            try await group.waitForAll()
+        }
+        // In order of arrival: 4+1 (the 6 would pass 10), 6, the 12 alone (heavier than a whole write), 0.
+        #expect(writer.recorded == [[0], [4, 0], [6], [12], [0]], "\(writer.recorded)")
     }
 
     @Test func aCancelledWaitingItemIsNeverWritten() async throws {

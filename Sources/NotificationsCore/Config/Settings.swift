@@ -34,6 +34,10 @@ public struct Settings: Sendable {
     /// A fan-out whose owner renewed nothing for this long is resumed by another instance.
     public var eventFanoutLeaseMilliseconds: Int64 = 30_000
     public var feedCacheTTLSeconds: Int64 = 30
+    /// Hot feed pages and counts also kept in process, exact through Redis invalidations; off
+    /// by default because another instance's write reaches it only after the invalidation's delivery.
+    public var feedNearCache = false
+    public var feedNearCacheMaxBytes = 64 << 20
     public var streamHeartbeatSeconds: Int64 = 15
     public var streamPollIntervalMilliseconds: Int64 = 2000
     public var streamMaxConnections = 10_000
@@ -134,6 +138,8 @@ public struct Settings: Sendable {
         streamPollIntervalMilliseconds = try reader.integer("STREAM_POLL_INTERVAL_MS", default: streamPollIntervalMilliseconds, in: 100...600_000)
         streamMaxConnections = try reader.integer("STREAM_MAX_CONNECTIONS", default: streamMaxConnections, in: 1...1_000_000)
         feedCacheTTLSeconds = try reader.integer("FEED_CACHE_TTL_SECONDS", default: feedCacheTTLSeconds, in: 1...86_400)
+        feedNearCache = try reader.bool("FEED_NEAR_CACHE", default: feedNearCache)
+        feedNearCacheMaxBytes = try reader.integer("FEED_NEAR_CACHE_MAX_BYTES", default: feedNearCacheMaxBytes, in: (1 << 20)...(1 << 40))
         lockTTLMilliseconds = try reader.integer("LOCK_TTL_MS", default: lockTTLMilliseconds, in: 10...3_600_000)
         lockWaitMilliseconds = try reader.integer("LOCK_WAIT_MS", default: lockWaitMilliseconds, in: 0...600_000)
         mongoOperationTimeoutMilliseconds = try reader.integer("MONGODB_OPERATION_TIMEOUT_MS", default: mongoOperationTimeoutMilliseconds, in: 1...600_000)

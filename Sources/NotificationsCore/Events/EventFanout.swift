@@ -10,9 +10,11 @@ internal import MongoStore
 /// 2. skip the actor and recipients who muted the type or turned `in_app` off (their
 ///    preferences in one Redis round trip plus one MongoDB query for the misses);
 /// 3. one unordered insert of the batch's notifications, ids derived from (event, recipient)
-///    and the batch time, so a batch written again skips what is already there;
+///    and the batch time, so a batch written again skips what is already there; it goes
+///    through the writer that single creates use (`NotificationWriter`), together with
+///    whatever creates are waiting;
 /// 4. counters in a constant number of commands (`UnreadCounters`), and one Redis round trip
-///    to drop the recipients' cached feeds;
+///    to drop the recipients' cached feeds, one to publish to open streams;
 /// 5. move the cursor and the count, again only under our lease.
 /// A batch found with its time already fixed was interrupted (crash, outage, a frozen owner):
 /// it is written again with the same time, and its counters are marked for a recount (which
@@ -21,9 +23,7 @@ struct EventFanout: Sendable {
     let events: EventStore
     let followers: FollowerStore
     let preferences: PreferenceService
-    let store: any NotificationStore
-    let cache: FeedCache
-    let streams: StreamPublisher
+    let writer: NotificationWriter
     let metrics: ServiceMetrics
     let lease: Duration
     let clock: any WallClock
@@ -89,11 +89,7 @@ struct EventFanout: Sendable {
                 id: ObjectIDs.derived(at: time, from: "\(record.key)\n\(recipient)"), recipientId: recipient, type: event.type,
                 actorId: event.actorId, title: event.title, body: event.body, dataJSON: event.dataJSON, createdAt: time, readAt: nil)
         }
-        let stored = try await store.insertBatch(notifications, resumed: resumed)
-        metrics.notificationsCreated(stored.count)
-        await cache.invalidateMany(users: eligible)
-        // One round trip for the batch's stream messages.
-        await streams.publish(stored.map { ($0.recipientId, StreamMessage($0)) })
+        _ = try await writer.fanout(notifications, resumed: resumed)
         if resumed { logger.info("Resumed an interrupted fan-out batch", metadata: ["event": "\(record.key)", "batch": "\(record.batch)"]) }
         return eligible.count
     }

@@ -33,8 +33,7 @@ public struct EventService: Sendable {
     }
 
     public init(
-        events: EventStore, followers: FollowerStore, preferences: PreferenceService, store: any NotificationStore, cache: FeedCache,
-        streams: StreamPublisher, runner: FanoutRunner, settings: Settings, metrics: ServiceMetrics, logger: Logger,
+        events: EventStore, followers: FollowerStore, preferences: PreferenceService, writer: NotificationWriter, runner: FanoutRunner, settings: Settings, metrics: ServiceMetrics, logger: Logger,
         clock: any WallClock = SystemWallClock()
     ) {
         self.events = events
@@ -46,7 +45,7 @@ public struct EventService: Sendable {
         self.metrics = metrics
         self.logger = logger
         self.fanout = EventFanout(
-            events: events, followers: followers, preferences: preferences, store: store, cache: cache, streams: streams, metrics: metrics,
+            events: events, followers: followers, preferences: preferences, writer: writer, metrics: metrics,
             lease: .milliseconds(settings.eventFanoutLeaseMilliseconds), clock: clock, logger: logger)
     }
 

@@ -10,6 +10,8 @@ public struct CacheProbe: Sendable, Equatable {
     let variant: String
     let versionKey: String
     let entryPrefix: String
+    /// Taken before the read-ahead is sent: whether its answer may go to the near cache.
+    let ticket: NearCache.Ticket?
 }
 
 /// What a probe found: the user's version and the entry stored under it (nil: a miss, which
@@ -30,9 +32,13 @@ public struct CacheReadAhead: Sendable, Equatable {
 }
 
 extension FeedCache {
-    /// The probe of `cached(user:variant:)` for the same arguments.
-    public func probe(user: String, variant: String) -> CacheProbe {
-        CacheProbe(namespace: namespace, user: user, variant: variant, versionKey: versionKey(user), entryPrefix: entryPrefix(user))
+    /// The probe of `cached(user:variant:)` for the same arguments; nil when the near cache
+    /// has the answer (the rate-limit check then goes alone, and the handler reads it locally).
+    public func probe(user: String, variant: String) -> CacheProbe? {
+        if let near, near.contains(user: user, variant: variant) { return nil }
+        return CacheProbe(
+            namespace: namespace, user: user, variant: variant, versionKey: versionKey(user), entryPrefix: entryPrefix(user),
+            ticket: near?.ticket(user: user))
     }
 
     /// The read-ahead answer for this lookup, if the request's rate-limit check brought one.

@@ -6,6 +6,19 @@ internal import Synchronization
 public struct CachedJSON: Sendable {
     public var body: [UInt8]
     public var cache: CacheStatus
+    /// For a hit: which cache had it (`X-Cache-Tier`).
+    public var tier: CacheTier?
+
+    init(body: [UInt8], cache: CacheStatus, tier: CacheTier? = nil) {
+        self.body = body
+        self.cache = cache
+        self.tier = tier
+    }
+}
+
+/// `X-Cache-Tier` of a hit: this instance's near cache, or Redis.
+public enum CacheTier: String, Sendable {
+    case local, redis
 }
 
 /// `X-Cache`: `hit`/`miss` when Redis served or was filled, `bypass` when Redis was not used.
@@ -29,8 +42,11 @@ public final class FeedCache: Sendable {
     /// own (preferences are not dropped by every notification created for their user).
     let namespace: String
     private let inFlight = Mutex<[String: Task<[UInt8], any Error>]>([:])
+    /// This instance's copy of hot entries (`FEED_NEAR_CACHE`), in front of Redis.
+    let near: NearCache?
 
-    public init(gateway: RedisGateway, ttlSeconds: Int64, logger: Logger, namespace: String = "feed") {
+    public init(gateway: RedisGateway, ttlSeconds: Int64, logger: Logger, namespace: String = "feed", near: NearCache? = nil) {
+        self.near = near
         self.gateway = gateway
         self.ttlSeconds = ttlSeconds
         self.logger = logger
@@ -56,19 +72,26 @@ public final class FeedCache: Sendable {
 
     /// The cached body of `variant` for `user`, or `load()`'s, stored for the next reader.
     public func cached(user: String, variant: String, load: @escaping @Sendable () async throws -> [UInt8]) async throws -> CachedJSON {
+        if let body = near?.lookup(user: user, variant: variant) { return CachedJSON(body: body, cache: .hit, tier: .local) }
         let prefix = entryPrefix(user)
         let version: String
+        // Taken before the Redis read was sent (the read-ahead's, by the probe).
+        let ticket: NearCache.Ticket?
         if let found = readAhead(user: user, variant: variant) {
-            if let body = found.body { return CachedJSON(body: body, cache: .hit) }
+            ticket = found.probe.ticket
+            if let body = found.body { return keptNear(CachedJSON(body: body, cache: .hit, tier: .redis), user: user, variant: variant, ticket: ticket) }
             version = found.version
         } else {
+            ticket = near?.ticket(user: user)
             let found = await gateway.call(.feedCache) { pool in
                 try await pool.evaluate(Self.lookup, keys: [versionKey(user)], arguments: [prefix, variant])
             }
             guard let found, let parts = found.array, parts.count == 2, let foundVersion = parts[0].string else {
                 return CachedJSON(body: try await load(), cache: .bypass)
             }
-            if case .bulkString(let body) = parts[1] { return CachedJSON(body: body, cache: .hit) }
+            if case .bulkString(let body) = parts[1] {
+                return keptNear(CachedJSON(body: body, cache: .hit, tier: .redis), user: user, variant: variant, ticket: ticket)
+            }
             version = foundVersion
         }
         let entryKey = prefix + version + ":" + variant
@@ -76,7 +99,13 @@ public final class FeedCache: Sendable {
         _ = await gateway.call(.feedCache) { [ttlSeconds] pool in
             try await pool.send(RedisCommand([Array("SET".utf8), Array(entryKey.utf8), body, Array("EX".utf8), Array(String(ttlSeconds).utf8)]))
         }
-        return CachedJSON(body: body, cache: .miss)
+        return keptNear(CachedJSON(body: body, cache: .miss), user: user, variant: variant, ticket: ticket)
+    }
+
+    /// Offers what Redis had (or what was loaded under the version Redis gave) to the near cache.
+    private func keptNear(_ cached: CachedJSON, user: String, variant: String, ticket: NearCache.Ticket?) -> CachedJSON {
+        near?.store(user: user, variant: variant, body: cached.body, ticket: ticket)
+        return cached
     }
 
     /// After a write for `user`: later reads on every instance miss and reload.
@@ -85,6 +114,9 @@ public final class FeedCache: Sendable {
         let bumped = await gateway.call(.feedCache, essential: true) { [versionTTLSeconds] pool in
             try await pool.send(RedisCommand([Array("SET".utf8), Array(versionKey(user).utf8), token, Array("EX".utf8), Array(String(versionTTLSeconds).utf8)]))
         }
+        // After the bump: a read sent from now on sees the new version, and one sent before it
+        // (whose ticket this voids) cannot put the old answer back.
+        near?.invalidate(user: user)
         if bumped == nil {
             logger.warning("Feed cache invalidation failed; cached feed may be stale up to the TTL", metadata: ["user": "\(user)", "ttl_s": "\(ttlSeconds)"])
         }
@@ -126,6 +158,7 @@ public final class FeedCache: Sendable {
         let bumped = await gateway.call(.feedCache, essential: true) { [versionTTLSeconds] pool in
             try await pool.evaluate(Self.bumpMany, keys: users.map(versionKey), arguments: [String(versionTTLSeconds), Self.newVersion()])
         }
+        if let near { for user in users { near.invalidate(user: user) } }
         if bumped == nil {
             logger.warning("Feed cache invalidation failed; cached feeds may be stale up to the TTL", metadata: ["users": "\(users.count)", "ttl_s": "\(ttlSeconds)"])
         }

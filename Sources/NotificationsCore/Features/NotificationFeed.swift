@@ -33,54 +33,21 @@ public struct NotificationFeed: Sendable {
     let preferences: PreferenceService
     let streams: StreamPublisher
     let metrics: ServiceMetrics
-    /// Concurrent creates are written together (group commit).
-    let creates: GroupCommit<Notification, (notification: Notification, created: Bool)>
-
-    /// The most creates one write takes.
-    public static let maxCreateBatch = 1000
+    /// Concurrent creates (and fan-out batches) are written together (group commit).
+    let writer: NotificationWriter
 
     public init(
-        store: any NotificationStore, locks: LockManager, cache: FeedCache, preferences: PreferenceService, streams: StreamPublisher,
-        clock: any WallClock = SystemWallClock(), metrics: ServiceMetrics
+        store: any NotificationStore, writer: NotificationWriter, locks: LockManager, cache: FeedCache, preferences: PreferenceService,
+        streams: StreamPublisher, clock: any WallClock = SystemWallClock(), metrics: ServiceMetrics
     ) {
         self.streams = streams
         self.store = store
+        self.writer = writer
         self.locks = locks
         self.cache = cache
         self.preferences = preferences
         self.clock = clock
         self.metrics = metrics
-        self.creates = GroupCommit(
-            maxBatch: Self.maxCreateBatch, budget: store.writeTimeout, cancelled: { StoreError.unavailable("cancelled before it was written") },
-            expired: { StoreError.unavailable("timed out waiting for a write") }
-        ) { batch, timeout in
-            await Self.writeCreates(batch, within: timeout, store: store, cache: cache, streams: streams, metrics: metrics)
-        }
-    }
-
-    /// One group-commit write: the batch in one insert (its counters in a few commands), then
-    /// the Redis side once for the batch: every recipient's cached feed is dropped (also for a
-    /// failed write: its outcome may be unknown), and the stored notifications are published
-    /// to open streams. Answers come back only after that, so a client that reads after its
-    /// create returned sees it (read-your-writes), on any instance.
-    static func writeCreates(
-        _ batch: [Notification], within timeout: Duration, store: any NotificationStore, cache: FeedCache, streams: StreamPublisher,
-        metrics: ServiceMetrics
-    ) async -> [Result<(notification: Notification, created: Bool), any Error>] {
-        let answers = await store.insertEach(batch, within: timeout)
-        var recipients: [String] = []
-        var seen: Set<String> = []
-        for notification in batch where seen.insert(notification.recipientId).inserted { recipients.append(notification.recipientId) }
-        if recipients.count == 1 {
-            await cache.invalidate(user: recipients[0])
-        } else {
-            await cache.invalidateMany(users: recipients)
-        }
-        let stored = answers.compactMap { try? $0.get() }
-        metrics.notificationsCreated(stored.filter(\.created).count)
-        // After the write returned: open streams on every instance get them.
-        await streams.publish(stored.map { ($0.notification.recipientId, StreamMessage($0.notification)) })
-        return answers
     }
 
     public enum Delivery: Sendable {
@@ -106,7 +73,7 @@ public struct NotificationFeed: Sendable {
         let notification = Notification(
             id: id, recipientId: request.recipientId, type: request.type, actorId: request.actorId,
             title: request.title, body: request.body, dataJSON: request.dataJSON, createdAt: createdAt, readAt: nil)
-        return try await creates.submit(notification).notification
+        return try await writer.create(notification).notification
     }
 
     /// Runs a write for `user`, then drops the user's cached feed, also when the write failed:
@@ -147,12 +114,12 @@ public struct NotificationFeed: Sendable {
     static let unreadCountVariant = "unread-count"
 
     /// The cache lookup `page` will make with these arguments.
-    public func pageProbe(userId: String, limit: Int, cursor: FeedCursor?, unreadOnly: Bool) -> CacheProbe {
+    public func pageProbe(userId: String, limit: Int, cursor: FeedCursor?, unreadOnly: Bool) -> CacheProbe? {
         cache.probe(user: userId, variant: Self.pageVariant(limit: limit, cursor: cursor, unreadOnly: unreadOnly))
     }
 
     /// The cache lookup `unreadCount` will make.
-    public func unreadCountProbe(userId: String) -> CacheProbe {
+    public func unreadCountProbe(userId: String) -> CacheProbe? {
         cache.probe(user: userId, variant: Self.unreadCountVariant)
     }
 

@@ -22,7 +22,7 @@ public struct PreferenceService: Sendable {
     }
 
     /// The cache lookup `get` will make.
-    public func probe(user: String) -> CacheProbe {
+    public func probe(user: String) -> CacheProbe? {
         cache.probe(user: user, variant: Self.variant)
     }
 

@@ -64,6 +64,10 @@ public final class ServiceMetrics: Sendable {
     private let shed: [ShedReason: Counter]
     private let feedCacheResults: [CacheStatus: Counter]
     private let inFlight: Gauge
+    private let nearHits: Counter
+    private let nearBytes: Gauge
+    private let nearInvalidations: Counter
+    private let nearFlushes: [NearCache.FlushReason: Counter]
     private let http = Mutex<[HTTPSeries: (requests: Counter, duration: Timer)]>([:])
 
     private struct HTTPSeries: Hashable {
@@ -119,6 +123,15 @@ public final class ServiceMetrics: Sendable {
         feedCacheResults = cacheResults
         inFlight = Gauge(label: "http_requests_in_flight", factory: factory)
         inFlight.record(0)
+        nearHits = Counter(label: "feed_near_cache_hits_total", factory: factory)
+        nearBytes = Gauge(label: "feed_near_cache_bytes", factory: factory)
+        nearBytes.record(0)
+        nearInvalidations = Counter(label: "feed_near_cache_invalidations_total", factory: factory)
+        var flushes: [NearCache.FlushReason: Counter] = [:]
+        for reason in NearCache.FlushReason.allCases {
+            flushes[reason] = Counter(label: "feed_near_cache_flushes_total", dimensions: [("reason", reason.rawValue)], factory: factory)
+        }
+        nearFlushes = flushes
         // The HTTP families exist from start-up too: their first series is the metrics scrape itself.
         _ = httpSeries(method: "GET", route: "/metrics", status: 200)
     }
@@ -142,6 +155,12 @@ public final class ServiceMetrics: Sendable {
     /// A cacheable read answered, by how the feed cache served it (`X-Cache`).
     public func feedCache(_ result: CacheStatus) { feedCacheResults[result]?.increment() }
     public func requestsInFlight(_ count: Int) { inFlight.record(count) }
+    /// Reads the near cache answered (`X-Cache-Tier: local`); also counted as hits in `feed_cache_requests_total`.
+    public func nearCacheHit() { nearHits.increment() }
+    public func nearCacheBytes(_ bytes: Int) { nearBytes.record(bytes) }
+    /// Users whose near-cache entries a Redis invalidation dropped.
+    public func nearCacheInvalidations(_ users: Int) { nearInvalidations.increment(by: users) }
+    public func nearCacheFlushed(_ reason: NearCache.FlushReason) { nearFlushes[reason]?.increment() }
 
     /// `http_requests_total{method,route,status}` and `http_request_duration_seconds{method,route}`.
     /// `route` must be a template or a fixed placeholder, never a raw path (bounded labels).

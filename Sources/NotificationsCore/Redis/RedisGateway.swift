@@ -18,13 +18,18 @@ public final class RedisGateway: Sendable {
     public let failOpen: Bool
     let metrics: ServiceMetrics
     let logger: Logger
+    /// Called on every transition to OPEN (the near cache flushes).
+    private let openListeners: Listeners
 
     public init(pool: RedisConnectionPool, configuration: CircuitBreakerConfiguration, failOpen: Bool, metrics: ServiceMetrics, logger: Logger) {
         self.pool = pool
         self.failOpen = failOpen
         self.metrics = metrics
         self.logger = logger
+        let listeners = Listeners()
+        self.openListeners = listeners
         self.breaker = CircuitBreaker(configuration: configuration, clock: ContinuousClock()) { transition in
+            if transition.to == .open { listeners.callAll() }
             metrics.circuitState(transition.to.gaugeValue)
             let line: Logger.Message = switch transition.to {
             case .open: "Circuit breaker OPENED"
@@ -41,6 +46,11 @@ public final class RedisGateway: Sendable {
     }
 
     public var state: CircuitState { breaker.state }
+
+    /// Runs `listener` each time the circuit opens (also when an operator forces it open).
+    public func onOpen(_ listener: @escaping @Sendable () -> Void) {
+        openListeners.add(listener)
+    }
 
     /// Set for the duration of one HTTP request (see `withRequestScope`).
     @TaskLocal static var requestScope: RequestScope?
@@ -134,4 +144,12 @@ final class RequestScope: Sendable {
 
     var redisFailed: Bool { failed.load(ordering: .relaxed) }
     func markFailed() { failed.store(true, ordering: .relaxed) }
+}
+
+/// Callbacks registered after the breaker that calls them was made.
+final class Listeners: Sendable {
+    private let list = Mutex<[@Sendable () -> Void]>([])
+
+    func add(_ listener: @escaping @Sendable () -> Void) { list.withLock { $0.append(listener) } }
+    func callAll() { for listener in list.withLock({ $0 }) { listener() } }
 }

@@ -1,7 +1,7 @@
 internal import Synchronization
 
 /// Group commit: items submitted while a write is in flight wait, and the next write takes
-/// all of them (up to `maxBatch`) at once. A lone item is written at once, so an idle service
+/// all of them (up to `maxBatch` in total `weight`; an item heavier than that goes alone) at once. A lone item is written at once, so an idle service
 /// adds no latency; under load, one write serves many requests.
 ///
 /// Each submitter gets its own answer (`write` answers per item, in order) within its own
@@ -38,6 +38,7 @@ final class GroupCommit<Item: Sendable, Answer: Sendable>: Sendable {
 
     private let state = Mutex(State())
     private let maxBatch: Int
+    private let weight: @Sendable (Item) -> Int
     private let budget: Duration
     private let write: Write
     /// What a submitter cancelled before its item was written gets.
@@ -46,11 +47,12 @@ final class GroupCommit<Item: Sendable, Answer: Sendable>: Sendable {
     private let expired: @Sendable () -> any Error
 
     init(
-        maxBatch: Int, budget: Duration, cancelled: @escaping @Sendable () -> any Error, expired: @escaping @Sendable () -> any Error,
-        write: @escaping Write
+        maxBatch: Int, budget: Duration, weight: @escaping @Sendable (Item) -> Int = { _ in 1 }, cancelled: @escaping @Sendable () -> any Error,
+        expired: @escaping @Sendable () -> any Error, write: @escaping Write
     ) {
         precondition(maxBatch > 0)
         self.maxBatch = maxBatch
+        self.weight = weight
         self.budget = budget
         self.cancelled = cancelled
         self.expired = expired
@@ -96,7 +98,16 @@ final class GroupCommit<Item: Sendable, Answer: Sendable>: Sendable {
                 state.writing = false
                 return outOfTime
             }
-            let batch = Array(state.queued.prefix(maxBatch))
+            // In order of arrival, while the total weight allows; the first always goes.
+            var taken = 0
+            var total = 0
+            for waiter in state.queued {
+                let next = weight(waiter.item)
+                if taken > 0 && total + next > maxBatch { break }
+                total += next
+                taken += 1
+            }
+            let batch = Array(state.queued.prefix(taken))
             state.queued.removeFirst(batch.count)
             state.inFlight = Set(batch.map(\.id))
             state.cancelledInFlight = []
@@ -121,6 +132,9 @@ final class GroupCommit<Item: Sendable, Answer: Sendable>: Sendable {
         }
         startNextBatch()
     }
+
+    /// Items waiting for the next write (tests).
+    var queuedCount: Int { state.withLock { $0.queued.count } }
 
     private func cancel(_ id: UInt64) {
         let dropped: Waiter? = state.withLock { state in

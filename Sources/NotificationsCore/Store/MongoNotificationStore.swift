@@ -47,49 +47,80 @@ public struct MongoNotificationStore: NotificationStore {
 
     static let feedSort: BSONDocument = ["recipientId": 1, "_id": -1]
 
-    /// Writes concurrent creates together (group commit, `CreateBatcher`): one unordered insert
-    /// for the batch, then the counters in a constant number of commands. Each notification
-    /// gets its own answer: one that fails fails alone; when the insert's outcome is unknown
-    /// (timed out, connection lost) every one of them fails and is deleted again in the
-    /// background if the server applied it after all (by this batch's run token).
     public var writeTimeout: Duration { .milliseconds(pool.operationTimeoutMilliseconds) }
 
-    public func insertEach(_ batch: [Notification], within timeout: Duration) async -> [Result<(notification: Notification, created: Bool), any Error>] {
-        guard !batch.isEmpty else { return [] }
-        // This batch's token: a late copy is deleted only if it is this run's (see BackgroundDeleter).
+    /// Writes concurrent creates and fan-out batches together (group commit, `NotificationWriter`):
+    /// one unordered insert, then the counters in a constant number of commands. Each gets its
+    /// own answer: one that fails fails alone; when the insert's outcome is unknown (timed out,
+    /// connection lost) every one of them fails, and each create is deleted again in the
+    /// background if the server applied it after all (by this write's run token).
+    public func insert(creates: [Notification], batches: [FanoutBatch], within timeout: Duration) async -> InsertAnswers {
+        // This write's token: a late copy of a create is deleted only if it is this run's (see BackgroundDeleter).
         let run = String(UInt64.random(in: 1...UInt64.max), radix: 36)
-        let documents = batch.map { notification in
+        let createDocuments = creates.map { notification in
             var document = Self.document(notification)
             document["run"] = .string(run)
             return document
         }
+        let documents = createDocuments + batches.flatMap { $0.notifications.map(Self.document) }
+        guard !documents.isEmpty else { return InsertAnswers(creates: [], batches: batches.map { _ in .success([]) }) }
         let errors: [Int: MongoError]
         do {
             errors = try await notifications.insertEach(documents, timeout: timeout)
         } catch where error.isUnavailable {
-            // The server may still apply them: make sure they do not stay, and do not trust the
-            // counters while a ghost may be visible (a read-all would count it).
-            for (notification, document) in zip(batch, documents) { forget(document, run: run, recipient: notification.recipientId) }
-            return batch.map { _ in .failure(StoreError(error)) }
+            // The server may still apply them: creates must not stay (their clients got a 503),
+            // and counters are not trusted while a ghost may be visible (a read-all would count
+            // it). A fan-out batch is resumed later with the same ids; its counters are recounted then.
+            for (notification, document) in zip(creates, createDocuments) { forget(document, run: run, recipient: notification.recipientId) }
+            return InsertAnswers(creates: creates.map { _ in .failure(StoreError(error)) }, batches: batches.map { _ in .failure(StoreError(error)) })
         } catch {
-            // Refused as a whole (nothing written): every request of the batch gets the error.
-            return batch.map { _ in .failure(StoreError(error)) }
+            // Refused as a whole (nothing written): every request of the write gets the error.
+            return InsertAnswers(creates: creates.map { _ in .failure(StoreError(error)) }, batches: batches.map { _ in .failure(StoreError(error)) })
         }
-        var results: [Result<(notification: Notification, created: Bool), any Error>] = []
-        var created: [String] = []
-        for (index, notification) in batch.enumerated() {
+        var createAnswers: [Result<(notification: Notification, created: Bool), any Error>] = []
+        var counted: [String] = []
+        for (index, notification) in creates.enumerated() {
             switch errors[index] {
             case nil:
-                created.append(notification.recipientId)
-                results.append(.success((notification, true)))
+                counted.append(notification.recipientId)
+                createAnswers.append(.success((notification, true)))
             case .duplicateKey?:
-                results.append(await adopt(notification, document: documents[index], run: run))
+                createAnswers.append(await adopt(notification, document: createDocuments[index], run: run))
             case let error?:
-                results.append(.failure(StoreError(error)))
+                createAnswers.append(.failure(StoreError(error)))
             }
         }
-        await counters.incrementMany(created)
-        return results
+        var batchAnswers: [Result<[Notification], any Error>] = []
+        var stale: [String] = []
+        var offset = creates.count
+        for batch in batches {
+            defer { offset += batch.notifications.count }
+            var stored: [Notification] = []
+            var failure: MongoError?
+            for (index, notification) in batch.notifications.enumerated() {
+                switch errors[offset + index] {
+                case nil: stored.append(notification)
+                // Stored by an earlier run of this batch.
+                case .duplicateKey?: break
+                case let error?: failure = failure ?? error
+                }
+            }
+            if let failure {
+                // Some of it is stored: the batch is written again later, and counted afresh.
+                stale += batch.notifications.map(\.recipientId)
+                batchAnswers.append(.failure(StoreError(failure)))
+            } else if batch.resumed {
+                // Its first run may have counted some of them: recount.
+                stale += batch.notifications.map(\.recipientId)
+                batchAnswers.append(.success(stored))
+            } else {
+                counted += stored.map(\.recipientId)
+                batchAnswers.append(.success(stored))
+            }
+        }
+        await counters.incrementMany(counted)
+        if !stale.isEmpty { await counters.markStaleMany(stale) }
+        return InsertAnswers(creates: createAnswers, batches: batchAnswers)
     }
 
     /// The id was planned by an earlier run of the same idempotent request, which stored it.
@@ -114,19 +145,6 @@ public struct MongoNotificationStore: NotificationStore {
     private func forget(_ document: BSONDocument, run: String, recipient: String) {
         lateInserts.deleteEventually(.init(id: document["_id"] ?? .null, run: run, recipient: recipient))
         counters.markStale(recipient)
-    }
-
-    public func insertBatch(_ batch: [Notification], resumed: Bool) async throws -> [Notification] {
-        guard !batch.isEmpty else { return [] }
-        let result = try await mongoOperation { try await notifications.insert(batch.map(Self.document), ordered: false) }
-        let duplicates = Set(result.duplicateIndexes)
-        let stored = batch.enumerated().filter { !duplicates.contains($0.offset) }.map(\.element)
-        if resumed {
-            await counters.markStaleMany(batch.map(\.recipientId))
-        } else {
-            await counters.incrementMany(stored.map(\.recipientId))
-        }
-        return stored
     }
 
     public func page(recipientId: String, before: String?, limit: Int, unreadOnly: Bool) async throws -> [Notification] {

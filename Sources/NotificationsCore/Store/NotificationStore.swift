@@ -4,19 +4,21 @@ internal import MongoStore
 ///
 /// Implementations throw `StoreError` only.
 public protocol NotificationStore: Sendable {
-    /// Stores new notifications together and counts each as unread for its recipient; each gets
-    /// its own answer (in order). When a notification with its id is already stored (an earlier
-    /// run of the same idempotent request planned the id and stored it), nothing is written and
-    /// the stored one is returned with `created: false`. Failures are `StoreError`s.
-    /// `timeout` bounds the insert (each request of the batch has its own deadline).
-    func insertEach(_ batch: [Notification], within timeout: Duration) async -> [Result<(notification: Notification, created: Bool), any Error>]
+    /// One group-commit write (`NotificationWriter`): single creates and fan-out batches in one
+    /// unordered insert, then the counters in a constant number of commands. Each gets its own
+    /// answer, in order; failures are `StoreError`s. `timeout` bounds the insert (each request
+    /// of the write has its own deadline).
+    ///
+    /// A create counts as unread for its recipient. When a notification with its id is already
+    /// stored (an earlier run of the same idempotent request planned the id and stored it),
+    /// nothing is written and the stored one is returned with `created: false`.
+    ///
+    /// A fan-out batch's notifications already stored (same id: the batch ran before) are
+    /// skipped; the answer is those this call stored. For a `resumed` batch (its first run may
+    /// have counted some) the counters are marked for a recount instead of incremented.
+    func insert(creates: [Notification], batches: [FanoutBatch], within timeout: Duration) async -> InsertAnswers
     /// How long one write may take (`MONGODB_OPERATION_TIMEOUT_MS`).
     var writeTimeout: Duration { get }
-    /// Stores a fan-out batch in one unordered insert; notifications already stored (same id:
-    /// the batch ran before) are skipped. Counters follow in a constant number of commands; for a
-    /// `resumed` batch (its first run may have counted some) they are marked for a recount.
-    /// Returns the notifications this call stored.
-    func insertBatch(_ batch: [Notification], resumed: Bool) async throws -> [Notification]
     /// The recipient's notifications with an id greater than `after`, newest first, at most `limit`.
     func newer(recipientId: String, than after: String, limit: Int) async throws -> [Notification]
     /// Newest first, strictly older than `before` (an id) when given.
@@ -28,6 +30,32 @@ public protocol NotificationStore: Sendable {
     func markAllRead(recipientId: String, at: Timestamp) async throws -> Int
     /// False when the recipient has no such notification.
     func delete(recipientId: String, id: String) async throws -> Bool
+}
+
+/// An event fan-out batch written by `NotificationStore.insert`.
+public struct FanoutBatch: Sendable {
+    public var notifications: [Notification]
+    /// Its first run was interrupted: which counters it incremented is unknown.
+    public var resumed: Bool
+}
+
+/// The answers of one `NotificationStore.insert`, in the order of its creates and batches.
+public struct InsertAnswers: Sendable {
+    public var creates: [Result<(notification: Notification, created: Bool), any Error>]
+    public var batches: [Result<[Notification], any Error>]
+}
+
+extension NotificationStore {
+    /// Creates alone (`insert` without fan-out batches).
+    public func insertEach(_ batch: [Notification], within timeout: Duration) async -> [Result<(notification: Notification, created: Bool), any Error>] {
+        await insert(creates: batch, batches: [], within: timeout).creates
+    }
+
+    /// One fan-out batch alone; returns the notifications this call stored.
+    public func insertBatch(_ batch: [Notification], resumed: Bool) async throws -> [Notification] {
+        let answers = await insert(creates: [], batches: [FanoutBatch(notifications: batch, resumed: resumed)], within: writeTimeout)
+        return try answers.batches.first?.get() ?? []
+    }
 }
 
 /// Why the store could not do what was asked.

@@ -38,7 +38,8 @@ public final class StreamHub: Sendable {
 
     /// Builds the subscriber connection that feeds this hub (run it as a service).
     public func makeSubscriber(
-        configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, sentinel: SentinelResolver?
+        configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, sentinel: SentinelResolver?,
+        tracking: InvalidationTracking? = nil
     ) -> RedisSubscriber {
         // With Sentinel, each connection goes to the current master.
         var endpoint: RedisSubscriber.Endpoint?
@@ -48,7 +49,7 @@ public final class StreamHub: Sendable {
             }
         }
         let subscriber = RedisSubscriber(
-            configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger, endpoint: endpoint,
+            configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger, endpoint: endpoint, tracking: tracking,
             onMessage: { [weak self] channel, payload in self?.deliver(channel: channel, payload: payload) },
             onConnected: { [weak self] up in self?.subscriberConnected(up) })
         subscriberBox.withLock { $0 = subscriber }

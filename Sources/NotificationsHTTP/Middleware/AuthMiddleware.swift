@@ -19,8 +19,7 @@ public struct AuthMiddleware: RouterMiddleware {
         }
         var context = context
         context.apiKey = key
-        context.logger[metadataKey: "api_key"] = .string(key.name)
-        return try await next(request, context)
+        return try await RequestID.$apiKeyName.withValue(key.name) { try await next(request, context) }
     }
 
     /// Compares against every key, always, so timing reveals neither which key nor how much matched.
@@ -35,9 +34,12 @@ public struct AuthMiddleware: RouterMiddleware {
 
 enum BearerToken {
     /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+    /// On bytes: it runs for every request.
     static func parse(_ header: String?) -> String? {
-        guard let header, header.count > 7, header.prefix(7).lowercased() == "bearer " else { return nil }
-        let token = header.dropFirst(7).trimmingCharacters()
+        let scheme = "bearer ".utf8
+        // ORing 0x20 lowercases ASCII letters and keeps the space: "BeArEr " matches.
+        guard let header, header.utf8.count > scheme.count, zip(header.utf8, scheme).allSatisfy({ $0 | 0x20 == $1 }) else { return nil }
+        let token = header[header.utf8.index(header.startIndex, offsetBy: scheme.count)...].trimmingCharacters()
         return token.isEmpty ? nil : token
     }
 }

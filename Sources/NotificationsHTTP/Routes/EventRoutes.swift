@@ -20,7 +20,7 @@ struct EventRoutes {
     }
 
     @Sendable func status(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let eventId = try Validation.userID(context.parameters.get("eventId")?.removingPercentEncoding ?? "", field: "eventId")
+        let eventId = try Validation.userID(context.parameters.get("eventId")?.percentDecoded ?? "", field: "eventId")
         guard let record = try await events.status(scope: try Self.scope(context), eventId: eventId) else {
             throw Problem.notFound("No event \(eventId) for this API key.")
         }

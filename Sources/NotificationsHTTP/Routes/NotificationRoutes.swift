@@ -16,7 +16,7 @@ struct NotificationRoutes {
             return feed.pageProbe(userId: userId, limit: query.limit, cursor: query.cursor, unreadOnly: query.unreadOnly)
         }
         routes.on(.get, "/users/{userId}/notifications/unread-count", unreadCount) { [feed] _, context in
-            (try? Self.userID(context)).map { feed.unreadCountProbe(userId: $0) }
+            (try? Self.userID(context)).flatMap { feed.unreadCountProbe(userId: $0) }
         }
         routes.on(.post, "/users/{userId}/notifications/read-all", markAllRead)
         routes.on(.post, "/users/{userId}/notifications/{id}/read", markRead)
@@ -83,7 +83,7 @@ struct NotificationRoutes {
 
     /// Path ids arrive raw: a client may percent-encode `:` or `@` (`user%3A1%40x`).
     static func userID(_ context: AppRequestContext) throws -> String {
-        try Validation.userID(context.parameters.get("userId")?.removingPercentEncoding ?? "", field: "userId")
+        try Validation.userID(context.parameters.get("userId")?.percentDecoded ?? "", field: "userId")
     }
 
     static func notificationID(_ context: AppRequestContext) throws -> String {
@@ -93,13 +93,14 @@ struct NotificationRoutes {
 
 extension HTTPField.Name {
     static let xCache = HTTPField.Name("X-Cache")!
+    static let xCacheTier = HTTPField.Name("X-Cache-Tier")!
 }
 
 extension Response {
     /// A body from the feed cache (or loaded for it), with `X-Cache`.
     static func cachedJSON(_ cached: CachedJSON) -> Response {
-        Response(
-            status: .ok, headers: [.contentType: "application/json", .xCache: cached.cache.rawValue],
-            body: .init(byteBuffer: ByteBuffer(bytes: cached.body)))
+        var headers: HTTPFields = [.contentType: "application/json", .xCache: cached.cache.rawValue]
+        if let tier = cached.tier { headers[.xCacheTier] = tier.rawValue }
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: cached.body)))
     }
 }

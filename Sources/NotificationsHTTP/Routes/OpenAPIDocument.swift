@@ -848,11 +848,15 @@ components:
       required: true
       description: How the feed cache served it (bypass - Redis not used).
       schema: { type: string, enum: [hit, miss, bypass] }
+    XCacheTier:
+      description: On a hit, which cache had it - local (this instance's near cache, FEED_NEAR_CACHE) or redis.
+      schema: { type: string, enum: [local, redis] }
   responses:
     FeedPage:
       description: A page of the feed
       headers:
         X-Cache: { $ref: "#/components/headers/XCache" }
+        X-Cache-Tier: { $ref: "#/components/headers/XCacheTier" }
         X-Request-Id: { $ref: "#/components/headers/XRequestId" }
         RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
         RateLimit: { $ref: "#/components/headers/RateLimit" }
@@ -867,6 +871,7 @@ components:
       description: The count
       headers:
         X-Cache: { $ref: "#/components/headers/XCache" }
+        X-Cache-Tier: { $ref: "#/components/headers/XCacheTier" }
         X-Request-Id: { $ref: "#/components/headers/XRequestId" }
         RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
         RateLimit: { $ref: "#/components/headers/RateLimit" }
@@ -931,6 +936,7 @@ components:
       description: A page of follower ids
       headers:
         X-Cache: { $ref: "#/components/headers/XCache" }
+        X-Cache-Tier: { $ref: "#/components/headers/XCacheTier" }
         X-Request-Id: { $ref: "#/components/headers/XRequestId" }
         RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
         RateLimit: { $ref: "#/components/headers/RateLimit" }
@@ -951,6 +957,7 @@ components:
       description: The preferences
       headers:
         X-Cache: { $ref: "#/components/headers/XCache" }
+        X-Cache-Tier: { $ref: "#/components/headers/XCacheTier" }
         X-Request-Id: { $ref: "#/components/headers/XRequestId" }
         RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
         RateLimit: { $ref: "#/components/headers/RateLimit" }

@@ -19,7 +19,7 @@ struct UserRoutes {
         routes.on(.put, "/users/{userId}/followers/{followerId}", follow)
         routes.on(.delete, "/users/{userId}/followers/{followerId}", unfollow)
         routes.on(.get, "/users/{userId}/preferences", getPreferences) { [preferences] _, context in
-            (try? NotificationRoutes.userID(context)).map { preferences.probe(user: $0) }
+            (try? NotificationRoutes.userID(context)).flatMap { preferences.probe(user: $0) }
         }
         routes.on(.put, "/users/{userId}/preferences", putPreferences)
     }
@@ -84,7 +84,7 @@ struct UserRoutes {
 
     static func edge(_ context: AppRequestContext) throws -> (String, String) {
         let user = try NotificationRoutes.userID(context)
-        let follower = try Validation.userID(context.parameters.get("followerId")?.removingPercentEncoding ?? "", field: "followerId")
+        let follower = try Validation.userID(context.parameters.get("followerId")?.percentDecoded ?? "", field: "followerId")
         return (user, follower)
     }
 }

@@ -1,3 +1,4 @@
+internal import Foundation
 public import Hummingbird
 public import NotificationsCore
 internal import NIOCore
@@ -36,7 +37,18 @@ public enum RequestBody {
 }
 
 extension Substring {
+    /// Without leading and trailing spaces and tabs (on bytes: these are ASCII).
     func trimmingCharacters() -> String {
-        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+        let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+        guard let first = utf8.firstIndex(where: { !isBlank($0) }), let last = utf8.lastIndex(where: { !isBlank($0) }) else { return "" }
+        return String(self[first...last])
+    }
+}
+
+extension String {
+    /// A path parameter decoded: most have no `%` at all, and Foundation's decoding is costly
+    /// enough to show in profiles of the cached read.
+    var percentDecoded: String? {
+        utf8.contains(UInt8(ascii: "%")) ? removingPercentEncoding : self
     }
 }

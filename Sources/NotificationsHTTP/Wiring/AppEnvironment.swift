@@ -39,7 +39,11 @@ public struct AppEnvironment: Sendable {
         let mongoPool = try MongoClientPool(
             uriString: settings.mongoURI, operationTimeoutMilliseconds: settings.mongoOperationTimeoutMilliseconds, eventLoopGroup: eventLoopGroup,
             queueCapacity: settings.mongoQueueCapacity)
-        let cache = FeedCache(gateway: gateway, ttlSeconds: settings.feedCacheTTLSeconds, logger: logger)
+        let near = settings.feedNearCache
+            ? NearCache(maxBytes: settings.feedNearCacheMaxBytes, ttl: .seconds(settings.feedCacheTTLSeconds), metrics: metrics, logger: logger)
+            : nil
+        if let near { gateway.onOpen { near.flush(.breaker) } }
+        let cache = FeedCache(gateway: gateway, ttlSeconds: settings.feedCacheTTLSeconds, logger: logger, near: near)
         // A counter marked for a recount in the background also drops the user's cached feed.
         let store = MongoNotificationStore(pool: mongoPool, metrics: metrics, logger: logger) { user in await cache.invalidate(user: user) }
         // Preferences have versions of their own: a create for a user does not drop them.
@@ -50,16 +54,22 @@ public struct AppEnvironment: Sendable {
         let events = EventStore(pool: mongoPool)
         let publisher = StreamPublisher(gateway: gateway)
         let streams = StreamHub(gateway: gateway, maxConnections: settings.streamMaxConnections, metrics: metrics, logger: logger)
-        let subscriber = streams.makeSubscriber(configuration: redisConfiguration, eventLoopGroup: eventLoopGroup, sentinel: sentinel)
+        // The near cache's invalidations ride on the streams' subscriber connection.
+        let tracking = near.map { near in
+            InvalidationTracking(prefixes: [near.trackedPrefix], onInvalidate: { near.invalidate(keys: $0) }, onActive: { near.setActive($0) })
+        }
+        let subscriber = streams.makeSubscriber(configuration: redisConfiguration, eventLoopGroup: eventLoopGroup, sentinel: sentinel, tracking: tracking)
         let sentinelWatcher = sentinel.map { sentinel in
             SentinelWatcher.make(sentinel: sentinel, pool: redisPool, streams: streams, eventLoopGroup: eventLoopGroup, logger: logger)
         }
+        // Single creates and event fan-out batches share one group commit.
+        let writer = NotificationWriter(store: store, cache: cache, streams: publisher, metrics: metrics)
         let healthPingTimeout = TimeAmount.milliseconds(min(settings.mongoOperationTimeoutMilliseconds, 2000))
         let health = HealthMonitor(mongoPing: { await mongoPool.ping(timeout: healthPingTimeout) }, redis: gateway)
         let services = AppServices(
             settings: settings,
             feed: NotificationFeed(
-                store: store,
+                store: store, writer: writer,
                 locks: LockManager(
                     gateway: gateway, ttl: .milliseconds(settings.lockTTLMilliseconds), wait: .milliseconds(settings.lockWaitMilliseconds),
                     logger: logger),
@@ -71,7 +81,7 @@ public struct AppEnvironment: Sendable {
                 pool: mongoPool, gateway: gateway, ttlSeconds: settings.idempotencyTTLSeconds,
                 claimLease: .milliseconds(settings.idempotencyClaimLeaseMilliseconds), metrics: metrics, logger: logger),
             events: EventService(
-                events: events, followers: followers, preferences: preferences, store: store, cache: cache, streams: publisher,
+                events: events, followers: followers, preferences: preferences, writer: writer,
                 runner: FanoutRunner(metrics: metrics, logger: logger), settings: settings, metrics: metrics, logger: logger),
             followers: followers, preferences: preferences, cache: cache, streams: streams, store: store,
             metrics: metrics, registry: registry, inFlight: Bulkhead(capacity: settings.maxInFlight))
