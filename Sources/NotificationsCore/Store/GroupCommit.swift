@@ -1,8 +1,9 @@
 internal import Synchronization
 
 /// Group commit: items submitted while a write is in flight wait, and the next write takes
-/// all of them (up to `maxBatch` in total `weight`; an item heavier than that goes alone) at once. A lone item is written at once, so an idle service
-/// adds no latency; under load, one write serves many requests.
+/// all of them at once (up to `maxBatch` in total `weight`; an item heavier than that goes
+/// alone). A lone item is written at once, so an idle service adds no latency; under load, one
+/// write serves many requests.
 ///
 /// Each submitter gets its own answer (`write` answers per item, in order) within its own
 /// `budget` from submission: a write is given the least time any of its items has left, and
