@@ -146,7 +146,9 @@ struct EventTests {
                 try await harness.client.get("/v1/events/ev-outage").jsonObject()["notificationsCreated"] as? Int ?? 0
             } until: { $0 >= 1000 }
             harness.mongo.kill()
-            try await Task.sleep(for: .seconds(1))
+            // Down for longer than the deadline: the batch in flight fails (a shorter outage is
+            // ridden out by the driver's reconnect, and nothing would be resumed).
+            try await Task.sleep(for: .seconds(6))
             try await harness.mongo.restart()
             // Eventually, not quickly: on a dev server shared with the other suites a resumed
             // batch of 1000 can take several attempts (each up to the 5 s deadline, then the lease).
@@ -155,6 +157,7 @@ struct EventTests {
             } until: { $0["status"] as? String == "completed" }
             #expect(status["status"] as? String == "completed")
             #expect(status["notificationsCreated"] as? Int == followers.count)
+            #expect(harness.logMessages.contains("Resuming a fan-out whose owner stopped"))
             let deliveries = try await Events.deliveries(harness, type: "outage.t")
             #expect(deliveries.count == followers.count && deliveries.values.allSatisfy { $0 == 1 })
             let retry = try await Events.post(harness.client, #"{"id": "ev-outage", "type": "outage.t", "actorId": "big", "audience": {"followersOf": "big"}}"#)

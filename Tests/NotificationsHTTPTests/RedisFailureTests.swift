@@ -30,7 +30,9 @@ struct RedisFailureTests {
         case .clientPause:
             let admin = try admin(redis)
             defer { admin.close() }
-            _ = try await admin.send(RedisCommand("CLIENT", ["PAUSE", "2500", "ALL"]))
+            // Long enough for the checks made under it on a loaded CI machine (the circuit must
+            // still be open when they look); `recover` waits for its end.
+            _ = try await admin.send(RedisCommand("CLIENT", ["PAUSE", "6000", "ALL"]))
         case .outOfMemory:
             let admin = try admin(redis)
             defer { admin.close() }
@@ -42,7 +44,13 @@ struct RedisFailureTests {
         switch fault {
         case .killed: try await redis.restart()
         case .paused: redis.resume()
-        case .clientPause: try await Task.sleep(for: .milliseconds(2600))
+        case .clientPause:
+            // CLIENT UNPAUSE waits for the pause like any other command: wait for a PING to pass.
+            let admin = try admin(redis)
+            defer { admin.close() }
+            _ = try await retrying(for: .seconds(10), every: .milliseconds(100)) {
+                try? await admin.send(RedisCommand("PING", []))
+            } until: { $0 != nil }
         case .outOfMemory:
             let admin = try admin(redis)
             defer { admin.close() }

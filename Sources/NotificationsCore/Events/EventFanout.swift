@@ -6,7 +6,8 @@ internal import MongoStore
 /// For each batch of at most 1000 recipients (the next `userIds`, or the next page of
 /// followers by id):
 /// 1. fix the batch's time in the progress record and renew the lease, only if the lease is
-///    still ours (an owner that froze and lost it stops here);
+///    still ours (an owner that froze and lost it stops here); while the batch writes, the lease
+///    is renewed every third of it;
 /// 2. skip the actor and recipients who muted the type or turned `in_app` off (their
 ///    preferences in one Redis round trip plus one MongoDB query for the misses);
 /// 3. one unordered insert of the batch's notifications, ids derived from (event, recipient)
@@ -53,7 +54,9 @@ struct EventFanout: Sendable {
             let resumed = record.batchTime != nil
             let time = record.batchTime ?? now
             guard try await events.startBatch(record, time: time, leaseUntil: now.advanced(by: lease)) else { return .leaseLost }
-            let written = try await write(record, recipients: recipients, time: time, resumed: resumed)
+            let written = try await keepingLease(record) { [record] in
+                try await write(record, recipients: recipients, time: time, resumed: resumed)
+            }
             guard try await events.finishBatch(record, cursor: next, created: written, leaseUntil: clock.now().advanced(by: lease)) else {
                 return .leaseLost
             }
@@ -61,6 +64,29 @@ struct EventFanout: Sendable {
             record.cursor = next
             record.batchTime = nil
             record.created += written
+        }
+    }
+
+    /// Runs a batch's write while renewing the lease every third of it: a batch may take longer
+    /// than the lease (a slow server, a resumed batch that is mostly duplicates), and a live owner
+    /// that lost its lease mid-batch would hand the same batch to a taker that loses it the same
+    /// way, for ever. Renewing never fails the batch: the batch's fenced finish tells whether the
+    /// lease is still ours.
+    private func keepingLease<T: Sendable>(_ record: EventRecord, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask {
+                while true {
+                    try await Task.sleep(for: lease / 3)
+                    // An error (a timeout) is tried again at the next tick; only a lost lease ends it.
+                    if (try? await events.renewLease(record, until: clock.now().advanced(by: lease))) == false { return nil }
+                }
+            }
+            group.addTask { try await body() }
+            defer { group.cancelAll() }
+            while let result = try await group.next() {
+                if let result { return result }
+            }
+            preconditionFailure("the write's task always returns or throws")
         }
     }
 

@@ -78,6 +78,11 @@ public struct EventStore: Sendable {
         try await fenced(record, ["$set": ["batchTime": .datetime(time.milliseconds), "leaseUntil": .datetime(leaseUntil.milliseconds)]])
     }
 
+    /// Extends the lease of the batch in flight, if the lease is still ours.
+    func renewLease(_ record: EventRecord, until leaseUntil: Timestamp) async throws -> Bool {
+        try await fenced(record, ["$set": ["leaseUntil": .datetime(leaseUntil.milliseconds)]])
+    }
+
     /// Records a written batch: the next cursor, the count, no batch in flight.
     func finishBatch(_ record: EventRecord, cursor: BSONValue, created: Int, leaseUntil: Timestamp) async throws -> Bool {
         try await fenced(record, [
