@@ -60,6 +60,17 @@ def read_row(name, service, bare_port, path, key, note=""):
     return record(name, wrk(f"http://127.0.0.1:{service.port}{path}", key), bare, note or f"{size} B body, first answer {status}")
 
 
+def wait_for_near_cache(service, path, key):
+    """Reads `path` until the instance serves it from its near cache (X-Cache-Tier: local)."""
+    tier = None
+    for _ in range(200):
+        tier = e2e.call(service.port, "GET", path, headers=e2e.auth(key))[1].get("x-cache-tier")
+        if tier == "local":
+            return
+        time.sleep(0.01)
+    raise SystemExit(f"the near cache never served {path} (X-Cache-Tier {tier})")
+
+
 def invalidation_delay(writer, reader, rounds=200):
     """Time from a create's answer on `writer` to the sending of the first read on `reader`
     (near cache on, the count cached locally before the write) not served locally any more
@@ -140,14 +151,7 @@ def main():
         while e2e.call(near.port, "GET", "/health/ready")[0] != 200:
             time.sleep(0.5)
         for key in ("bench-secret", "limited-secret"):
-            tier = None
-            for _ in range(200):
-                tier = e2e.call(near.port, "GET", feed, headers=e2e.auth(key))[1].get("x-cache-tier")
-                if tier == "local":
-                    break
-                time.sleep(0.01)
-            if tier != "local":
-                raise SystemExit(f"the near cache never served {feed} (X-Cache-Tier {tier})")
+            wait_for_near_cache(near, feed, key)
         read_row("cached feed, near-cache hit (unlimited key)", near, bare_port, feed, "bench-secret", "no Redis round trip")
         read_row("cached feed, near-cache hit, rate-limited key", near, bare_port, feed, "limited-secret", "the rate-limit check alone")
         rows.append({"row": "near cache: a write on another instance seen after", **invalidation_delay(service, near)})

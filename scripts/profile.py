@@ -8,6 +8,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402  (the near-cache warm-up of the bench's row)
 import e2e  # noqa: E402  (servers, service and HTTP helpers shared with the end-to-end checks)
 
 # Stages of a request, as frames of the call graph (a sample counts for every stage on its stack).
@@ -34,7 +35,7 @@ def main():
     binary = os.path.abspath(sys.argv[1])
     e2e.BINARY = binary
     servers = e2e.Servers()
-    work = tempfile.mkdtemp(prefix="notifications-profile-")
+    work = tempfile.TemporaryDirectory(prefix="notifications-profile-")
     service = e2e.Service(servers, API_KEYS="bench:bench-secret", RATE_LIMIT_POLICIES="bench:unlimited", LOG_LEVEL="warning",
                           FEED_NEAR_CACHE="true")
     try:
@@ -44,13 +45,8 @@ def main():
             e2e.call(service.port, "POST", "/v1/notifications", {"recipientId": "bench-user", "type": "bench", "title": f"n{i}"},
                      headers=e2e.auth("bench-secret"))
         path = "/v1/users/bench-user/notifications?limit=20"
-        for _ in range(200):
-            if e2e.call(service.port, "GET", path, headers=e2e.auth("bench-secret"))[1].get("x-cache-tier") == "local":
-                break
-            time.sleep(0.01)
-        else:
-            raise SystemExit("the near cache never served the page")
-        data = os.path.join(work, "perf.data")
+        bench.wait_for_near_cache(service, path, "bench-secret")
+        data = os.path.join(work.name, "perf.data")
         perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-p", str(service.process.pid), "-o", data],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)
@@ -70,6 +66,7 @@ def main():
     finally:
         service.stop()
         servers.stop()
+        work.cleanup()
 
 
 if __name__ == "__main__":
