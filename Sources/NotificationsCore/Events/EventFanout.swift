@@ -1,5 +1,6 @@
 internal import Logging
 internal import MongoStore
+internal import Resilience
 
 /// Writes an event's notifications, batch by batch, exactly once per recipient.
 ///
@@ -54,7 +55,13 @@ struct EventFanout: Sendable {
             let resumed = record.batchTime != nil
             let time = record.batchTime ?? now
             guard try await events.startBatch(record, time: time, leaseUntil: now.advanced(by: lease)) else { return .leaseLost }
-            let written = try await keepingLease(record) { [record] in
+            // A batch may take longer than the lease (a slow server, a resumed batch that is
+            // mostly duplicates); a live owner losing its lease mid-batch would hand the batch to
+            // a taker that loses it the same way, for ever. A renewal error (a timeout) is tried
+            // again at the next tick; the fenced finish below tells whether the lease is ours.
+            let written = try await whileRenewing(every: lease / 3, { [record, events, clock, lease] in
+                (try? await events.renewLease(record, until: clock.now().advanced(by: lease))) != false
+            }) {
                 try await write(record, recipients: recipients, time: time, resumed: resumed)
             }
             guard try await events.finishBatch(record, cursor: next, created: written, leaseUntil: clock.now().advanced(by: lease)) else {
@@ -64,29 +71,6 @@ struct EventFanout: Sendable {
             record.cursor = next
             record.batchTime = nil
             record.created += written
-        }
-    }
-
-    /// Runs a batch's write while renewing the lease every third of it: a batch may take longer
-    /// than the lease (a slow server, a resumed batch that is mostly duplicates), and a live owner
-    /// that lost its lease mid-batch would hand the same batch to a taker that loses it the same
-    /// way, for ever. Renewing never fails the batch: the batch's fenced finish tells whether the
-    /// lease is still ours.
-    private func keepingLease<T: Sendable>(_ record: EventRecord, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask {
-                while true {
-                    try await Task.sleep(for: lease / 3)
-                    // An error (a timeout) is tried again at the next tick; only a lost lease ends it.
-                    if (try? await events.renewLease(record, until: clock.now().advanced(by: lease))) == false { return nil }
-                }
-            }
-            group.addTask { try await body() }
-            defer { group.cancelAll() }
-            while let result = try await group.next() {
-                if let result { return result }
-            }
-            preconditionFailure("the write's task always returns or throws")
         }
     }
 

@@ -1,5 +1,6 @@
 public import Logging
 internal import RedisClient
+internal import Resilience
 internal import Synchronization
 
 /// Why a section could not run under its lock.
@@ -107,30 +108,24 @@ public struct LockManager: Sendable {
         }
     }
 
-    /// Runs the work while a child task extends the lease every ttl/3; releases afterwards.
+    /// Runs the work while the lease is extended every ttl/3; releases afterwards.
     private func hold<T: Sendable>(key: String, token: String, lease: LockLease, _ body: @Sendable (LockLease) async throws -> T) async throws -> T {
-        let result: Result<T, any Error> = await withTaskGroup(of: Void.self) { group in
-            group.addTask { [gateway, ttl, logger] in
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: ttl / 3)
-                    if Task.isCancelled { return }
-                    let reply = await gateway.call(.lock, essential: true) { pool in
-                        try await pool.evaluate(Self.extend, keys: [key], arguments: [token, String(ttl.milliseconds)])
-                    }
-                    if reply == .integer(0) && !lease.isLost {
-                        lease.markLost()
-                        logger.error("Lock lease lost: the lock expired or was taken while its work ran", metadata: ["lock": "\(key)"])
-                    }
+        let result: Result<T, any Error>
+        do {
+            result = .success(try await whileRenewing(every: ttl / 3, { [gateway, ttl, logger] in
+                let reply = await gateway.call(.lock, essential: true) { pool in
+                    try await pool.evaluate(Self.extend, keys: [key], arguments: [token, String(ttl.milliseconds)])
                 }
-            }
-            let outcome: Result<T, any Error>
-            do {
-                outcome = .success(try await body(lease))
-            } catch {
-                outcome = .failure(error)
-            }
-            group.cancelAll()
-            return outcome
+                // No answer (Redis down, a timeout) is tried again at the next tick.
+                guard reply == .integer(0) else { return true }
+                lease.markLost()
+                logger.error("Lock lease lost: the lock expired or was taken while its work ran", metadata: ["lock": "\(key)"])
+                return false
+            }) {
+                try await body(lease)
+            })
+        } catch {
+            result = .failure(error)
         }
         if await gateway.call(.lock, essential: true, { pool in try await pool.evaluate(Self.release, keys: [key], arguments: [token]) }) == nil {
             releaseEventually(key: key, token: token)
