@@ -53,10 +53,15 @@ public struct AppServices: Sendable {
 public func buildRouter(_ services: AppServices) -> Router<AppRequestContext> {
     let router = Router(context: AppRequestContext.self, options: .autoGenerateHeadEndpoints)
     let table = RouteTable()
-    router.add(middleware: RequestLogMiddleware())
-    router.add(middleware: MetricsMiddleware(metrics: services.metrics))
-    router.add(middleware: ProblemMiddleware(routes: table, metrics: services.metrics))
-    router.add(middleware: RedisScopeMiddleware())
+    // Each stack is built with the result builder: one concrete type, whose steps the compiler
+    // calls directly, instead of one existential async hop per middleware (measured in
+    // docs/PERFORMANCE.md).
+    router.addMiddleware {
+        RequestLogMiddleware()
+        MetricsMiddleware(metrics: services.metrics)
+        ProblemMiddleware(routes: table, metrics: services.metrics)
+        RedisScopeMiddleware()
+    }
     let root = RouteRegistrar(methods: router, table: table, prefix: "")
     HealthRoutes(health: services.health).register(on: root)
     MetricsRoute(registry: services.registry).register(on: root)
@@ -65,11 +70,12 @@ public func buildRouter(_ services: AppServices) -> Router<AppRequestContext> {
     let admin = router.group("admin").add(middleware: AdminAuthMiddleware(token: services.settings.adminToken))
     AdminRoutes(gateway: services.redis).register(on: RouteRegistrar(methods: admin, table: table, prefix: "/admin"))
 
-    let v1 = router.group("v1")
-        .add(middleware: LoadSheddingMiddleware(slots: services.inFlight, metrics: services.metrics))
-        .add(middleware: AuthMiddleware(keys: services.settings.apiKeys))
-        .add(middleware: RateLimitMiddleware(limiter: services.limiter, metrics: services.metrics, routes: table))
-        .add(middleware: IdempotencyMiddleware(store: services.idempotency, metrics: services.metrics))
+    let v1 = router.group("v1").addMiddleware {
+        LoadSheddingMiddleware(slots: services.inFlight, metrics: services.metrics)
+        AuthMiddleware(keys: services.settings.apiKeys)
+        RateLimitMiddleware(limiter: services.limiter, metrics: services.metrics, routes: table)
+        IdempotencyMiddleware(store: services.idempotency, metrics: services.metrics)
+    }
     let v1Routes = RouteRegistrar(methods: v1, table: table, prefix: "/v1")
     NotificationRoutes(feed: services.feed).register(on: v1Routes)
     StreamRoutes(

@@ -22,7 +22,7 @@ struct Serve: AsyncParsableCommand {
             case .text:
                 var handler = StreamLogHandler.standardOutput(label: label, metadataProvider: metadataProvider)
                 handler.logLevel = settings.logLevel
-                return handler
+                return DeferredMetadataLogHandler(handler)
             }
         }, metadataProvider: RequestID.metadataProvider)
         let logger = Logger(label: "notifications")
