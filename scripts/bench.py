@@ -40,7 +40,9 @@ def wrk(url, key, connections=CONNECTIONS, threads=2, script=None):
         value, unit = re.search(rf"^\s+{name}%\s+([\d.]+)(us|ms|s)", output, re.M).groups()
         return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[unit]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return {"rps": rps, "p50": percentile("50"), "p99": percentile("99"), "non2xx": int(errors.group(1)) if errors else 0}
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    return {"rps": rps, "requests": requests, "p50": percentile("50"), "p99": percentile("99"),
+            "non2xx": int(errors.group(1)) if errors else 0}
 
 
 def record(name, result, bare=None, note=""):
@@ -53,10 +55,16 @@ def record(name, result, bare=None, note=""):
     return row
 
 
-def read_row(name, service, bare_port, path, key, note=""):
+def body_size(service, path, key):
+    """The first answer's status and its body's size in bytes (the bare server's body for the row)."""
     status, _, body = e2e.call(service.port, "GET", path, headers=e2e.auth(key))
     size = len(json.dumps(body, separators=(",", ":")).encode()) if isinstance(body, (dict, list)) else len(body.encode())
-    bare = wrk(f"http://127.0.0.1:{bare_port}/bytes/{max(size, 2)}", key)
+    return status, max(size, 2)
+
+
+def read_row(name, service, bare_port, path, key, note=""):
+    status, size = body_size(service, path, key)
+    bare = wrk(f"http://127.0.0.1:{bare_port}/bytes/{size}", key)
     return record(name, wrk(f"http://127.0.0.1:{service.port}{path}", key), bare, note or f"{size} B body, first answer {status}")
 
 

@@ -1,9 +1,21 @@
 public import NIOCore
 internal import NIOPosix
+internal import Synchronization
 
 /// One TCP connection to Redis, pipelining commands through `RedisChannelHandler`.
+///
+/// Commands sent while the connection's event loop is busy are written together with one
+/// flush (automatic pipelining): under load, one wake-up of the loop, one `writev` and one
+/// read by Redis carry many commands instead of one each.
 public final class RedisConnection: Sendable {
     let channel: any Channel
+    private let outbox = Mutex(Outbox())
+
+    private struct Outbox {
+        var requests: [RedisRequest] = []
+        /// A drain is on the event loop's queue: later sends join it.
+        var draining = false
+    }
 
     init(channel: any Channel) {
         self.channel = channel
@@ -58,9 +70,7 @@ public final class RedisConnection: Sendable {
     /// Sends one command; an error reply is returned as `.error`, not thrown.
     func sendRaw(_ command: RedisCommand, deadline: NIODeadline) async throws(RedisError) -> RESPValue {
         let promise = channel.eventLoop.makePromise(of: RESPValue.self)
-        let request = RedisRequest(command: command, promise: promise, deadline: deadline)
-        // A write that never reaches the handler (channel already closed) must still fail the call.
-        channel.writeAndFlush(request).whenFailure { _ in promise.fail(RedisError.connectionClosed) }
+        enqueue(RedisRequest(command: command, promise: promise, deadline: deadline))
         do {
             return try await withTaskCancellationHandler {
                 try await promise.futureResult.get()
@@ -77,5 +87,36 @@ public final class RedisConnection: Sendable {
 
     public func close() {
         channel.close(promise: nil)
+    }
+
+    private func enqueue(_ request: RedisRequest) {
+        let startDrain = outbox.withLock { outbox in
+            outbox.requests.append(request)
+            defer { outbox.draining = true }
+            return !outbox.draining
+        }
+        if startDrain { channel.eventLoop.execute { self.drain() } }
+    }
+
+    /// On the event loop: writes every queued command, then flushes once.
+    private func drain() {
+        let requests = outbox.withLock { outbox in
+            outbox.draining = false
+            return outbox.requests.take()
+        }
+        for request in requests {
+            // A write that never reaches the handler (channel already closed) must still fail the call.
+            channel.write(request).whenFailure { _ in request.promise.fail(RedisError.connectionClosed) }
+        }
+        channel.flush()
+    }
+}
+
+extension Array {
+    /// The elements, leaving the array empty (its storage moves out, no copy).
+    fileprivate mutating func take() -> [Element] {
+        var taken: [Element] = []
+        swap(&self, &taken)
+        return taken
     }
 }

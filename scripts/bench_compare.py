@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Two builds of the service side by side, in one run: did a change make the read paths faster?
+
+Usage: bench_compare.py PATH/TO/old-notifications PATH/TO/new-notifications PATH/TO/bare-server
+
+A single bench run cannot tell a 5% change from the machine's noise between runs. Here both
+builds run at once, on the same Redis and MongoDB-wire servers, and each round measures the
+bare server, then the old build, then the new one, row by row (wrk -t2, CONNECTIONS, DURATION);
+the table gives each build's median ratio to the bare server over ROUNDS rounds, the median
+of each round's new/old quotient, and the CPU time each request cost the service and Redis
+(from /proc: the figure least moved by other work on the machine). Rows: the floor (`/health/live`), the cached feed (Redis hit, unlimited and
+rate-limited keys) and the near-cache hit (unlimited and rate-limited keys).
+"""
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402  (wrk and the near-cache warm-up)
+import e2e  # noqa: E402
+
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+KEYS = dict(API_KEYS="bench:bench-secret,limited:limited-secret", RATE_LIMIT_POLICIES="bench:unlimited,limited:1000000/1s",
+            LOG_LEVEL="warning")
+
+
+def main():
+    old_binary, new_binary, bare_binary = (os.path.abspath(path) for path in sys.argv[1:4])
+    servers = e2e.Servers()
+    bare_port = e2e.free_port()
+    bare = e2e.subprocess.Popen([bare_binary, str(bare_port)], stdout=e2e.subprocess.DEVNULL, stderr=e2e.subprocess.DEVNULL,
+                                preexec_fn=e2e.die_with_parent)
+    instances = {}
+    try:
+        e2e.wait_port(bare_port)
+        # Four instances on a dev server that takes at most 8 connections: one pooled connection
+        # each, plus libmongoc's monitoring one (the rows are cached reads).
+        uri = f"mongodb://127.0.0.1:{servers.mongo_port}/notifications?maxPoolSize=1"
+        for name, binary in (("old", old_binary), ("new", new_binary)):
+            e2e.BINARY = binary
+            instances[name] = (e2e.Service(servers, MONGODB_URI=uri, **KEYS),
+                               e2e.Service(servers, MONGODB_URI=uri, FEED_NEAR_CACHE="true", **KEYS))
+        plain, _ = instances["old"]
+        for i in range(20):
+            # A fresh dev database answers 503 while it builds its indexes.
+            for _ in range(120):
+                got = e2e.call(plain.port, "POST", "/v1/notifications", {"recipientId": "bench-user", "type": "bench", "title": f"n{i}"},
+                               headers=e2e.auth("bench-secret"))
+                if got[0] == 201:
+                    break
+                e2e.time.sleep(0.5)
+            else:
+                raise SystemExit(f"creates are refused: {got}")
+        feed = "/v1/users/bench-user/notifications?limit=20"
+        rows = [("floor: GET /health/live", 0, "/health/live", "bench-secret"),
+                ("cached feed, Redis hit, unlimited", 0, feed, "bench-secret"),
+                ("cached feed, Redis hit, rate-limited", 0, feed, "limited-secret"),
+                ("near-cache hit, unlimited", 1, feed, "bench-secret"),
+                ("near-cache hit, rate-limited", 1, feed, "limited-secret")]
+        ratios = {(row[0], name): [] for row in rows for name in instances}
+        costs = {(row[0], name): [] for row in rows for name in instances}
+        for round_number in range(ROUNDS):
+            for title, which, path, key in rows:
+                _, size = bench.body_size(plain, path, key)
+                figures = {"bare": bench.wrk(f"http://127.0.0.1:{bare_port}/bytes/{size}", key)["rps"]}
+                for name, pair in instances.items():
+                    service = pair[which]
+                    if which == 1:
+                        bench.wait_for_near_cache(service, path, key)
+                    elif path == feed:
+                        for _ in range(200):
+                            got = e2e.call(service.port, "GET", path, headers=e2e.auth(key))
+                            if got[1].get("x-cache") == "hit":
+                                break
+                            e2e.time.sleep(0.05)
+                        else:
+                            raise SystemExit(f"{name}: {path} never served from Redis: {got[0]} {got[2]}")
+                    before = cpu_seconds(service.process.pid), cpu_seconds(servers.redis.pid)
+                    result = bench.wrk(f"http://127.0.0.1:{service.port}{path}", key)
+                    spent = cpu_seconds(service.process.pid) - before[0], cpu_seconds(servers.redis.pid) - before[1]
+                    figures[name] = result["rps"]
+                    ratios[(title, name)].append(figures[name] / figures["bare"])
+                    costs[(title, name)].append((spent[0] / result["requests"] * 1e6, spent[1] / result["requests"] * 1e6))
+                print(f"round {round_number + 1}: {title}: " + ", ".join(f"{k} {v:.0f} req/s" for k, v in figures.items())
+                      + "; CPU µs per request (service, Redis): "
+                      + ", ".join(f"{name} {costs[(title, name)][-1][0]:.1f}, {costs[(title, name)][-1][1]:.1f}" for name in instances),
+                      file=sys.stderr, flush=True)
+    finally:
+        for pair in instances.values():
+            for service in pair:
+                service.stop()
+        bare.kill()
+        servers.stop()
+    print(f"\n{'median of ' + str(ROUNDS) + ' rounds':<40} {'ratio to bare':>15} {'':>7} {'service CPU µs/req':>20} {'Redis CPU µs/req':>18}")
+    print(f"{'':<40} {'old':>7} {'new':>7} {'new/old':>7} {'old':>6} {'new':>6} {'new/old':>7} {'old':>5} {'new':>5} {'new/old':>7}")
+    for title, *_ in rows:
+        old, new = ratios[(title, "old")], ratios[(title, "new")]
+        # Per round, old and new ran seconds apart: their quotient is steadier than the bare figure.
+        gain = statistics.median(n / o for o, n in zip(old, new))
+        service = [statistics.median(cost[0] for cost in costs[(title, name)]) for name in ("old", "new")]
+        redis = [statistics.median(cost[1] for cost in costs[(title, name)]) for name in ("old", "new")]
+        print(f"{title:<40} {statistics.median(old):>7.2f} {statistics.median(new):>7.2f} {gain:>7.2f} "
+              f"{service[0]:>6.1f} {service[1]:>6.1f} {service[1] / service[0]:>7.2f} "
+              f"{redis[0]:>5.1f} {redis[1]:>5.1f} {redis[1] / max(redis[0], 0.01):>7.2f}")
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time of a process so far (/proc/PID/stat, fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+if __name__ == "__main__":
+    main()
