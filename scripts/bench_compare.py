@@ -8,7 +8,8 @@ builds run at once, on the same Redis and MongoDB-wire servers, and each round m
 bare server, then the old build, then the new one, row by row (wrk -t2, CONNECTIONS, DURATION);
 the table gives each build's median ratio to the bare server over ROUNDS rounds, the median
 of each round's new/old quotient, and the CPU time each request cost the service and Redis
-(from /proc: the figure least moved by other work on the machine). Rows: the floor (`/health/live`), the cached feed (Redis hit, unlimited and
+(from /proc: the figure least moved by other work on the machine), and how many commands
+Redis found per read of a client socket. Rows: the floor (`/health/live`), the cached feed (Redis hit, unlimited and
 rate-limited keys) and the near-cache hit (unlimited and rate-limited keys).
 """
 import os
@@ -59,6 +60,7 @@ def main():
                 ("near-cache hit, rate-limited", 1, feed, "limited-secret")]
         ratios = {(row[0], name): [] for row in rows for name in instances}
         costs = {(row[0], name): [] for row in rows for name in instances}
+        batching = {(row[0], name): [] for row in rows for name in instances}
         for round_number in range(ROUNDS):
             for title, which, path, key in rows:
                 _, size = bench.body_size(plain, path, key)
@@ -75,15 +77,20 @@ def main():
                             e2e.time.sleep(0.05)
                         else:
                             raise SystemExit(f"{name}: {path} never served from Redis: {got[0]} {got[2]}")
-                    before = cpu_seconds(service.process.pid), cpu_seconds(servers.redis.pid)
+                    before = cpu_seconds(service.process.pid), cpu_seconds(servers.redis.pid), redis_stats(servers.redis_port)
                     result = bench.wrk(f"http://127.0.0.1:{service.port}{path}", key)
                     spent = cpu_seconds(service.process.pid) - before[0], cpu_seconds(servers.redis.pid) - before[1]
+                    stats = redis_stats(servers.redis_port)
+                    reads = stats["total_reads_processed"] - before[2]["total_reads_processed"]
+                    commands = stats["total_commands_processed"] - before[2]["total_commands_processed"]
+                    batching[(title, name)].append(commands / reads if reads > 100 else 0)
                     figures[name] = result["rps"]
                     ratios[(title, name)].append(figures[name] / figures["bare"])
                     costs[(title, name)].append((spent[0] / result["requests"] * 1e6, spent[1] / result["requests"] * 1e6))
                 print(f"round {round_number + 1}: {title}: " + ", ".join(f"{k} {v:.0f} req/s" for k, v in figures.items())
                       + "; CPU µs per request (service, Redis): "
-                      + ", ".join(f"{name} {costs[(title, name)][-1][0]:.1f}, {costs[(title, name)][-1][1]:.1f}" for name in instances),
+                      + ", ".join(f"{name} {costs[(title, name)][-1][0]:.1f}, {costs[(title, name)][-1][1]:.1f}" for name in instances)
+                      + "; Redis commands per read: " + ", ".join(f"{name} {batching[(title, name)][-1]:.2f}" for name in instances),
                       file=sys.stderr, flush=True)
     finally:
         for pair in instances.values():
@@ -102,6 +109,21 @@ def main():
         print(f"{title:<40} {statistics.median(old):>7.2f} {statistics.median(new):>7.2f} {gain:>7.2f} "
               f"{service[0]:>6.1f} {service[1]:>6.1f} {service[1] / service[0]:>7.2f} "
               f"{redis[0]:>5.1f} {redis[1]:>5.1f} {redis[1] / max(redis[0], 0.01):>7.2f}")
+
+
+def redis_stats(port):
+    """Redis's INFO stats counters (commands per read shows how many commands a client's
+    flushes carry together)."""
+    with e2e.socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.sendall(b"INFO stats\r\n")
+        data = b""
+        while b"\r\n" not in data:
+            data += connection.recv(65536)
+        header, body = data.split(b"\r\n", 1)
+        while len(body) < int(header[1:]):  # a bulk string: $<length>, then the text
+            body += connection.recv(65536)
+    return {name: int(value) for name, value in (line.split(":", 1) for line in body.decode().splitlines() if ":" in line)
+            if value.isdigit()}
 
 
 def cpu_seconds(pid):
