@@ -22,7 +22,9 @@ public struct RateLimitMiddleware: RouterMiddleware {
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let key = context.apiKey else { throw Problem.unauthorized() }
         let group: RouteGroup = request.method == .get || request.method == .head ? .read : .write
-        let (decision, readAhead) = await limiter.check(keyName: key.name, group: group, readingAhead: routes.probe(request, context: context))
+        var context = context
+        let probe = routes.probe(request, context: &context)
+        let (decision, readAhead) = await limiter.check(keyName: key.name, group: group, readingAhead: probe)
         var response: Response
         switch decision.outcome {
         case .unavailable(let retryAfter):

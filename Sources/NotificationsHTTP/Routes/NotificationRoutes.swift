@@ -12,8 +12,9 @@ struct NotificationRoutes {
     func register(on routes: RouteRegistrar<some RouterMethods<AppRequestContext>>) {
         routes.on(.post, "/notifications", create)
         routes.on(.get, "/users/{userId}/notifications", list) { [feed] request, context in
-            guard let (userId, query) = try? Self.pageQuery(request, context: context) else { return nil }
-            return feed.pageProbe(userId: userId, limit: query.limit, cursor: query.cursor, unreadOnly: query.unreadOnly)
+            guard let query = try? Self.pageQuery(request, context: context) else { return nil }
+            context.pageQuery = query
+            return feed.pageProbe(userId: query.userId, limit: query.limit, cursor: query.cursor, unreadOnly: query.unreadOnly)
         }
         routes.on(.get, "/users/{userId}/notifications/unread-count", unreadCount) { [feed] _, context in
             (try? Self.userID(context)).flatMap { feed.unreadCountProbe(userId: $0) }
@@ -37,12 +38,12 @@ struct NotificationRoutes {
     }
 
     @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let (userId, query) = try Self.pageQuery(request, context: context)
-        return .cachedJSON(try await feed.page(userId: userId, limit: query.limit, cursor: query.cursor, unreadOnly: query.unreadOnly))
+        let query = try context.pageQuery ?? Self.pageQuery(request, context: context)
+        return .cachedJSON(try await feed.page(userId: query.userId, limit: query.limit, cursor: query.cursor, unreadOnly: query.unreadOnly))
     }
 
     /// The user and query of a feed page request, validated.
-    static func pageQuery(_ request: Request, context: AppRequestContext) throws -> (String, (limit: Int, cursor: FeedCursor?, unreadOnly: Bool)) {
+    static func pageQuery(_ request: Request, context: AppRequestContext) throws -> PageQuery {
         let userId = try userID(context)
         let query = request.uri.queryParameters
         let limit = try QueryParameters.integer(query.get("limit"), name: "limit", default: 20, in: 1...100)
@@ -51,7 +52,7 @@ struct NotificationRoutes {
             try FeedCursor(encoded: text)
         }
         let unreadOnly = try QueryParameters.bool(query.get("unreadOnly"), name: "unreadOnly", default: false)
-        return (userId, (limit, cursor, unreadOnly))
+        return PageQuery(userId: userId, limit: limit, cursor: cursor, unreadOnly: unreadOnly)
     }
 
     @Sendable func unreadCount(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -89,6 +90,14 @@ struct NotificationRoutes {
     static func notificationID(_ context: AppRequestContext) throws -> String {
         try Validation.notificationID(context.parameters.get("id") ?? "", field: "id")
     }
+}
+
+/// `GET /v1/users/{userId}/notifications`, validated.
+struct PageQuery: Sendable {
+    var userId: String
+    var limit: Int
+    var cursor: FeedCursor?
+    var unreadOnly: Bool
 }
 
 extension HTTPField.Name {

@@ -10,6 +10,9 @@ public struct AppRequestContext: RequestContext {
     public let remoteAddress: SocketAddress?
     /// Set by `IdempotencyMiddleware` for a request that holds an idempotency claim.
     public var idempotencyClaim: IdempotencyStore.Claim?
+    /// A feed page request's query, validated by its cache probe (`RateLimitMiddleware`), so
+    /// the handler does not parse it a second time.
+    var pageQuery: PageQuery?
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)

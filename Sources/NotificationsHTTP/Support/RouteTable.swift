@@ -3,8 +3,9 @@ internal import Hummingbird
 internal import NotificationsCore
 
 /// The cache lookup a GET route's handler will make, computed from the request before the
-/// handler runs (nil when the request will not make one, e.g. it fails validation).
-typealias CacheProbeBuilder = @Sendable (Request, AppRequestContext) -> CacheProbe?
+/// handler runs (nil when the request will not make one, e.g. it fails validation). It may
+/// leave what it parsed in the context for the handler (`AppRequestContext.pageQuery`).
+typealias CacheProbeBuilder = @Sendable (Request, inout AppRequestContext) -> CacheProbe?
 
 /// The routes this service serves, as `(method, template)`, recorded as they are registered.
 ///
@@ -26,9 +27,9 @@ public final class RouteTable: @unchecked Sendable {
     }
 
     /// The cache lookup the handler of this request's route will make, if it makes one.
-    func probe(_ request: Request, context: AppRequestContext) -> CacheProbe? {
+    func probe(_ request: Request, context: inout AppRequestContext) -> CacheProbe? {
         guard request.method == .get || request.method == .head, let template = context.endpointPath else { return nil }
-        return probes[template]?(request, context)
+        return probes[template]?(request, &context)
     }
 
     /// Methods served at a concrete path (empty when no template matches it). Like the router,
