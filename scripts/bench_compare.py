@@ -5,16 +5,19 @@ Usage: bench_compare.py PATH/TO/old-notifications PATH/TO/new-notifications PATH
 
 A single bench run cannot tell a 5% change from the machine's noise between runs. Here both
 builds run at once, on the same Redis and MongoDB-wire servers, and each round measures the
-bare server, then the old build, then the new one, row by row (wrk -t2, CONNECTIONS, DURATION);
-the table gives each build's median ratio to the bare server over ROUNDS rounds, the median
-of each round's new/old quotient, and the CPU time each request cost the service and Redis
-(from /proc: the figure least moved by other work on the machine), and how many commands
-Redis found per read of a client socket. Rows: the floor (`/health/live`), the cached feed (Redis hit, unlimited and
-rate-limited keys) and the near-cache hit (unlimited and rate-limited keys).
+bare server, then the old build, then the new one, row by row (wrk -t2, CONNECTIONS, DURATION).
+The table gives, over ROUNDS rounds: each build's median ratio to the bare server; the median
+of each round's new/old quotient; the CPU time each request cost the service and Redis (from
+/proc: the figure least moved by other work on the machine); and how many commands Redis found
+per read of a client socket. Rows: the floor (`/health/live`), the cached feed (Redis hit,
+unlimited and rate-limited keys) and the near-cache hit (unlimited and rate-limited keys).
 """
 import os
+import socket
 import statistics
+import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (wrk and the near-cache warm-up)
@@ -29,7 +32,7 @@ def main():
     old_binary, new_binary, bare_binary = (os.path.abspath(path) for path in sys.argv[1:4])
     servers = e2e.Servers()
     bare_port = e2e.free_port()
-    bare = e2e.subprocess.Popen([bare_binary, str(bare_port)], stdout=e2e.subprocess.DEVNULL, stderr=e2e.subprocess.DEVNULL,
+    bare = subprocess.Popen([bare_binary, str(bare_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 preexec_fn=e2e.die_with_parent)
     instances = {}
     try:
@@ -49,7 +52,7 @@ def main():
                                headers=e2e.auth("bench-secret"))
                 if got[0] == 201:
                     break
-                e2e.time.sleep(0.5)
+                time.sleep(0.5)
             else:
                 raise SystemExit(f"creates are refused: {got}")
         feed = "/v1/users/bench-user/notifications?limit=20"
@@ -74,7 +77,7 @@ def main():
                             got = e2e.call(service.port, "GET", path, headers=e2e.auth(key))
                             if got[1].get("x-cache") == "hit":
                                 break
-                            e2e.time.sleep(0.05)
+                            time.sleep(0.05)
                         else:
                             raise SystemExit(f"{name}: {path} never served from Redis: {got[0]} {got[2]}")
                     before = cpu_seconds(service.process.pid), cpu_seconds(servers.redis.pid), redis_stats(servers.redis_port)
@@ -108,13 +111,14 @@ def main():
         redis = [statistics.median(cost[1] for cost in costs[(title, name)]) for name in ("old", "new")]
         print(f"{title:<40} {statistics.median(old):>7.2f} {statistics.median(new):>7.2f} {gain:>7.2f} "
               f"{service[0]:>6.1f} {service[1]:>6.1f} {service[1] / service[0]:>7.2f} "
-              f"{redis[0]:>5.1f} {redis[1]:>5.1f} {redis[1] / max(redis[0], 0.01):>7.2f}")
+              # A row that makes no Redis call has no Redis cost to compare.
+              f"{redis[0]:>5.1f} {redis[1]:>5.1f} " + (f"{redis[1] / redis[0]:>7.2f}" if redis[0] >= 1 else f"{'-':>7}"))
 
 
 def redis_stats(port):
     """Redis's INFO stats counters (commands per read shows how many commands a client's
     flushes carry together)."""
-    with e2e.socket.create_connection(("127.0.0.1", port)) as connection:
+    with socket.create_connection(("127.0.0.1", port)) as connection:
         connection.sendall(b"INFO stats\r\n")
         data = b""
         while b"\r\n" not in data:
