@@ -32,13 +32,12 @@ public struct NotificationFeed: Sendable {
     let cache: FeedCache
     let preferences: PreferenceService
     let streams: StreamPublisher
-    let metrics: ServiceMetrics
     /// Concurrent creates (and fan-out batches) are written together (group commit).
     let writer: NotificationWriter
 
     public init(
         store: any NotificationStore, writer: NotificationWriter, locks: LockManager, cache: FeedCache, preferences: PreferenceService,
-        streams: StreamPublisher, clock: any WallClock = SystemWallClock(), metrics: ServiceMetrics
+        streams: StreamPublisher, clock: any WallClock = SystemWallClock()
     ) {
         self.streams = streams
         self.store = store
@@ -47,7 +46,6 @@ public struct NotificationFeed: Sendable {
         self.cache = cache
         self.preferences = preferences
         self.clock = clock
-        self.metrics = metrics
     }
 
     public enum Delivery: Sendable {

@@ -73,8 +73,7 @@ public struct AppEnvironment: Sendable {
                 locks: LockManager(
                     gateway: gateway, ttl: .milliseconds(settings.lockTTLMilliseconds), wait: .milliseconds(settings.lockWaitMilliseconds),
                     logger: logger),
-                cache: cache, preferences: preferences, streams: publisher,
-                metrics: metrics),
+                cache: cache, preferences: preferences, streams: publisher),
             health: health, redis: gateway,
             limiter: RateLimiter(policies: settings.allRateLimitPolicies, gateway: gateway, metrics: metrics, logger: logger),
             idempotency: IdempotencyStore(
