@@ -68,15 +68,38 @@ def read_row(name, service, bare_port, path, key, note=""):
     return record(name, wrk(f"http://127.0.0.1:{service.port}{path}", key), bare, note or f"{size} B body, first answer {status}")
 
 
+def seed_feed(service, count, user="bench-user"):
+    """Creates `count` notifications for `user`, waiting out the 503s a fresh dev database
+    answers while it builds its indexes."""
+    for i in range(count):
+        for _ in range(120):
+            status = e2e.call(service.port, "POST", "/v1/notifications", {"recipientId": user, "type": "bench", "title": f"n{i}",
+                                                                           "data": {"i": i}}, headers=e2e.auth("bench-secret"))[0]
+            if status == 201:
+                break
+            time.sleep(0.5)
+        else:
+            raise SystemExit(f"creates are refused: {status}")
+
+
 def wait_for_near_cache(service, path, key):
     """Reads `path` until the instance serves it from its near cache (X-Cache-Tier: local)."""
-    tier = None
-    for _ in range(200):
-        tier = e2e.call(service.port, "GET", path, headers=e2e.auth(key))[1].get("x-cache-tier")
-        if tier == "local":
+    wait_for_header(service, path, key, "x-cache-tier", "local", pause=0.01)
+
+
+def wait_for_redis_cache(service, path, key):
+    """Reads `path` until Redis has it cached (X-Cache: hit)."""
+    wait_for_header(service, path, key, "x-cache", "hit", pause=0.05)
+
+
+def wait_for_header(service, path, key, header, wanted, pause, tries=200):
+    got = None
+    for _ in range(tries):
+        got = e2e.call(service.port, "GET", path, headers=e2e.auth(key))[1].get(header)
+        if got == wanted:
             return
-        time.sleep(0.01)
-    raise SystemExit(f"the near cache never served {path} (X-Cache-Tier {tier})")
+        time.sleep(pause)
+    raise SystemExit(f"{path} never answered {header}: {wanted} (last {got})")
 
 
 def invalidation_delay(writer, reader, rounds=200):
@@ -143,9 +166,7 @@ def main():
         while e2e.call(service.port, "GET", "/health/ready")[0] != 200:
             time.sleep(0.5)
         print("seeding 200 notifications for bench-user", file=sys.stderr, flush=True)
-        for i in range(200):
-            e2e.call(service.port, "POST", "/v1/notifications", {"recipientId": "bench-user", "type": "bench", "title": f"n{i}",
-                                                                  "data": {"i": i}}, headers=e2e.auth("bench-secret"))
+        seed_feed(service, 200)
         feed = "/v1/users/bench-user/notifications?limit=20"
         count = "/v1/users/bench-user/notifications/unread-count"
         # The service's own floor: a route with no work behind the outer middleware (request

@@ -17,10 +17,9 @@ import socket
 import statistics
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench  # noqa: E402  (wrk and the near-cache warm-up)
+import bench  # noqa: E402  (wrk, the seeding and the cache warm-ups)
 import e2e  # noqa: E402
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
@@ -45,16 +44,7 @@ def main():
             instances[name] = (e2e.Service(servers, MONGODB_URI=uri, **KEYS),
                                e2e.Service(servers, MONGODB_URI=uri, FEED_NEAR_CACHE="true", **KEYS))
         plain, _ = instances["old"]
-        for i in range(20):
-            # A fresh dev database answers 503 while it builds its indexes.
-            for _ in range(120):
-                got = e2e.call(plain.port, "POST", "/v1/notifications", {"recipientId": "bench-user", "type": "bench", "title": f"n{i}"},
-                               headers=e2e.auth("bench-secret"))
-                if got[0] == 201:
-                    break
-                time.sleep(0.5)
-            else:
-                raise SystemExit(f"creates are refused: {got}")
+        bench.seed_feed(plain, 20)
         feed = "/v1/users/bench-user/notifications?limit=20"
         rows = [("floor: GET /health/live", 0, "/health/live", "bench-secret"),
                 ("cached feed, Redis hit, unlimited", 0, feed, "bench-secret"),
@@ -73,13 +63,7 @@ def main():
                     if which == 1:
                         bench.wait_for_near_cache(service, path, key)
                     elif path == feed:
-                        for _ in range(200):
-                            got = e2e.call(service.port, "GET", path, headers=e2e.auth(key))
-                            if got[1].get("x-cache") == "hit":
-                                break
-                            time.sleep(0.05)
-                        else:
-                            raise SystemExit(f"{name}: {path} never served from Redis: {got[0]} {got[2]}")
+                        bench.wait_for_redis_cache(service, path, key)
                     before = cpu_seconds(service.process.pid), cpu_seconds(servers.redis.pid), redis_stats(servers.redis_port)
                     result = bench.wrk(f"http://127.0.0.1:{service.port}{path}", key)
                     spent = cpu_seconds(service.process.pid) - before[0], cpu_seconds(servers.redis.pid) - before[1]

@@ -12,7 +12,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench  # noqa: E402  (the near-cache warm-up of the bench's row)
+import bench  # noqa: E402  (the bench's seeding and cache warm-ups)
 import e2e  # noqa: E402  (servers, service and HTTP helpers shared with the end-to-end checks)
 
 # Stages of a request, as frames of the call graph (a sample counts for every stage on its stack).
@@ -55,15 +55,9 @@ def main():
     try:
         while e2e.call(service.port, "GET", "/health/ready")[0] != 200:
             time.sleep(0.5)
-        for i in range(40):
-            e2e.call(service.port, "POST", "/v1/notifications", {"recipientId": "bench-user", "type": "bench", "title": f"n{i}"},
-                     headers=e2e.auth("bench-secret"))
+        bench.seed_feed(service, 40)
         path = "/v1/users/bench-user/notifications?limit=20"
-        if row == "near":
-            bench.wait_for_near_cache(service, path, key)
-        else:
-            while e2e.call(service.port, "GET", path, headers=e2e.auth(key))[1].get("x-cache") != "hit":
-                time.sleep(0.05)
+        (bench.wait_for_near_cache if row == "near" else bench.wait_for_redis_cache)(service, path, key)
         data = os.path.join(work.name, "perf.data")
         perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-p", str(service.process.pid), "-o", data],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
