@@ -134,6 +134,58 @@ public final class MongoClientPool: Sendable {
         }
     }
 
+    /// One write command (`insert`, `update`) over `items`, sent as as many commands as the
+    /// limits of the server it goes to require (`WriteLimits`, from that server's `hello`), in
+    /// order, on one client and within one deadline: `command` is the command without its array,
+    /// `arrayKey` names the array (`documents`, `updates`). A chunk the server refuses as a whole
+    /// is answered with its error and the next chunk is still sent; a chunk whose outcome is
+    /// unknown (timeout, connection lost) throws, and no later chunk is sent: the caller treats
+    /// the whole write as unknown, as it would a single command.
+    /// - Parameter maxCount: a smaller cap on items per command than the server's, when wanted.
+    public func runWrite(
+        _ command: BSONDocument, arrayKey: String, items: [BSONDocument], maxCount: Int? = nil, timeout: TimeAmount? = nil
+    ) async throws(MongoError) -> [(range: Range<Int>, reply: Result<BSONDocument, MongoError>)] {
+        let database = databaseName
+        let expiry = NIODeadline.now() + (timeout ?? operationTimeout)
+        return try await withClient(timeout: timeout) { client throws(MongoError) in
+            let limits = try Self.writeLimits(client: client)
+            let ranges = limits.split(sizes: items.map(\.encodedSize), maxCount: maxCount)
+            var replies: [(range: Range<Int>, reply: Result<BSONDocument, MongoError>)] = []
+            for range in ranges {
+                // The caller has been told the write timed out: send nothing more.
+                guard NIODeadline.now() < expiry else { throw MongoError.timeout }
+                var chunk = command
+                chunk[arrayKey] = .array(items[range].map(BSONValue.document))
+                do throws(MongoError) {
+                    let reply = try Self.retryingConflicts(until: expiry) { () throws(MongoError) in
+                        try Self.command(chunk, database: database, client: client)
+                    }
+                    replies.append((range, .success(reply)))
+                } catch where error.isUnavailable {
+                    throw error
+                } catch {
+                    replies.append((range, .failure(error)))
+                }
+            }
+            return replies
+        }
+    }
+
+    /// The write limits of the server a command on `client` goes to, from the `hello` reply
+    /// libmongoc keeps for it (no round trip); MongoDB's defaults if the reply lacks them.
+    static func writeLimits(client: OpaquePointer) throws(MongoError) -> WriteLimits {
+        var error = bson_error_t()
+        guard let description = mongoc_client_select_server(client, true, nil, &error) else { throw MongoError(error) }
+        defer { mongoc_server_description_destroy(description) }
+        guard let hello = mongoc_server_description_hello_response(description) else { return .mongoDBDefaults }
+        return WriteLimits(hello: OwnedBSON(copying: hello).document)
+    }
+
+    /// The limits of the server writes go to now (tests, logs).
+    public func writeLimits() async throws(MongoError) -> WriteLimits {
+        try await withClient { client throws(MongoError) in try Self.writeLimits(client: client) }
+    }
+
     /// A write conflict (112; the dev server's "database is busy", also on reads) means the
     /// server applied nothing, so retrying is safe: back off briefly a few times (10 ms doubling
     /// to 160 ms, never past the call's deadline; this runs on a pool thread, never on an event

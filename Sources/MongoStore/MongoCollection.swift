@@ -35,27 +35,40 @@ public struct MongoCollection: Sendable {
         }
     }
 
-    /// Inserts documents in one command. Duplicates are reported, not thrown, so a batch can
-    /// be retried safely; `insertOne` throws them instead.
+    /// Inserts documents, in as many commands as the server's limits require (`WriteLimits`).
+    /// Duplicates are reported, not thrown, so a batch can be retried safely; `insertOne`
+    /// throws them instead.
     public func insert(_ documents: [BSONDocument], ordered: Bool = false) async throws(MongoError) -> InsertResult {
         guard !documents.isEmpty else { return InsertResult(inserted: 0, duplicateIndexes: []) }
-        let reply = try await pool.runCommand([
-            "insert": .string(name), "documents": .array(documents.map(BSONValue.document)), "ordered": .bool(ordered),
-        ])
-        let duplicates = try Self.writeErrors(reply)
-        return InsertResult(inserted: Int(reply["n"]?.int64 ?? 0), duplicateIndexes: duplicates)
+        var inserted = 0
+        var duplicates: [Int] = []
+        for (range, reply) in try await pool.runWrite(["insert": .string(name), "ordered": .bool(ordered)], arrayKey: "documents", items: documents) {
+            let reply = try reply.get()
+            duplicates += try Self.writeErrors(reply).map { $0 + range.lowerBound }
+            inserted += Int(reply["n"]?.int64 ?? 0)
+        }
+        return InsertResult(inserted: inserted, duplicateIndexes: duplicates)
     }
 
-    /// One unordered insert whose documents succeed or fail each on their own: the error of
-    /// each failed document by its position (`.duplicateKey` or `.server`). Only a failure of
-    /// the whole command (server unreachable, timeout) throws.
+    /// An unordered insert whose documents succeed or fail each on their own: the error of each
+    /// failed document by its position (`.duplicateKey` or `.server`; a command the server
+    /// refused as a whole fails each of its documents). It is split into as many commands as
+    /// the server's limits require. Only an unknown outcome (server unreachable, timeout) throws.
     /// - Parameter timeout: the call's deadline, when shorter than the operation timeout.
     public func insertEach(_ documents: [BSONDocument], timeout: Duration? = nil) async throws(MongoError) -> [Int: MongoError] {
         guard !documents.isEmpty else { return [:] }
-        let reply = try await pool.runCommand([
-            "insert": .string(name), "documents": .array(documents.map(BSONValue.document)), "ordered": false,
-        ], timeout: timeout.map { TimeAmount($0) })
-        return Self.errorsByPosition(reply)
+        var errors: [Int: MongoError] = [:]
+        let replies = try await pool.runWrite(
+            ["insert": .string(name), "ordered": false], arrayKey: "documents", items: documents, timeout: timeout.map { TimeAmount($0) })
+        for (range, reply) in replies {
+            switch reply {
+            case .success(let reply):
+                for (index, error) in Self.errorsByPosition(reply) { errors[range.lowerBound + index] = error }
+            case .failure(let error):
+                for index in range { errors[index] = error }
+            }
+        }
+        return errors
     }
 
     public func insertOne(_ document: BSONDocument) async throws(MongoError) {
@@ -98,23 +111,27 @@ public struct MongoCollection: Sendable {
         try await self.update([UpdateStatement(filter: filter, update: update, multi: multi, upsert: upsert)])
     }
 
-    /// Several statements in one `update` command (one round trip); counts are their sums.
+    /// Statements of one `update` command (one round trip, unless the server's limits split
+    /// it); counts are their sums.
     public func update(_ statements: [UpdateStatement]) async throws(MongoError) -> UpdateResult {
         guard !statements.isEmpty else { return UpdateResult(matched: 0, modified: 0, upserted: 0) }
-        let reply = try await pool.runCommand([
-            "update": .string(name),
-            "updates": .array(statements.map { statement in
-                .document([
-                    "q": .document(statement.filter), "u": .document(statement.update), "multi": .bool(statement.multi),
-                    "upsert": .bool(statement.upsert),
-                ])
-            }),
-        ])
-        let duplicates = try Self.writeErrors(reply)
-        if !duplicates.isEmpty { throw .duplicateKey(name) }
-        let upserted = reply["upserted"]?.array?.count ?? 0
-        let matched = Int(reply["n"]?.int64 ?? 0)
-        return UpdateResult(matched: matched - upserted, modified: Int(reply["nModified"]?.int64 ?? 0), upserted: upserted)
+        let documents = statements.map { statement -> BSONDocument in
+            [
+                "q": .document(statement.filter), "u": .document(statement.update), "multi": .bool(statement.multi),
+                "upsert": .bool(statement.upsert),
+            ]
+        }
+        var result = UpdateResult(matched: 0, modified: 0, upserted: 0)
+        for (_, reply) in try await pool.runWrite(["update": .string(name)], arrayKey: "updates", items: documents) {
+            let reply = try reply.get()
+            let duplicates = try Self.writeErrors(reply)
+            if !duplicates.isEmpty { throw .duplicateKey(name) }
+            let upserted = reply["upserted"]?.array?.count ?? 0
+            result.matched += Int(reply["n"]?.int64 ?? 0) - upserted
+            result.modified += Int(reply["nModified"]?.int64 ?? 0)
+            result.upserted += upserted
+        }
+        return result
     }
 
     /// Deletes up to one (`limit: 1`) or all (`limit: 0`) matching documents; returns how many.

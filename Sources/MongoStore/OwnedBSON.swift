@@ -35,6 +35,14 @@ private import CMongoc
 
     public var document: BSONDocument { Self.read(pointer) }
 
+    /// The encoded length, as libbson wrote it (the document's first four bytes, little-endian).
+    var byteCount: Int {
+        withPointer { pointer in
+            let data = bson_get_data(pointer)!
+            return Int(data[0]) | Int(data[1]) << 8 | Int(data[2]) << 16 | Int(data[3]) << 24
+        }
+    }
+
     // MARK: Swift → C
 
     private static func append(_ document: BSONDocument, to target: OpaquePointer) {

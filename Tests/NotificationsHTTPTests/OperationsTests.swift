@@ -91,6 +91,23 @@ struct OperationsTests {
         }
     }
 
+    /// A reverse proxy on the same host connects from loopback: its forwarding headers give it away.
+    @Test(arguments: ["Forwarded", "X-Forwarded-For", "X-Real-IP"])
+    func loopbackRequestsThroughAProxyAreRefusedWithoutAdminToken(header: String) async throws {
+        try await withHarness { harness async throws in
+            let direct = try await harness.client.get("/admin/circuit-breakers", headers: [:])
+            #expect(direct.status == .ok)
+            let name = try #require(HTTPField.Name(header))
+            let proxied = try await harness.client.get("/admin/circuit-breakers", headers: [name: "for=203.0.113.7"])
+            #expect(proxied.status == .forbidden)
+            #expect(try proxied.jsonObject()["code"] as? String == "forbidden")
+            let reset = try await harness.client.execute(uri: "/admin/circuit-breaker/redis/open", method: .post, headers: [name: "203.0.113.7"])
+            #expect(reset.status == .forbidden)
+            let after = try await harness.client.get("/admin/circuit-breakers", headers: [:]).jsonObject()["redis"] as? [String: Any]
+            #expect(after?["state"] as? String == "closed")
+        }
+    }
+
     @Test func loopbackDetection() throws {
         #expect(AdminAuthMiddleware.isLoopback(try SocketAddress(ipAddress: "127.0.0.1", port: 1)))
         #expect(AdminAuthMiddleware.isLoopback(try SocketAddress(ipAddress: "127.8.9.1", port: 1)))

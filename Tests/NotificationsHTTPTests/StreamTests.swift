@@ -4,6 +4,8 @@ import Hummingbird
 import HummingbirdTesting
 import NotificationsCore
 import NotificationsHTTP
+import MongoStore
+import RedisClient
 import Testing
 import TestSupport
 
@@ -173,13 +175,92 @@ struct StreamTests {
             _ = try await harness.client.execute(uri: "/v1/users/reader/notifications/\(id)/read", method: .post, headers: authorized)
             #expect(try await stream.next()?.data == #"{"unreadCount":0}"#, "a read changes the count")
             #expect(try await stream.next(timeout: .seconds(3), skippingComments: false)?.event == ":", "keep-alive when idle")
-            // SIGTERM: streams end at once, telling clients to reconnect (elsewhere) in a second.
+            // SIGTERM: streams end at once, telling clients to reconnect (elsewhere) after a
+            // delay drawn per stream between 1 s and STREAM_RETRY_MAX_MS.
             harness.environment.services.streams.closeAll()
-            var last: SSEEvent?
-            while let event = try await stream.next(timeout: .seconds(2)) { last = event }
-            #expect(last?.event == "retry" && last?.data == "1000")
-            #expect(stream.ended)
+            for ended in [stream, second] {
+                var last: SSEEvent?
+                while let event = try await ended.next(timeout: .seconds(2)) { last = event }
+                #expect(last?.event == "retry")
+                let retry = try #require(Int(last?.data ?? ""))
+                #expect((1000...10_000).contains(retry))
+                #expect(ended.ended)
+            }
             second.close()
+        }
+    }
+
+    /// A notification whose publish was lost (written to MongoDB, never published), followed
+    /// by one pushed more than the look-back later: the safety check still sends the first.
+    /// Before the fix the check looked back from the newest id sent, so the first was skipped
+    /// for good.
+    @Test func aLostPublishArrivesLateWhateverElseWasSentMeanwhile() async throws {
+        try await withHarness { harness in
+            let stream = try await Self.open(harness, "lost")
+            defer { stream.close() }
+            #expect(try await stream.next()?.event == "unread-count")
+            let lostAt = ContinuousClock.now
+            let lost = ObjectID.generate(milliseconds: Int64(Date().timeIntervalSince1970 * 1000))
+            try await harness.environment.mongoPool.collection("notifications").insertOne([
+                "_id": .objectID(lost), "recipientId": "lost", "type": "lost.publish", "actorId": .null, "title": .null, "body": .null,
+                "data": "{}", "createdAt": .datetime(lost.milliseconds), "readAt": .null,
+            ])
+            // Past the look-back (the harness's MongoDB deadline is 1.5 s: look-back 5 s) and
+            // before the 10 s check.
+            try await Task.sleep(for: .seconds(6))
+            let pushed = try await harness.client.create(recipient: "lost")["id"] as? String
+            #expect(try await Self.nextNotification(stream, timeout: .seconds(2))?.id == pushed)
+            let late = try await Self.nextNotification(stream, timeout: .seconds(10))
+            #expect(late?.id == lost.description, "the lost one arrives at the next check")
+            #expect(ContinuousClock.now - lostAt < .seconds(16))
+        }
+    }
+
+    /// The client creates a notification the moment it sees the first event: it is delivered.
+    /// Before the fix the stream marked what existed as sent after the first event, so a
+    /// notification written in between was never sent.
+    @Test(arguments: 0..<5)
+    func aNotificationCreatedRightAfterTheFirstEventIsDelivered(round: Int) async throws {
+        try await withHarness { harness in
+            let user = "quick-\(round)"
+            let stream = try await Self.open(harness, user)
+            defer { stream.close() }
+            #expect(try await stream.next()?.event == "unread-count")
+            let id = try await harness.client.create(recipient: user)["id"] as? String
+            #expect(try await Self.nextNotification(stream, timeout: .seconds(3))?.id == id)
+        }
+    }
+
+    /// A tab opening while the user's last other tab closes: the user stays subscribed, so
+    /// pushes keep arriving within a second. Before the fix SUBSCRIBE and UNSUBSCRIBE were sent
+    /// after the hub's lock was released, in either order.
+    @Test func aTabOpeningWhileTheLastOneClosesStaysSubscribed() async throws {
+        try await withHarness { harness in
+            let services = harness.environment.services
+            let user = "tabs"
+            @Sendable func openStream() -> NotificationStream? {
+                NotificationStream.open(
+                    user: user, store: services.store, feed: services.feed, hub: services.streams, heartbeat: .seconds(15), pollInterval: .seconds(2))
+            }
+            try await harness.withRedisAdmin { admin in
+                func subscribers() async throws -> Int64? {
+                    try await admin.send(RedisCommand("PUBSUB", ["NUMSUB", "stream:{\(user)}"])).array?.last?.integer
+                }
+                for round in 0..<100 {
+                    let old = try #require(openStream())
+                    async let closed: Void = old.close()
+                    async let opened = openStream()
+                    _ = await closed
+                    let new = try #require(await opened)
+                    // The SUBSCRIBE is written asynchronously: give it a moment, no more.
+                    let count = try await retrying(for: .milliseconds(500), every: .milliseconds(5)) { try await subscribers() } until: { $0 == 1 }
+                    new.close()
+                    guard count == 1 else {
+                        Issue.record("round \(round): a stream is open but the user's channel has \(String(describing: count)) subscribers")
+                        return
+                    }
+                }
+            }
         }
     }
 }

@@ -109,11 +109,15 @@ extension TestServers {
         return server
     }
 
-    /// `redis-server` on a free port with persistence off (and any extra arguments, e.g. `--replicaof`).
+    /// `redis-server` on a free port with persistence off (and any extra arguments, e.g. `--replicaof`),
+    /// in a scratch folder of its own: a replica's sync or a SHUTDOWN still writes `dump.rdb`, never
+    /// into the checkout.
     public static func startRedis(_ extra: [String] = []) async throws -> ChildServer {
         let port = try freePort()
+        let dir = try scratchDirectory("redis").path
         return try await start(
-            port: port, "/usr/bin/env", ["redis-server", "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"] + extra)
+            port: port, "/usr/bin/env",
+            ["redis-server", "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir] + extra)
     }
 
     /// A Redis Sentinel watching the master on `masterPort` as `name` (quorum 2, down after 1 s).
@@ -125,7 +129,7 @@ extension TestServers {
             "sentinel down-after-milliseconds \(name) 1000", "sentinel failover-timeout \(name) 5000", "sentinel parallel-syncs \(name) 1",
         ]
         try lines.joined(separator: "\n").write(to: config, atomically: true, encoding: .utf8)
-        return try await start(port: port, "/usr/bin/env", ["redis-server", config.path, "--sentinel"])
+        return try await start(port: port, "/usr/bin/env", ["redis-server", config.path, "--sentinel", "--dir", config.deletingLastPathComponent().path])
     }
 
     /// The MongoDB-wire dev server (`scripts/mongo-wire-server.py` in the project's `.venv`), with a fresh data folder.

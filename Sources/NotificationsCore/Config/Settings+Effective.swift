@@ -24,6 +24,7 @@ extension Settings {
         ("STREAM_HEARTBEAT_SECONDS", { String($0.streamHeartbeatSeconds) }),
         ("STREAM_POLL_INTERVAL_MS", { String($0.streamPollIntervalMilliseconds) }),
         ("STREAM_MAX_CONNECTIONS", { String($0.streamMaxConnections) }),
+        ("STREAM_RETRY_MAX_MS", { String($0.streamRetryMaxMilliseconds) }),
         ("REDIS_SENTINELS", { $0.redisSentinels.joined(separator: ",") }),
         ("REDIS_SENTINEL_MASTER", { $0.redisSentinelMaster ?? "" }),
         ("FEED_CACHE_TTL_SECONDS", { String($0.feedCacheTTLSeconds) }),

@@ -41,6 +41,8 @@ public struct Settings: Sendable {
     public var streamHeartbeatSeconds: Int64 = 15
     public var streamPollIntervalMilliseconds: Int64 = 2000
     public var streamMaxConnections = 10_000
+    /// The largest `retry:` a stream ends with (spread at random from 1000 up to it).
+    public var streamRetryMaxMilliseconds: Int64 = 10_000
     public var lockTTLMilliseconds: Int64 = 10000
     public var lockWaitMilliseconds: Int64 = 2000
     public var mongoOperationTimeoutMilliseconds: Int64 = 5000
@@ -137,6 +139,7 @@ public struct Settings: Sendable {
         streamHeartbeatSeconds = try reader.integer("STREAM_HEARTBEAT_SECONDS", default: streamHeartbeatSeconds, in: 1...3600)
         streamPollIntervalMilliseconds = try reader.integer("STREAM_POLL_INTERVAL_MS", default: streamPollIntervalMilliseconds, in: 100...600_000)
         streamMaxConnections = try reader.integer("STREAM_MAX_CONNECTIONS", default: streamMaxConnections, in: 1...1_000_000)
+        streamRetryMaxMilliseconds = try reader.integer("STREAM_RETRY_MAX_MS", default: streamRetryMaxMilliseconds, in: 1000...3_600_000)
         feedCacheTTLSeconds = try reader.integer("FEED_CACHE_TTL_SECONDS", default: feedCacheTTLSeconds, in: 1...86_400)
         feedNearCache = try reader.bool("FEED_NEAR_CACHE", default: feedNearCache)
         feedNearCacheMaxBytes = try reader.integer("FEED_NEAR_CACHE_MAX_BYTES", default: feedNearCacheMaxBytes, in: (1 << 20)...(1 << 40))

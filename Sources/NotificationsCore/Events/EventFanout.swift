@@ -5,10 +5,11 @@ internal import Resilience
 /// Writes an event's notifications, batch by batch, exactly once per recipient.
 ///
 /// For each batch of at most 1000 recipients (the next `userIds`, or the next page of
-/// followers by id):
-/// 1. fix the batch's time in the progress record and renew the lease, only if the lease is
-///    still ours (an owner that froze and lost it stops here); while the batch writes, the lease
-///    is renewed every third of it;
+/// followers by id), and never more than one insert command holds (by the limits the server
+/// reports: with a large `data`, batches are smaller, so each is still one command):
+/// 1. fix the batch's time and exact range (the cursor after it) in the progress record and
+///    renew the lease, only if the lease is still ours (an owner that froze and lost it stops
+///    here); while the batch writes, the lease is renewed every third of it;
 /// 2. skip the actor and recipients who muted the type or turned `in_app` off (their
 ///    preferences in one Redis round trip plus one MongoDB query for the misses);
 /// 3. one unordered insert of the batch's notifications, ids derived from (event, recipient)
@@ -19,8 +20,10 @@ internal import Resilience
 ///    to drop the recipients' cached feeds, one to publish to open streams;
 /// 5. move the cursor and the count, again only under our lease.
 /// A batch found with its time already fixed was interrupted (crash, outage, a frozen owner):
-/// it is written again with the same time, and its counters are marked for a recount (which
-/// of them the first run incremented is unknown).
+/// it is written again with the same time over the same range (followers who arrived inside
+/// the range meanwhile included, none shifted into the next batch), and the counters of every
+/// candidate of it are marked for a recount (which of them the first run incremented is
+/// unknown, and someone eligible then may have muted the type since).
 struct EventFanout: Sendable {
     let events: EventStore
     let followers: FollowerStore
@@ -44,17 +47,18 @@ struct EventFanout: Sendable {
     /// Runs batches until the fan-out is complete, the lease is lost, or `stop()` is true.
     func run(_ start: EventRecord, stop: @Sendable () -> Bool = { false }) async throws -> Outcome {
         var record = start
+        let limit = try await batchLimit(record.event)
         while true {
             if stop() { return .stopped(created: record.created) }
-            let (recipients, next) = try await nextBatch(record)
+            let resumed = record.batchTime != nil
+            let (recipients, next) = try await resumed ? sameBatch(record, limit: limit) : nextBatch(record, limit: limit)
             let now = clock.now()
             guard !recipients.isEmpty else {
                 guard try await events.complete(record, at: now) else { return .leaseLost }
                 return .completed(created: record.created)
             }
-            let resumed = record.batchTime != nil
             let time = record.batchTime ?? now
-            guard try await events.startBatch(record, time: time, leaseUntil: now.advanced(by: lease)) else { return .leaseLost }
+            guard try await events.startBatch(record, time: time, end: next, leaseUntil: now.advanced(by: lease)) else { return .leaseLost }
             // A batch may take longer than the lease (a slow server, a resumed batch that is
             // mostly duplicates); a live owner losing its lease mid-batch would hand the batch to
             // a taker that loses it the same way, for ever. A renewal error (a timeout) is tried
@@ -70,20 +74,45 @@ struct EventFanout: Sendable {
             record.batch += 1
             record.cursor = next
             record.batchTime = nil
+            record.batchEnd = nil
             record.created += written
         }
     }
 
-    /// The batch's recipients and the cursor after it.
-    private func nextBatch(_ record: EventRecord) async throws -> ([String], BSONValue) {
+    /// The most recipients of one batch: 1000, or fewer when their notifications (this event's,
+    /// for the longest recipient id) would not fit in one insert command.
+    func batchLimit(_ event: NewEvent) async throws -> Int {
+        let sample = Notification(
+            id: ObjectIDs.derived(at: clock.now(), from: event.id), recipientId: event.actorId, type: event.type, actorId: event.actorId,
+            title: event.title, body: event.body, dataJSON: event.dataJSON, createdAt: clock.now(), readAt: nil)
+        return min(Self.batchSize, try await writer.notificationsPerInsert(like: sample))
+    }
+
+    /// The next batch's recipients and the cursor after it.
+    private func nextBatch(_ record: EventRecord, limit: Int) async throws -> ([String], BSONValue) {
         switch record.event.audience {
         case .userIDs(let ids):
             let start = min(Int(record.cursor.int64 ?? 0), ids.count)
-            let end = min(start + Self.batchSize, ids.count)
+            let end = min(start + limit, ids.count)
             return (Array(ids[start..<end]), .int64(Int64(end)))
         case .followersOf(let user):
-            let page = try await followers.page(user: user, after: record.cursor.string, limit: Self.batchSize)
+            let page = try await followers.page(user: user, after: record.cursor.string, limit: limit)
             return (page, page.last.map(BSONValue.string) ?? record.cursor)
+        }
+    }
+
+    /// An interrupted batch's recipients: exactly its stored range (a record written before
+    /// ranges were stored has none: its batch is read as a next batch would be).
+    private func sameBatch(_ record: EventRecord, limit: Int) async throws -> ([String], BSONValue) {
+        guard let end = record.batchEnd else { return try await nextBatch(record, limit: limit) }
+        switch record.event.audience {
+        case .userIDs(let ids):
+            let start = min(Int(record.cursor.int64 ?? 0), ids.count)
+            let stop = min(max(start, Int(end.int64 ?? 0)), ids.count)
+            return (Array(ids[start..<stop]), end)
+        case .followersOf(let user):
+            guard let last = end.string else { return try await nextBatch(record, limit: limit) }
+            return (try await followers.range(user: user, after: record.cursor.string, through: last), end)
         }
     }
 
@@ -99,7 +128,7 @@ struct EventFanout: Sendable {
                 id: ObjectIDs.derived(at: time, from: "\(record.key)\n\(recipient)"), recipientId: recipient, type: event.type,
                 actorId: event.actorId, title: event.title, body: event.body, dataJSON: event.dataJSON, createdAt: time, readAt: nil)
         }
-        _ = try await writer.fanout(notifications, resumed: resumed)
+        _ = try await writer.fanout(notifications, resumed: resumed, candidates: candidates)
         if resumed { logger.info("Resumed an interrupted fan-out batch", metadata: ["event": "\(record.key)", "batch": "\(record.batch)"]) }
         return eligible.count
     }

@@ -58,7 +58,7 @@ public struct EventService: Sendable {
         let now = clock.now()
         let record = EventRecord(
             key: Self.key(scope: scope, eventId: event.id), eventId: event.id, event: event, status: "in_progress", created: 0, batch: 0,
-            cursor: .null, batchTime: nil, leaseToken: FanoutRunner.newToken(), leaseUntil: now.advanced(by: fanout.lease), createdAt: now,
+            cursor: .null, batchTime: nil, batchEnd: nil, leaseToken: FanoutRunner.newToken(), leaseUntil: now.advanced(by: fanout.lease), createdAt: now,
             expiresAt: now.advanced(by: retention))
         if case .existing = try await events.claim(record, now: now) {
             metrics.event(.duplicate)

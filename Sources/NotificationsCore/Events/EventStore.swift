@@ -15,6 +15,10 @@ public struct EventRecord: Sendable, Equatable {
     /// Set when the batch at `batch` has begun writing: its notifications' time. A record read
     /// with it set means that batch was interrupted and is written again with the same time.
     public var batchTime: Timestamp?
+    /// Set with `batchTime`: the cursor after the batch in flight, so a resumed batch covers
+    /// exactly the recipients its first run covered (the followers between `cursor` and it,
+    /// whoever followed meanwhile), not a page read afresh.
+    public var batchEnd: BSONValue?
     public var leaseToken: String
     public var leaseUntil: Timestamp
     public var createdAt: Timestamp
@@ -73,9 +77,11 @@ public struct EventStore: Sendable {
         try await mongoOperation { try await events.findOne(["_id": .string(key)]).flatMap(Self.record) }
     }
 
-    /// Fixes the batch's time and renews the lease, if the lease is still ours.
-    func startBatch(_ record: EventRecord, time: Timestamp, leaseUntil: Timestamp) async throws -> Bool {
-        try await fenced(record, ["$set": ["batchTime": .datetime(time.milliseconds), "leaseUntil": .datetime(leaseUntil.milliseconds)]])
+    /// Fixes the batch's time and exact range and renews the lease, if the lease is still ours.
+    func startBatch(_ record: EventRecord, time: Timestamp, end: BSONValue, leaseUntil: Timestamp) async throws -> Bool {
+        try await fenced(record, [
+            "$set": ["batchTime": .datetime(time.milliseconds), "batchEnd": end, "leaseUntil": .datetime(leaseUntil.milliseconds)],
+        ])
     }
 
     /// Extends the lease of the batch in flight, if the lease is still ours.
@@ -86,13 +92,13 @@ public struct EventStore: Sendable {
     /// Records a written batch: the next cursor, the count, no batch in flight.
     func finishBatch(_ record: EventRecord, cursor: BSONValue, created: Int, leaseUntil: Timestamp) async throws -> Bool {
         try await fenced(record, [
-            "$set": ["batch": .int64(Int64(record.batch + 1)), "cursor": cursor, "batchTime": .null, "leaseUntil": .datetime(leaseUntil.milliseconds)],
+            "$set": ["batch": .int64(Int64(record.batch + 1)), "cursor": cursor, "batchTime": .null, "batchEnd": .null, "leaseUntil": .datetime(leaseUntil.milliseconds)],
             "$inc": ["created": .int64(Int64(created))],
         ])
     }
 
     func complete(_ record: EventRecord, at time: Timestamp) async throws -> Bool {
-        try await fenced(record, ["$set": ["status": "completed", "batchTime": .null, "completedAt": .datetime(time.milliseconds)]])
+        try await fenced(record, ["$set": ["status": "completed", "batchTime": .null, "batchEnd": .null, "completedAt": .datetime(time.milliseconds)]])
     }
 
     private func fenced(_ record: EventRecord, _ update: BSONDocument) async throws -> Bool {
@@ -134,7 +140,7 @@ public struct EventStore: Sendable {
             "actorId": .string(record.event.actorId), "title": record.event.title.map(BSONValue.string) ?? .null,
             "body": record.event.body.map(BSONValue.string) ?? .null, "data": .string(record.event.dataJSON), "audience": .document(audience),
             "status": .string(record.status), "created": .int64(Int64(record.created)), "batch": .int64(Int64(record.batch)),
-            "cursor": record.cursor, "batchTime": record.batchTime.map { .datetime($0.milliseconds) } ?? .null,
+            "cursor": record.cursor, "batchTime": record.batchTime.map { .datetime($0.milliseconds) } ?? .null, "batchEnd": record.batchEnd ?? .null,
             "leaseToken": .string(record.leaseToken), "leaseUntil": .datetime(record.leaseUntil.milliseconds),
             "createdAt": .datetime(record.createdAt.milliseconds), "expiresAt": .datetime(record.expiresAt.milliseconds),
         ]
@@ -157,7 +163,8 @@ public struct EventStore: Sendable {
         return EventRecord(
             key: key, eventId: eventId, event: event, status: status, created: Int(document["created"]?.int64 ?? 0),
             batch: Int(document["batch"]?.int64 ?? 0), cursor: document["cursor"] ?? .null,
-            batchTime: document["batchTime"]?.datetime.map(Timestamp.init(milliseconds:)), leaseToken: document["leaseToken"]?.string ?? "",
+            batchTime: document["batchTime"]?.datetime.map(Timestamp.init(milliseconds:)),
+            batchEnd: document["batchEnd"].flatMap { $0.isNull ? nil : $0 }, leaseToken: document["leaseToken"]?.string ?? "",
             leaseUntil: Timestamp(milliseconds: document["leaseUntil"]?.datetime ?? 0), createdAt: Timestamp(milliseconds: createdAt),
             expiresAt: Timestamp(milliseconds: document["expiresAt"]?.datetime ?? .max))
     }

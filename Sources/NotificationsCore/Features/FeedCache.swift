@@ -193,11 +193,13 @@ public final class FeedCache: Sendable {
         return #KEYS
         """)
 
-    /// Concurrent misses of one entry on this instance share a single load.
+    /// Concurrent misses of one entry on this instance share a single load. The load is detached:
+    /// it serves every waiter, so it must not carry the first one's task-locals (its Redis
+    /// request scope, its request id).
     private func singleFlight(_ key: String, _ load: @escaping @Sendable () async throws -> [UInt8]) async throws -> [UInt8] {
         let (task, owner) = inFlight.withLock { tasks -> (Task<[UInt8], any Error>, Bool) in
             if let running = tasks[key] { return (running, false) }
-            let task = Task { try await load() }
+            let task = Task.detached { try await load() }
             tasks[key] = task
             return (task, true)
         }

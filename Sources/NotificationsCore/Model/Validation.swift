@@ -16,10 +16,11 @@ public enum Validation {
     public static let maxTitleLength = 200
     public static let maxBodyLength = 2000
     public static let maxDataBytes = 16 * 1024
+    public static let maxUserIDLength = 128
 
     /// User and follower ids, event ids: `^[A-Za-z0-9_.:@-]{1,128}$`.
     public static func userID(_ value: String, field: String) throws(ValidationError) -> String {
-        guard (1...128).contains(value.utf8.count), value.utf8.allSatisfy(isUserIDByte) else {
+        guard (1...maxUserIDLength).contains(value.utf8.count), value.utf8.allSatisfy(isUserIDByte) else {
             throw ValidationError(field: field, "must match ^[A-Za-z0-9_.:@-]{1,128}$")
         }
         return value

@@ -41,6 +41,17 @@ public struct FollowerStore: Sendable {
     }
 
     /// Follower ids of `user` after `after` (exclusive), in id order.
+    /// Every follower of `user` after `after` (exclusive) up to `through` (inclusive), in order:
+    /// a fan-out batch's exact range, read again when the batch is resumed.
+    public func range(user: String, after: String?, through: String) async throws -> [String] {
+        var bounds: BSONDocument = ["$lte": .string(through)]
+        if let after { bounds["$gt"] = .string(after) }
+        return try await mongoOperation {
+            try await followers.find(["userId": .string(user), "followerId": .document(bounds)], sort: ["userId": 1, "followerId": 1], projection: ["followerId": 1])
+                .compactMap { $0["followerId"]?.string }
+        }
+    }
+
     public func page(user: String, after: String?, limit: Int) async throws -> [String] {
         var filter: BSONDocument = ["userId": .string(user)]
         if let after { filter["followerId"] = ["$gt": .string(after)] }

@@ -8,13 +8,26 @@ internal import Synchronization
 /// Each submitter gets its own answer (`write` answers per item, in order) within its own
 /// `budget` from submission: a write is given the least time any of its items has left, and
 /// an item whose time ran out while it waited is answered `expired()` without being written.
-/// So waiting behind a slow write never stretches a request past its deadline. Cancellation:
+/// So waiting behind a slow write never stretches a request past its deadline.
+///
+/// A write has two phases: `write` (the serialized one: one at a time, in order) and `after`
+/// (side effects that must precede the answers, such as cache invalidation and publishing).
+/// The next write starts as soon as `write` returns, while `after` runs: a slow `after` (a
+/// hung Redis, before its breaker opens) delays only its own submitters' answers, never the
+/// writes queued behind it.
+///
+/// Every write runs in a detached task: it serves many submitters, so it must not inherit the
+/// task-locals of whichever submitter happened to start it (a request's Redis scope, which
+/// once failed would make every later write skip Redis; its request id in every log line).
+/// Cancellation:
 /// an item still waiting is dropped (nothing was written for it); an item already in a write
 /// waits for that write, unless every item of the write was cancelled (a shutdown cutting
 /// requests off), in which case the write itself is cancelled, as a lone request's would be.
 final class GroupCommit<Item: Sendable, Answer: Sendable>: Sendable {
     /// Writes the items within the given time; answers each, in order.
     typealias Write = @Sendable ([Item], Duration) async -> [Result<Answer, any Error>]
+    /// What follows a write before its submitters are answered, outside the serialized part.
+    typealias After = @Sendable ([Item], [Result<Answer, any Error>]) async -> Void
 
     private struct Waiter: Sendable {
         let id: UInt64
@@ -42,6 +55,7 @@ final class GroupCommit<Item: Sendable, Answer: Sendable>: Sendable {
     private let weight: @Sendable (Item) -> Int
     private let budget: Duration
     private let write: Write
+    private let after: After
     /// What a submitter cancelled before its item was written gets.
     private let cancelled: @Sendable () -> any Error
     /// What a submitter whose budget ran out before its item was written gets.
@@ -49,7 +63,7 @@ final class GroupCommit<Item: Sendable, Answer: Sendable>: Sendable {
 
     init(
         maxBatch: Int, budget: Duration, weight: @escaping @Sendable (Item) -> Int = { _ in 1 }, cancelled: @escaping @Sendable () -> any Error,
-        expired: @escaping @Sendable () -> any Error, write: @escaping Write
+        expired: @escaping @Sendable () -> any Error, write: @escaping Write, after: @escaping After = { _, _ in }
     ) {
         precondition(maxBatch > 0)
         self.maxBatch = maxBatch
@@ -58,6 +72,7 @@ final class GroupCommit<Item: Sendable, Answer: Sendable>: Sendable {
         self.cancelled = cancelled
         self.expired = expired
         self.write = write
+        self.after = after
     }
 
     func submit(_ item: Item) async throws -> Answer {
@@ -113,12 +128,15 @@ final class GroupCommit<Item: Sendable, Answer: Sendable>: Sendable {
             state.inFlight = Set(batch.map(\.id))
             state.cancelledInFlight = []
             let remaining = batch.map { budget - (now - $0.submitted) }.min() ?? budget
-            state.batchTask = Task { [self] in
-                let answers = await write(batch.map(\.item), remaining)
+            state.batchTask = Task.detached { [self] in
+                let items = batch.map(\.item)
+                let answers = await write(items, remaining)
+                // The next write may start now; this one's side effects go on beside it.
+                finishBatch()
+                await after(items, answers)
                 for (index, waiter) in batch.enumerated() {
                     waiter.continuation.resume(with: index < answers.count ? answers[index] : .failure(cancelled()))
                 }
-                finishBatch()
             }
             return outOfTime
         }

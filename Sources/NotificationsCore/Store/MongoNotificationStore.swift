@@ -49,6 +49,14 @@ public struct MongoNotificationStore: NotificationStore {
 
     public var writeTimeout: Duration { .milliseconds(pool.operationTimeoutMilliseconds) }
 
+    public func notificationsPerInsert(like sample: Notification) async throws -> Int {
+        let limits = try await mongoOperation { try await pool.writeLimits() }
+        // Sized with the longest recipient id there can be, so every recipient's document fits.
+        var widest = sample
+        widest.recipientId = String(repeating: "x", count: Validation.maxUserIDLength)
+        return limits.itemsPerCommand(itemSize: Self.document(widest).encodedSize)
+    }
+
     /// Writes concurrent creates and fan-out batches together (group commit, `NotificationWriter`):
     /// one unordered insert, then the counters in a constant number of commands. Each gets its
     /// own answer: one that fails fails alone; when the insert's outcome is unknown (timed out,
@@ -63,7 +71,11 @@ public struct MongoNotificationStore: NotificationStore {
             return document
         }
         let documents = createDocuments + batches.flatMap { $0.notifications.map(Self.document) }
-        guard !documents.isEmpty else { return InsertAnswers(creates: [], batches: batches.map { _ in .success([]) }) }
+        guard !documents.isEmpty else {
+            // A resumed batch none of whose candidates is eligible now: its first run's counts are redone.
+            await counters.markStaleMany(batches.flatMap(\.candidates))
+            return InsertAnswers(creates: [], batches: batches.map { _ in .success([]) })
+        }
         let errors: [Int: MongoError]
         do {
             errors = try await notifications.insertEach(documents, timeout: timeout)
@@ -110,8 +122,8 @@ public struct MongoNotificationStore: NotificationStore {
                 stale += batch.notifications.map(\.recipientId)
                 batchAnswers.append(.failure(StoreError(failure)))
             } else if batch.resumed {
-                // Its first run may have counted some of them: recount.
-                stale += batch.notifications.map(\.recipientId)
+                // Its first run may have counted any candidate (also one who muted since): recount.
+                stale += batch.candidates + batch.notifications.map(\.recipientId)
                 batchAnswers.append(.success(stored))
             } else {
                 counted += stored.map(\.recipientId)

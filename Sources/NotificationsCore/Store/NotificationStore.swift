@@ -19,6 +19,9 @@ public protocol NotificationStore: Sendable {
     func insert(creates: [Notification], batches: [FanoutBatch], within timeout: Duration) async -> InsertAnswers
     /// How long one write may take (`MONGODB_OPERATION_TIMEOUT_MS`).
     var writeTimeout: Duration { get }
+    /// How many notifications like `sample` (any recipient) fit in one insert command, by the
+    /// limits the server reports: a fan-out batch is never larger, so each batch is one command.
+    func notificationsPerInsert(like sample: Notification) async throws -> Int
     /// The recipient's notifications with an id greater than `after`, newest first, at most `limit`.
     func newer(recipientId: String, than after: String, limit: Int) async throws -> [Notification]
     /// Newest first, strictly older than `before` (an id) when given.
@@ -37,6 +40,9 @@ public struct FanoutBatch: Sendable {
     public var notifications: [Notification]
     /// Its first run was interrupted: which counters it incremented is unknown.
     public var resumed: Bool
+    /// For a resumed batch, every recipient of its range but the actor, eligible now or not:
+    /// each counter its first run may have incremented is recounted.
+    public var candidates: [String] = []
 }
 
 /// The answers of one `NotificationStore.insert`, in the order of its creates and batches.
@@ -49,12 +55,6 @@ extension NotificationStore {
     /// Creates alone (`insert` without fan-out batches).
     public func insertEach(_ batch: [Notification], within timeout: Duration) async -> [Result<(notification: Notification, created: Bool), any Error>] {
         await insert(creates: batch, batches: [], within: timeout).creates
-    }
-
-    /// One fan-out batch alone; returns the notifications this call stored.
-    public func insertBatch(_ batch: [Notification], resumed: Bool) async throws -> [Notification] {
-        let answers = await insert(creates: [], batches: [FanoutBatch(notifications: batch, resumed: resumed)], within: writeTimeout)
-        return try answers.batches.first?.get() ?? []
     }
 }
 

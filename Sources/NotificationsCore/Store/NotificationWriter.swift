@@ -7,7 +7,8 @@
 /// Each request keeps its own answer: a create that fails fails alone, a fan-out batch with a
 /// failed document fails alone (it is resumed later, with the same ids). Answers come back
 /// only after the Redis side, so a client that reads after its create returned sees it
-/// (read-your-writes), on any instance.
+/// (read-your-writes), on any instance. The Redis side is out of the serialized path: while
+/// one write's invalidation and publish wait on Redis, the next write goes to MongoDB.
 public struct NotificationWriter: Sendable {
     enum Request: Sendable {
         case create(Notification)
@@ -32,14 +33,24 @@ public struct NotificationWriter: Sendable {
     public static let maxDocuments = 1000
     let commit: GroupCommit<Request, Answer>
 
+    let store: any NotificationStore
+
     public init(store: any NotificationStore, cache: FeedCache, streams: StreamPublisher, metrics: ServiceMetrics) {
+        self.store = store
         commit = GroupCommit(
             maxBatch: Self.maxDocuments, budget: store.writeTimeout, weight: { max(1, $0.notifications.count) },
             cancelled: { StoreError.unavailable("cancelled before it was written") },
             expired: { StoreError.unavailable("timed out waiting for a write") }
         ) { requests, timeout in
-            await Self.write(requests, within: timeout, store: store, cache: cache, streams: streams, metrics: metrics)
+            await Self.write(requests, within: timeout, store: store)
+        } after: { requests, answers in
+            await Self.propagate(requests, answers, cache: cache, streams: streams, metrics: metrics)
         }
+    }
+
+    /// How many notifications like `sample` one insert command holds (`NotificationStore`).
+    func notificationsPerInsert(like sample: Notification) async throws -> Int {
+        try await store.notificationsPerInsert(like: sample)
     }
 
     /// Stores one notification; `created: false` when an earlier run of the same idempotent
@@ -51,22 +62,20 @@ public struct NotificationWriter: Sendable {
         return (stored, created)
     }
 
-    /// Stores a fan-out batch; returns the notifications this call stored.
-    func fanout(_ notifications: [Notification], resumed: Bool) async throws -> [Notification] {
-        guard !notifications.isEmpty else { return [] }
-        guard case .fannedOut(let stored) = try await commit.submit(.fanout(FanoutBatch(notifications: notifications, resumed: resumed))) else {
+    /// Stores a fan-out batch; returns the notifications this call stored. A resumed batch
+    /// goes to the store even when none of its candidates is eligible now: their counters
+    /// are recounted (its first run may have counted some).
+    func fanout(_ notifications: [Notification], resumed: Bool, candidates: [String]) async throws -> [Notification] {
+        guard !notifications.isEmpty || (resumed && !candidates.isEmpty) else { return [] }
+        let batch = FanoutBatch(notifications: notifications, resumed: resumed, candidates: resumed ? candidates : [])
+        guard case .fannedOut(let stored) = try await commit.submit(.fanout(batch)) else {
             throw StoreError.unavailable("a fan-out was answered as a create")
         }
         return stored
     }
 
-    /// One group-commit write: MongoDB first, then the Redis side once for all of it: every
-    /// recipient's cached feed is dropped (also for a failed write: its outcome may be
-    /// unknown), and what was stored is published to open streams.
-    static func write(
-        _ requests: [Request], within timeout: Duration, store: any NotificationStore, cache: FeedCache, streams: StreamPublisher,
-        metrics: ServiceMetrics
-    ) async -> [Result<Answer, any Error>] {
+    /// One group-commit write, the serialized part: MongoDB only.
+    static func write(_ requests: [Request], within timeout: Duration, store: any NotificationStore) async -> [Result<Answer, any Error>] {
         var creates: [Notification] = []
         var batches: [FanoutBatch] = []
         for request in requests {
@@ -76,21 +85,6 @@ public struct NotificationWriter: Sendable {
             }
         }
         let answers = await store.insert(creates: creates, batches: batches, within: timeout)
-        var recipients: [String] = []
-        var seen: Set<String> = []
-        for request in requests {
-            for notification in request.notifications where seen.insert(notification.recipientId).inserted { recipients.append(notification.recipientId) }
-        }
-        if recipients.count == 1 {
-            await cache.invalidate(user: recipients[0])
-        } else {
-            await cache.invalidateMany(users: recipients)
-        }
-        let created = answers.creates.compactMap { try? $0.get() }
-        let fannedOut = answers.batches.flatMap { (try? $0.get()) ?? [] }
-        metrics.notificationsCreated(created.filter(\.created).count + fannedOut.count)
-        // After the write returned: open streams on every instance get them (one round trip).
-        await streams.publish((created.map(\.notification) + fannedOut).map { ($0.recipientId, StreamMessage($0)) })
         var createAnswers = answers.creates.makeIterator()
         var batchAnswers = answers.batches.makeIterator()
         let missing = StoreError.unavailable("the store gave no answer for it")
@@ -102,5 +96,40 @@ public struct NotificationWriter: Sendable {
                 (batchAnswers.next() ?? .failure(missing)).map { Answer.fannedOut($0) }
             }
         }
+    }
+
+    /// The Redis side of a write, once for all of it, before its requests are answered: every
+    /// recipient's cached feed is dropped (also for a failed write: its outcome may be
+    /// unknown), and what was stored is published to open streams.
+    static func propagate(
+        _ requests: [Request], _ answers: [Result<Answer, any Error>], cache: FeedCache, streams: StreamPublisher, metrics: ServiceMetrics
+    ) async {
+        var recipients: [String] = []
+        var seen: Set<String> = []
+        for request in requests {
+            for notification in request.notifications where seen.insert(notification.recipientId).inserted { recipients.append(notification.recipientId) }
+        }
+        if recipients.count == 1 {
+            await cache.invalidate(user: recipients[0])
+        } else {
+            await cache.invalidateMany(users: recipients)
+        }
+        var stored: [Notification] = []
+        var createdCount = 0
+        for answer in answers {
+            switch answer {
+            case .success(.created(let notification, let created)):
+                stored.append(notification)
+                if created { createdCount += 1 }
+            case .success(.fannedOut(let notifications)):
+                stored += notifications
+                createdCount += notifications.count
+            case .failure:
+                break
+            }
+        }
+        metrics.notificationsCreated(createdCount)
+        // After the write returned: open streams on every instance get them (one round trip).
+        await streams.publish(stored.map { ($0.recipientId, StreamMessage($0)) })
     }
 }

@@ -165,9 +165,6 @@ final class UnreadCounters: Sendable {
             logger.debug("Unread counter reconciliation deferred", metadata: ["user": "\(user)", "error": "\(error)"])
         }
     }
-
-    /// Pending stale marks (tests and the queue gauge).
-    var pendingRepairs: Int { repairs.count }
 }
 
 /// Users whose counter this instance marked stale and MongoDB has not confirmed yet, with how

@@ -6,9 +6,12 @@ internal import Logging
 /// every new notification once, each followed by the count when it changed, and a comment
 /// line when nothing was sent for a heartbeat. New notifications come from Redis push
 /// (the mailbox) while push is available; otherwise, and at least every 10 s even on push, a
-/// MongoDB query looks for ids newer than a window before the newest one sent (ids from
-/// several instances are ordered only as well as their clocks). Ids sent are remembered for
-/// that window, so nothing is sent twice within a stream, across the push/poll switches too.
+/// MongoDB query looks for ids newer than a window (`WriteTiming.lookBack`) before the
+/// previous such look, or before the newest id sent if that is older: so a notification whose
+/// publish was lost arrives at the next look, whatever else was sent meanwhile. Ids sent are
+/// remembered beyond that window, so nothing is sent twice within a stream, across the
+/// push/poll switches too. Looks are spread (each interval is drawn from 80–100 % of the
+/// configured one), so streams opened together do not query MongoDB together.
 public struct NotificationStream: Sendable {
     let user: String
     let store: any NotificationStore
@@ -19,8 +22,6 @@ public struct NotificationStream: Sendable {
     let pollInterval: Duration
     let clock: any WallClock
 
-    /// How far before the newest id sent a MongoDB check looks.
-    static let lookBack = Duration.seconds(5)
     /// A push-mode stream still checks MongoDB this often (a lost publish arrives late, not never).
     static let pushCheckInterval = Duration.seconds(10)
     static let resumeLimit = 100
@@ -45,10 +46,14 @@ public struct NotificationStream: Sendable {
     /// slow), or the task is cancelled.
     /// - Parameter send: writes one SSE frame.
     public func run(resumeAfter lastEventID: String?, send: (String) async throws -> Void) async throws {
-        var state = StreamState(openedAt: clock.now())
+        let lookBack = WriteTiming(writeDeadline: store.writeTimeout).lookBack
+        var state = StreamState(openedAt: clock.now(), reach: max(Self.pushCheckInterval, pollInterval) + lookBack)
         let monotonic = ContinuousClock()
         var lastSent = monotonic.now
         var lastCheck = monotonic.now
+        // Wall-clock time of the previous look at MongoDB: the next one starts a look-back before it.
+        var lastCheckAt = state.openedAt
+        var spread = Double.random(in: 0.8...1.0)
         func emit(_ frame: String, event: String) async throws {
             try await send(frame)
             hub.metrics.streamEventSent(event)
@@ -78,7 +83,7 @@ public struct NotificationStream: Sendable {
         }
         /// Remembers as sent what exists from `time` (minus the look-back) up to `ceiling`.
         func markExisting(from time: Timestamp, upTo ceiling: String? = nil) async throws {
-            let floor = ObjectIDs.lowerBound(at: time.advanced(by: .zero - Self.lookBack))
+            let floor = ObjectIDs.lowerBound(at: time.advanced(by: .zero - lookBack))
             for notification in try await store.newer(recipientId: user, than: floor, limit: 1000) where ceiling.map({ notification.id <= $0 }) ?? true {
                 _ = state.markSent(id: notification.id)
             }
@@ -89,20 +94,24 @@ public struct NotificationStream: Sendable {
             try await markExisting(from: clock.now())
         }
 
-        try await sendCount(force: true)
         // What exists now is not new: without a resume point, everything so far; with one, the
-        // window up to it (ids from other instances may sort just below it). Then what is
-        // strictly newer than the resume point, oldest first.
+        // window up to it (ids from other instances may sort just below it). This snapshot is
+        // taken before the first event: a notification the client creates once it sees that
+        // event is written after the snapshot, so it is not mistaken for an old one.
         if let lastEventID, let resumeTime = ObjectIDs.time(of: lastEventID) {
             try await markExisting(from: resumeTime, upTo: lastEventID)
-            if !(try await check(after: lastEventID, limit: Self.resumeLimit + 1)) { try await reset() }
         } else {
             try await markExisting(from: state.openedAt)
+        }
+        try await sendCount(force: true)
+        // Then what is strictly newer than the resume point, oldest first.
+        if let lastEventID, ObjectIDs.time(of: lastEventID) != nil {
+            if !(try await check(after: lastEventID, limit: Self.resumeLimit + 1)) { try await reset() }
         }
         while !Task.isCancelled {
             let (messages, catchUp, finished) = mailbox.drain()
             if finished {
-                try? await send("retry: 1000\n\n")
+                try? await send(hub.retryLine())
                 return
             }
             let push = hub.pushAvailable
@@ -115,13 +124,17 @@ public struct NotificationStream: Sendable {
                     try await sendCount(force: false)
                 }
             }
-            let interval = push ? Self.pushCheckInterval : pollInterval
+            let interval = (push ? Self.pushCheckInterval : pollInterval) * spread
             if catchUp || monotonic.now - lastCheck >= interval {
                 if !push { hub.metrics.fallback(.stream) }
-                let floor = ObjectIDs.lowerBound(at: state.newestSent.advanced(by: .zero - Self.lookBack))
+                let now = clock.now()
+                let anchor = min(lastCheckAt, state.newestSent)
+                let floor = ObjectIDs.lowerBound(at: anchor.advanced(by: .zero - lookBack))
                 if !(try await check(after: floor, limit: Self.pollLimit)) { try await reset() }
                 try await sendCount(force: false)
                 lastCheck = monotonic.now
+                lastCheckAt = now
+                spread = Double.random(in: 0.8...1.0)
             }
             if monotonic.now - lastSent >= heartbeat { try await emit(": keep-alive\n\n", event: "keep-alive") }
             let untilCheck = interval - (monotonic.now - lastCheck)
@@ -131,15 +144,18 @@ public struct NotificationStream: Sendable {
     }
 }
 
-/// What one stream has sent: ids within the look-back window of the newest, and the last count.
+/// What one stream has sent: ids within reach of the next look at MongoDB, and the last count.
 struct StreamState {
     let openedAt: Timestamp
+    /// How far before the newest id sent a look at MongoDB can start (an interval and a look-back).
+    let reach: Duration
     var sent: Set<String> = []
     var newestSent: Timestamp
     var lastCount: [UInt8]?
 
-    init(openedAt: Timestamp) {
+    init(openedAt: Timestamp, reach: Duration) {
         self.openedAt = openedAt
+        self.reach = reach
         self.newestSent = openedAt
     }
 
@@ -148,7 +164,8 @@ struct StreamState {
         guard sent.insert(id).inserted else { return false }
         if let time = ObjectIDs.time(of: id), time > newestSent { newestSent = time }
         if sent.count > 4096 {
-            let horizon = newestSent.advanced(by: .zero - NotificationStream.lookBack * 2)
+            // Ids older than a look can reach (with as much again to spare) are never found again.
+            let horizon = newestSent.advanced(by: .zero - reach * 2)
             sent = sent.filter { (ObjectIDs.time(of: $0) ?? horizon) >= horizon }
         }
         return true

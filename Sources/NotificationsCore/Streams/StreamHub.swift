@@ -9,7 +9,11 @@ internal import Synchronization
 ///
 /// The first stream of a user subscribes to the user's channel, the last one unsubscribes
 /// (one channel per user with open streams: an instance receives only its users' messages,
-/// and a publish costs Redis one lookup of the channel's subscribers). Messages go to the
+/// and a publish costs Redis one lookup of the channel's subscribers). SUBSCRIBE and
+/// UNSUBSCRIBE are handed to the subscriber under the same lock that decided them, so they
+/// reach Redis in the order decided: a tab that opens while the user's last other tab closes
+/// leaves the user subscribed. (Handing them over only queues a write; the subscriber never
+/// calls the hub while holding its own lock.) Messages go to the
 /// streams' mailboxes; when the subscriber connection comes back after a loss, every stream
 /// is told to catch up from MongoDB once.
 public final class StreamHub: Sendable {
@@ -24,14 +28,17 @@ public final class StreamHub: Sendable {
     private let state = Mutex(State())
     private let gateway: RedisGateway
     let maxConnections: Int
+    /// The largest `retry:` a stream ends with (`STREAM_RETRY_MAX_MS`).
+    let retryMax: Duration
     let metrics: ServiceMetrics
     let logger: Logger
     /// Set once by `attach` (the subscriber needs the hub's callbacks, the hub the subscriber).
     private let subscriberBox = Mutex<RedisSubscriber?>(nil)
 
-    public init(gateway: RedisGateway, maxConnections: Int, metrics: ServiceMetrics, logger: Logger) {
+    public init(gateway: RedisGateway, maxConnections: Int, retryMax: Duration = .seconds(10), metrics: ServiceMetrics, logger: Logger) {
         self.gateway = gateway
         self.maxConnections = maxConnections
+        self.retryMax = retryMax
         self.metrics = metrics
         self.logger = logger
     }
@@ -66,33 +73,41 @@ public final class StreamHub: Sendable {
 
     /// A mailbox for a new stream of `user`; nil beyond `STREAM_MAX_CONNECTIONS` or while shutting down.
     func open(user: String) -> StreamMailbox? {
-        let (mailbox, first, count) = state.withLock { state -> (StreamMailbox?, Bool, Int) in
-            guard !state.closed, state.count < maxConnections else { return (nil, false, state.count) }
+        let (mailbox, count) = state.withLock { state -> (StreamMailbox?, Int) in
+            guard !state.closed, state.count < maxConnections else { return (nil, state.count) }
             state.nextID &+= 1
             let mailbox = StreamMailbox(id: state.nextID, user: user)
-            let first = state.streams[user] == nil
+            if state.streams[user] == nil { subscriberBox.withLock { $0 }?.subscribe(StreamMessage.channel(user)) }
             state.streams[user, default: [:]][mailbox.id] = mailbox
             state.count += 1
-            return (mailbox, first, state.count)
+            return (mailbox, state.count)
         }
         metrics.streamsOpen(count)
-        if first, mailbox != nil { subscriberBox.withLock { $0 }?.subscribe(StreamMessage.channel(user)) }
         return mailbox
     }
 
     func close(_ mailbox: StreamMailbox) {
-        let (last, count) = state.withLock { state -> (Bool, Int) in
-            guard state.streams[mailbox.user]?.removeValue(forKey: mailbox.id) != nil else { return (false, state.count) }
+        let count = state.withLock { state -> Int in
+            guard state.streams[mailbox.user]?.removeValue(forKey: mailbox.id) != nil else { return state.count }
             state.count -= 1
-            let last = state.streams[mailbox.user]?.isEmpty ?? false
-            if last { state.streams[mailbox.user] = nil }
-            return (last, state.count)
+            if state.streams[mailbox.user]?.isEmpty ?? false {
+                state.streams[mailbox.user] = nil
+                subscriberBox.withLock { $0 }?.unsubscribe(StreamMessage.channel(mailbox.user))
+            }
+            return state.count
         }
         metrics.streamsOpen(count)
-        if last { subscriberBox.withLock { $0 }?.unsubscribe(StreamMessage.channel(mailbox.user)) }
     }
 
-    /// SIGTERM: every stream ends at once (after `retry: 1000`); no new ones open.
+    /// The line a stream ends with, whatever ends it (SIGTERM, its own failure): a `retry:`
+    /// spread at random over 1 s up to `STREAM_RETRY_MAX_MS`, so the clients of a drained or
+    /// failing instance do not all come back in the same second.
+    public func retryLine() -> String {
+        let most = max(1000, retryMax.milliseconds)
+        return "retry: \(Int64.random(in: 1000...most))\n\n"
+    }
+
+    /// SIGTERM: every stream ends at once (after a spread `retry:`); no new ones open.
     public func closeAll() {
         let all = state.withLock { state -> [StreamMailbox] in
             state.closed = true

@@ -33,10 +33,6 @@ public struct StreamPublisher: Sendable {
         }
     }
 
-    public func published(_ notification: Notification) async {
-        await publish([(notification.recipientId, StreamMessage(notification))])
-    }
-
     public func countChanged(user: String) async {
         await publish([(user, .countChanged)])
     }

@@ -195,7 +195,7 @@ paths:
         `: keep-alive` every STREAM_HEARTBEAT_SECONDS without another event. With Last-Event-ID
         the stream first sends, oldest first, the notifications with a greater id (at most 100;
         more: `event: reset` with `data: {}`, reload the feed). While Redis is unusable the stream
-        polls MongoDB every STREAM_POLL_INTERVAL_MS. On shutdown it ends after `retry: 1000`.
+        polls MongoDB every STREAM_POLL_INTERVAL_MS. On shutdown, or when it fails, it ends after a `retry:` drawn at random between 1000 and STREAM_RETRY_MAX_MS.
         Beyond STREAM_MAX_CONNECTIONS per instance: 503 overloaded.
       parameters: &streamParameters
         - $ref: "#/components/parameters/UserId"
@@ -693,7 +693,7 @@ paths:
       tags: [operations]
       security: [{ adminToken: [] }, {}]
       summary: Circuit breaker states
-      description: With ADMIN_TOKEN set, its bearer token is required (401); unset, loopback clients only (403).
+      description: With ADMIN_TOKEN set, its bearer token is required (401); unset, loopback clients only, and none that carries Forwarded, X-Forwarded-For or X-Real-IP (403).
       responses: &breakersResponses
         "200":
           description: States
@@ -743,7 +743,7 @@ components:
     adminToken:
       type: http
       scheme: bearer
-      description: ADMIN_TOKEN; when unset, admin endpoints answer loopback clients only.
+      description: ADMIN_TOKEN; when unset, admin endpoints answer loopback clients only, and no request that carries a forwarding header.
   parameters:
     UserId:
       name: userId
@@ -1016,7 +1016,7 @@ components:
               - $ref: "#/components/schemas/Problem"
               - properties: { status: { const: 401 }, code: { enum: [unauthorized] } }
     Forbidden:
-      description: forbidden - ADMIN_TOKEN is unset and the client is not on loopback
+      description: forbidden - ADMIN_TOKEN is unset and the client is not on loopback or came through a proxy
       headers: { X-Request-Id: { $ref: "#/components/headers/XRequestId" } }
       content:
         application/problem+json:

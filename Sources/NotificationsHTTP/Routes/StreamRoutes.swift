@@ -43,8 +43,16 @@ struct StreamRoutes {
                 stream.close()
                 continuation.finish()
             }
-            try? await stream.run(resumeAfter: lastEventID) { frame in
-                guard case .enqueued = continuation.yield(ByteBuffer(string: frame)) else { throw SlowClient() }
+            do {
+                try await stream.run(resumeAfter: lastEventID) { frame in
+                    guard case .enqueued = continuation.yield(ByteBuffer(string: frame)) else { throw SlowClient() }
+                }
+            } catch is SlowClient {
+                // The client is gone or stopped reading: nobody to tell.
+            } catch {
+                // The stream's own failure (MongoDB unusable for a poll): tell the client when
+                // to come back, spread, so a failing instance's clients do not return at once.
+                _ = continuation.yield(ByteBuffer(string: hub.retryLine()))
             }
         }
         // The client left (or the server stopped writing): stop the stream.

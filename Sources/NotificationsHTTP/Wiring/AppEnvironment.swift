@@ -53,7 +53,9 @@ public struct AppEnvironment: Sendable {
         let followers = FollowerStore(pool: mongoPool)
         let events = EventStore(pool: mongoPool)
         let publisher = StreamPublisher(gateway: gateway)
-        let streams = StreamHub(gateway: gateway, maxConnections: settings.streamMaxConnections, metrics: metrics, logger: logger)
+        let streams = StreamHub(
+            gateway: gateway, maxConnections: settings.streamMaxConnections, retryMax: .milliseconds(settings.streamRetryMaxMilliseconds),
+            metrics: metrics, logger: logger)
         // The near cache's invalidations ride on the streams' subscriber connection.
         let tracking = near.map { near in
             InvalidationTracking(prefixes: [near.trackedPrefix], onInvalidate: { near.invalidate(keys: $0) }, onActive: { near.setActive($0) })

@@ -1,0 +1,26 @@
+/// The time bounds of readers that must find every committed write, derived from the
+/// configured MongoDB deadline in this one place (rather than as constants in each reader).
+///
+/// A notification's id holds the time it was planned, just before its insert was sent; the
+/// insert commits within the write's deadline or its client is told it failed (a create that
+/// a frozen server applies later is deleted again; a fan-out batch is resumed and published
+/// then). Ids are made by several instances, whose clocks differ by up to `clockSkew`.
+public struct WriteTiming: Sendable, Equatable {
+    /// `MONGODB_OPERATION_TIMEOUT_MS`.
+    public var writeDeadline: Duration
+
+    public init(writeDeadline: Duration) {
+        self.writeDeadline = writeDeadline
+    }
+
+    /// How far two instances' wall clocks may be apart (NTP keeps them far closer).
+    public static let clockSkew = Duration.seconds(1)
+    /// The contract's least look-back for resumes and polls.
+    public static let minimumLookBack = Duration.seconds(5)
+
+    /// How far before a reader's previous look a new look must start so that nothing committed
+    /// in between is missed: an id's time is at most a deadline (plus skew) before its commit.
+    public var lookBack: Duration {
+        max(Self.minimumLookBack, writeDeadline + Self.clockSkew)
+    }
+}

@@ -1,0 +1,122 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import MongoStore
+@testable import NotificationsCore
+import NotificationsHTTP
+import Testing
+import TestSupport
+
+/// Exactly once on facts MongoDB holds (issue 17): writes within the server's limits, a
+/// resumed fan-out batch over exactly its stored range.
+@Suite("Exactly once: limits and resumed ranges")
+struct ExactlyOnceTests {
+    /// A `data` object of exactly `Validation.maxDataBytes` bytes.
+    static let maximalData: String = {
+        let frame = #"{"blob":""}"#
+        return #"{"blob":""# + String(repeating: "x", count: Validation.maxDataBytes - frame.utf8.count) + #""}"#
+    }()
+
+    /// 1000 recipients with the largest `data` allowed: ~17 MB of notifications, far over the dev
+    /// server's 512 KiB documents and 1 MiB messages (and over real MongoDB's 16 MiB command).
+    /// Before the fix the batch was one insert command: the dev server reset the connection,
+    /// the event answered 503, its retry `duplicate`, and it stayed `in_progress` with 0 created.
+    @Test func anEventOfAThousandRecipientsWithMaximalDataIsWrittenWithinTheServersLimits() async throws {
+        try await withHarness(configure: { $0.mongoOperationTimeoutMilliseconds = 5000 }) { harness in
+            let limits = try await harness.environment.mongoPool.writeLimits()
+            #expect(limits.maxBsonObjectSize == 512 * 1024 && limits.maxMessageSizeBytes == 1024 * 1024, "the dev server's limits, read from hello")
+            let users = (0..<1000).map { "big-data-\($0)" }
+            let audience = users.map { "\"\($0)\"" }.joined(separator: ",")
+            let body = #"{"id": "ev-large", "type": "large.data", "actorId": "sender", "audience": {"userIds": ["# + audience + #"]}, "data": "# + Self.maximalData + "}"
+            let accepted = try await Events.post(harness.client, body)
+            #expect(accepted.status == .accepted, "\(accepted.text.prefix(300))")
+            #expect(try accepted.jsonObject()["notificationsCreated"] as? Int == 1000)
+            let status = try await harness.client.get("/v1/events/ev-large").jsonObject()
+            #expect(status["status"] as? String == "completed" && status["notificationsCreated"] as? Int == 1000)
+            let deliveries = try await Events.deliveries(harness, type: "large.data")
+            #expect(deliveries.count == 1000 && deliveries.values.allSatisfy { $0 == 1 })
+            #expect(Set(deliveries.keys) == Set(users))
+            let retry = try await Events.post(harness.client, body)
+            #expect(try retry.jsonObject()["status"] as? String == "duplicate")
+            for user in [users[0], users[499], users[999]] {
+                let page = try await harness.client.get("/v1/users/\(user)/notifications").jsonObject()
+                let item = (page["items"] as? [[String: Any]])?.first
+                #expect((item?["data"] as? [String: Any])?["blob"] as? String == String(repeating: "x", count: Validation.maxDataBytes - 11))
+                #expect(page["unreadCount"] as? Int == 1)
+            }
+        }
+    }
+
+    /// A burst of maximal creates shares one group commit (~1.3 MB): split by the server's
+    /// limits, every one is stored. Before the fix the write was one command and all failed.
+    @Test func aBurstOfLargeCreatesInOneGroupCommitIsStored() async throws {
+        try await withHarness(configure: { $0.mongoOperationTimeoutMilliseconds = 5000 }) { harness in
+            let body = #"{"recipientId": "burst", "type": "large.create", "data": "# + Self.maximalData + "}"
+            let statuses = try await withThrowingTaskGroup(of: HTTPResponse.Status.self) { group in
+                for _ in 0..<80 { group.addTask { try await harness.client.post("/v1/notifications", json: body).status } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(statuses.allSatisfy { $0 == .created }, "\(statuses.map(\.code))")
+            #expect(try await Events.deliveries(harness, type: "large.create")["burst"] == 80)
+            #expect(try await harness.unreadCount("burst") == 80)
+        }
+    }
+
+    /// A batch interrupted after its insert applied (its owner killed, or MongoDB timing out
+    /// after applying it), then someone follows inside the batch's range before the resume.
+    /// The resume covers exactly the stored range: nobody shifts into the next batch (where a
+    /// new batch time would give them a second copy), and every count is exact. Before the fix
+    /// the resume re-read a page of 1000, the range's last follower moved to the next batch and
+    /// got the event twice, with an unread count of 1.
+    ///
+    /// The interrupted state is the one a crash after the insert leaves: the progress record
+    /// with the batch's time (and, now, its range) set and a lease run out, the batch's
+    /// notifications stored and counted.
+    @Test func aResumedBatchCoversExactlyItsRangeWhenFollowsArriveDuringTheOutage() async throws {
+        try await withHarness(configure: {
+            $0.eventFanoutLeaseMilliseconds = 1000
+            $0.mongoOperationTimeoutMilliseconds = 5000
+        }) { harness in
+            let mongo = harness.environment.mongoPool
+            let followers = try await Events.seedFollowers(harness, of: "shift", count: 1500)
+            let key = EventService.key(scope: "test", eventId: "ev-shift")
+            let event = NewEvent(id: "ev-shift", type: "shift.t", actorId: "shift", audience: .followersOf("shift"), title: nil, body: nil, dataJSON: "{}")
+            let batchTime = Timestamp(milliseconds: Int64(Date().timeIntervalSince1970 * 1000) - 60_000)
+            // The first run: its range fixed, then its insert applied and counted, then it died.
+            let firstBatch = Array(followers.prefix(1000))
+            let record = EventRecord(
+                key: key, eventId: "ev-shift", event: event, status: "in_progress", created: 0, batch: 0, cursor: .null, batchTime: batchTime,
+                batchEnd: .string(firstBatch[firstBatch.count - 1]), leaseToken: "dead-owner", leaseUntil: Timestamp(milliseconds: 0),
+                createdAt: batchTime, expiresAt: batchTime.advanced(by: .seconds(86_400)))
+            let documents = firstBatch.map { recipient in
+                MongoNotificationStore.document(Notification(
+                    id: ObjectIDs.derived(at: batchTime, from: "\(key)\n\(recipient)"), recipientId: recipient, type: "shift.t", actorId: "shift",
+                    title: nil, body: nil, dataJSON: "{}", createdAt: batchTime, readAt: nil))
+            }
+            _ = try await Events.patiently { try await mongo.collection("notifications").insert(documents) }
+            _ = try await Events.patiently {
+                try await mongo.collection("user_counters").insert(firstBatch.map { ["_id": .string($0), "unread": .int64(1), "seq": .int64(1)] })
+            }
+            // A follow during the outage, sorting inside the interrupted batch's range.
+            let newcomer = followers[500] + "a"
+            #expect(try await FollowersAndPreferencesTests.put(harness.client, "/v1/users/shift/followers/\(newcomer)").status == .noContent)
+            // The record goes in last: the sweeper resumes it once it is there.
+            _ = try await Events.patiently { try await mongo.collection("events").insert([EventStore.document(record)]) }
+            let final = try await retrying(for: .seconds(60), every: .milliseconds(250)) {
+                try await harness.client.get("/v1/events/ev-shift").jsonObject()
+            } until: { $0["status"] as? String == "completed" }
+            #expect(final["status"] as? String == "completed")
+            let deliveries = try await Events.deliveries(harness, type: "shift.t")
+            let everyone = Set(followers + [newcomer])
+            #expect(Set(deliveries.keys) == everyone, "every follower, the newcomer too")
+            let twice = deliveries.filter { $0.value != 1 }
+            #expect(twice.isEmpty, "nobody twice: \(twice.keys.sorted().prefix(5))")
+            // The newcomer's copy carries the interrupted batch's time: it is in the same range.
+            for user in [followers[0], followers[500], newcomer, followers[999], followers[1000], followers[1499]] {
+                let count = try await retrying(for: .seconds(15), every: .milliseconds(500)) { try await harness.unreadCount(user) } until: { $0 == 1 }
+                #expect(count == 1, "\(user)")
+            }
+        }
+    }
+}
