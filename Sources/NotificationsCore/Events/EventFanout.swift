@@ -53,7 +53,9 @@ struct EventFanout: Sendable {
             let resumed = record.batchTime != nil
             let (recipients, next) = try await resumed ? sameBatch(record, limit: limit) : nextBatch(record, limit: limit)
             let now = clock.now()
-            guard !recipients.isEmpty else {
+            // An empty next page is the end; an interrupted range found empty (everyone in it
+            // unfollowed meanwhile) is a batch like another, and the pages after it remain.
+            guard !recipients.isEmpty || resumed else {
                 guard try await events.complete(record, at: now) else { return .leaseLost }
                 return .completed(created: record.created)
             }
