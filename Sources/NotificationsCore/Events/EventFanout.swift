@@ -1,3 +1,4 @@
+internal import Crypto
 internal import Logging
 internal import MongoStore
 internal import Resilience
@@ -118,6 +119,13 @@ struct EventFanout: Sendable {
         }
     }
 
+    /// The batch's name in the counters it increments: short (each counter keeps the last 64),
+    /// the same for every run of the batch, different for every other batch.
+    static func marker(_ record: EventRecord) -> String {
+        let digest = SHA256.hash(data: Array("\(record.key)\n\(record.batch)".utf8))
+        return digest.prefix(12).hexString
+    }
+
     /// Writes one batch; returns how many recipients it is for (after skipping).
     private func write(_ record: EventRecord, recipients: [String], time: Timestamp, resumed: Bool) async throws -> Int {
         let event = record.event
@@ -130,7 +138,7 @@ struct EventFanout: Sendable {
                 id: ObjectIDs.derived(at: time, from: "\(record.key)\n\(recipient)"), recipientId: recipient, type: event.type,
                 actorId: event.actorId, title: event.title, body: event.body, dataJSON: event.dataJSON, createdAt: time, readAt: nil)
         }
-        _ = try await writer.fanout(notifications, resumed: resumed, candidates: candidates)
+        _ = try await writer.fanout(notifications, resumed: resumed, candidates: candidates, marker: Self.marker(record))
         if resumed { logger.info("Resumed an interrupted fan-out batch", metadata: ["event": "\(record.key)", "batch": "\(record.batch)"]) }
         return eligible.count
     }

@@ -118,7 +118,7 @@ public final class IdempotencyStore: Sendable {
         var hasher = SHA256()
         hasher.update(data: Array("\(method) \(path)\n".utf8))
         hasher.update(data: body)
-        return hasher.finalize().map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+        return hasher.finalize().hexString
     }
 
     /// Looks the key up and claims it if it is new. Throws `StoreError` when MongoDB is unusable

@@ -30,7 +30,7 @@ public struct MongoNotificationStore: NotificationStore {
         self.notifications = notifications
         self.counters = UnreadCounters(
             notifications: notifications, counters: pool.collection("user_counters"),
-            settle: .milliseconds(2 * pool.operationTimeoutMilliseconds) + .seconds(1), metrics: metrics, logger: logger,
+            settle: WriteTiming(writeDeadline: .milliseconds(pool.operationTimeoutMilliseconds)).counterSettle, metrics: metrics, logger: logger,
             repaired: counterRepaired)
         let counters = self.counters
         self.lateInserts = BackgroundDeleter(collection: notifications, metrics: metrics, logger: logger) { recipients in
@@ -73,8 +73,16 @@ public struct MongoNotificationStore: NotificationStore {
         let documents = createDocuments + batches.flatMap { $0.notifications.map(Self.document) }
         guard !documents.isEmpty else {
             // A resumed batch none of whose candidates is eligible now: its first run's counts are redone.
-            await counters.markStaleMany(batches.flatMap(\.candidates))
+            for batch in batches { await counters.markStaleMany(batch.candidates, marker: batch.marker) }
             return InsertAnswers(creates: [], batches: batches.map { _ in .success([]) })
+        }
+        // Counters a multi-document `$inc` will need exist before the insert, so only that `$inc`
+        // follows its commit (`WriteTiming.counterSettle`). Nothing is written if this fails.
+        do {
+            let recipients = batches.flatMap { $0.notifications.map(\.recipientId) } + (Set(creates.map(\.recipientId)).count > 1 ? creates.map(\.recipientId) : [])
+            if !recipients.isEmpty { try await counters.ensureCounters(recipients) }
+        } catch {
+            return InsertAnswers(creates: creates.map { _ in .failure(StoreError(error)) }, batches: batches.map { _ in .failure(StoreError(error)) })
         }
         let errors: [Int: MongoError]
         do {
@@ -102,8 +110,8 @@ public struct MongoNotificationStore: NotificationStore {
                 createAnswers.append(.failure(StoreError(error)))
             }
         }
+        await counters.incrementMany(counted, ensured: true)
         var batchAnswers: [Result<[Notification], any Error>] = []
-        var stale: [String] = []
         var offset = creates.count
         for batch in batches {
             defer { offset += batch.notifications.count }
@@ -117,21 +125,22 @@ public struct MongoNotificationStore: NotificationStore {
                 case let error?: failure = failure ?? error
                 }
             }
+            // Each batch's counters on their own, under the batch's marker: its `+1`s land once
+            // per user, whichever run (or a frozen owner woken late) sends them.
             if let failure {
                 // Some of it is stored: the batch is written again later, and counted afresh.
-                stale += batch.notifications.map(\.recipientId)
+                await counters.markStaleMany(batch.notifications.map(\.recipientId))
                 batchAnswers.append(.failure(StoreError(failure)))
             } else if batch.resumed {
-                // Its first run may have counted any candidate (also one who muted since): recount.
-                stale += batch.candidates + batch.notifications.map(\.recipientId)
+                // Its first run may have counted any candidate (also one who muted since): recount,
+                // and take the batch's `+1` over from that run.
+                await counters.markStaleMany(batch.candidates + batch.notifications.map(\.recipientId), marker: batch.marker)
                 batchAnswers.append(.success(stored))
             } else {
-                counted += stored.map(\.recipientId)
+                await counters.incrementMany(stored.map(\.recipientId), marker: batch.marker, ensured: true)
                 batchAnswers.append(.success(stored))
             }
         }
-        await counters.incrementMany(counted)
-        if !stale.isEmpty { await counters.markStaleMany(stale) }
         return InsertAnswers(creates: createAnswers, batches: batchAnswers)
     }
 

@@ -43,6 +43,9 @@ public struct FanoutBatch: Sendable {
     /// For a resumed batch, every recipient of its range but the actor, eligible now or not:
     /// each counter its first run may have incremented is recounted.
     public var candidates: [String] = []
+    /// Names this batch (event and batch index) in the counters it increments, so its `+1`s
+    /// land once per user however many times it runs (`UnreadCounters`).
+    public var marker: String? = nil
 }
 
 /// The answers of one `NotificationStore.insert`, in the order of its creates and batches.

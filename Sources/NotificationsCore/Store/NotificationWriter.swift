@@ -65,9 +65,9 @@ public struct NotificationWriter: Sendable {
     /// Stores a fan-out batch; returns the notifications this call stored. A resumed batch
     /// goes to the store even when none of its candidates is eligible now: their counters
     /// are recounted (its first run may have counted some).
-    func fanout(_ notifications: [Notification], resumed: Bool, candidates: [String]) async throws -> [Notification] {
+    func fanout(_ notifications: [Notification], resumed: Bool, candidates: [String], marker: String) async throws -> [Notification] {
         guard !notifications.isEmpty || (resumed && !candidates.isEmpty) else { return [] }
-        let batch = FanoutBatch(notifications: notifications, resumed: resumed, candidates: resumed ? candidates : [])
+        let batch = FanoutBatch(notifications: notifications, resumed: resumed, candidates: resumed ? candidates : [], marker: marker)
         guard case .fannedOut(let stored) = try await commit.submit(.fanout(batch)) else {
             throw StoreError.unavailable("a fan-out was answered as a create")
         }

@@ -15,19 +15,25 @@ internal import Synchronization
 /// until the counter is reconciled.
 ///
 /// Reconciling must neither lose nor double an `$inc` that races the recount, and a write's
-/// `$inc` follows its commit by up to two operation deadlines (the write's reply, then the
-/// `$inc` itself). So it takes two steps: a
-/// reader records `(checkSeq, checkCount, checkAt)` guarded on the `seq` it read before
-/// counting; a reader at least `settle` later, finding `seq` still equal to `checkSeq`, sets
-/// `unread = checkCount` and clears `stale`, guarded on the same `seq` and `checkAt`. Every
-/// write committed before the count had its `$inc` land before the `seq` was read (or `seq`
-/// would have moved), and every later write moves `seq` and restarts the check.
+/// `$inc` follows its commit by up to `WriteTiming.counterSettle` (the insert's reply, then the
+/// counter's find, insert and update, each within the MongoDB deadline). So it takes two
+/// steps: a reader records `(checkSeq, checkCount, checkAt)` guarded on the `seq` it read
+/// before counting; a reader at least `settle` later, finding `seq` still equal to `checkSeq`,
+/// sets `unread = checkCount` and clears `stale`, guarded on the same `seq` and `checkAt`.
+/// Every write committed before the count had its `$inc` land before the `seq` was read (or
+/// `seq` would have moved), and every later write moves `seq` and restarts the check.
+///
+/// A fan-out batch's `+1`s can come arbitrarily late (an owner frozen between its insert and its
+/// `$inc`, woken after another instance resumed the batch and the counters were reconciled), so
+/// no time bound covers them: they are made idempotent instead. Each batch has a marker; its
+/// `$inc` applies only to counters that do not hold the marker yet, and pushes it (the last
+/// `markerMemory` markers are kept per user); a resumed batch pushes the marker with its stale
+/// mark. So the `+1` of a batch lands at most once per user, and never after its resume took
+/// the count over.
 final class UnreadCounters: Sendable {
     let counters: MongoCollection
     let notifications: MongoCollection
-    /// How long `seq` must stay unchanged before a recount is trusted: more than the time
-    /// between a write's commit and its `$inc` (two operation deadlines), plus a margin for the
-    /// instances' clocks (`checkAt` is one instance's wall clock, compared by another's).
+    /// How long `seq` must stay unchanged before a recount is trusted (`WriteTiming.counterSettle`).
     let settle: Duration
     private let logger: Logger
     private let locallyStale = StaleUsers()
@@ -72,26 +78,38 @@ final class UnreadCounters: Sendable {
         }
     }
 
+    /// How many fan-out batch markers a counter keeps (a batch's late `+1` is recognised while
+    /// its user has had fewer than this many fan-out batches since).
+    static let markerMemory = 64
+
     /// After a batch committed: +1 for each occurrence of a user, in a constant number of
     /// commands (one query and one insert for users without a counter yet, then one
     /// multi-document `$inc` per distinct number of notifications a user got in the batch,
     /// usually one), never a statement per user: the dev server runs statements one by one.
-    /// One user alone is one upsert. A failure marks the users' counters stale instead.
-    func incrementMany(_ users: [String]) async {
+    /// One user alone without a marker is one upsert. With a fan-out batch's `marker`, only
+    /// counters without it are incremented, and get it. A failure marks the users' counters
+    /// stale instead.
+    /// - Parameter ensured: the counters were created before the write (`ensureCounters`), so the
+    ///   `$inc` is the only call after its commit.
+    func incrementMany(_ users: [String], marker: String? = nil, ensured: Bool = false) async {
         var counts: [String: Int] = [:]
         for user in users { counts[user, default: 0] += 1 }
-        if counts.count == 1, let (user, count) = counts.first {
+        if marker == nil, counts.count == 1, let (user, count) = counts.first {
             await adjust(user, by: count)
             return
         }
         guard !counts.isEmpty else { return }
         let usersByCount = Dictionary(grouping: counts.keys) { counts[$0] ?? 0 }
         do {
-            try await ensureCounters(Array(counts.keys))
+            if !ensured { try await ensureCounters(Array(counts.keys)) }
             _ = try await counters.update(usersByCount.sorted { $0.key < $1.key }.map { count, group in
-                MongoCollection.UpdateStatement(
-                    filter: ["_id": ["$in": .array(group.sorted().map(BSONValue.string))]],
-                    update: ["$inc": ["unread": .int64(Int64(count)), "seq": .int64(1)]], multi: true)
+                var filter: BSONDocument = ["_id": ["$in": .array(group.sorted().map(BSONValue.string))]]
+                var update: BSONDocument = ["$inc": ["unread": .int64(Int64(count)), "seq": .int64(1)]]
+                if let marker {
+                    filter["marks"] = ["$ne": .string(marker)]
+                    update["$push"] = Self.pushMarker(marker)
+                }
+                return MongoCollection.UpdateStatement(filter: filter, update: update, multi: true)
             })
         } catch {
             logger.warning("Unread counter updates of a batch failed; they will be recounted", metadata: ["users": "\(counts.count)", "error": "\(error)"])
@@ -101,19 +119,32 @@ final class UnreadCounters: Sendable {
 
     /// For a batch that was interrupted and is written again: which counters its first run
     /// incremented is unknown, so all of them are marked stale (recounted, then reconciled).
-    func markStaleMany(_ users: [String]) async {
+    /// With the batch's `marker`, the mark also takes the batch's `+1` over: the first run's
+    /// `$inc`, should it still come, finds the marker and changes nothing.
+    func markStaleMany(_ users: [String], marker: String? = nil) async {
+        let users = Array(Set(users)).sorted()
         guard !users.isEmpty else { return }
+        let ids: BSONValue = .array(users.map(BSONValue.string))
+        var statements: [MongoCollection.UpdateStatement] = []
+        if let marker {
+            statements.append(.init(filter: ["_id": ["$in": ids], "marks": ["$ne": .string(marker)]], update: ["$push": Self.pushMarker(marker)], multi: true))
+        }
+        statements.append(.init(filter: ["_id": ["$in": ids]], update: ["$set": ["stale": true], "$inc": ["seq": .int64(1)]], multi: true))
         do {
             try await ensureCounters(users)
-            _ = try await counters.update(
-                ["_id": ["$in": .array(users.map(BSONValue.string))]], ["$set": ["stale": true], "$inc": ["seq": .int64(1)]], multi: true)
+            _ = try await counters.update(statements)
         } catch {
             for user in users { markStale(user) }
         }
     }
 
+    private static func pushMarker(_ marker: String) -> BSONValue {
+        ["marks": ["$each": .array([.string(marker)]), "$slice": .int32(Int32(-markerMemory))]]
+    }
+
     /// Creates the counters missing among `users` (a multi-document update cannot upsert).
-    private func ensureCounters(_ users: [String]) async throws(MongoError) {
+    func ensureCounters(_ users: [String]) async throws(MongoError) {
+        let users = Array(Set(users)).sorted()
         let existing = try await counters.find(["_id": ["$in": .array(users.map(BSONValue.string))]], sort: ["_id": 1], projection: ["_id": 1])
         let known = Set(existing.compactMap { $0["_id"]?.string })
         let missing = Set(users).subtracting(known)

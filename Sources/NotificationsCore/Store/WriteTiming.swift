@@ -18,6 +18,17 @@ public struct WriteTiming: Sendable, Equatable {
     /// The contract's least look-back for resumes and polls.
     public static let minimumLookBack = Duration.seconds(5)
 
+    /// The MongoDB calls that can follow a write's commit before its counter change lands: the
+    /// write's own reply, then one counter update (counters a multi-document `$inc` needs are
+    /// created before the write, so no find or insert comes in between).
+    public static let callsAfterCommit = 2
+
+    /// How long a counter's `seq` must stay unchanged before a recount of it is trusted: every
+    /// `$inc` of a write the recount counted has landed by then (`UnreadCounters`).
+    public var counterSettle: Duration {
+        writeDeadline * Self.callsAfterCommit + Self.clockSkew
+    }
+
     /// How far before a reader's previous look a new look must start so that nothing committed
     /// in between is missed: an id's time is at most a deadline (plus skew) before its commit.
     public var lookBack: Duration {
