@@ -28,16 +28,21 @@ public struct RedisAddress: Sendable, Hashable, CustomStringConvertible {
 ///
 /// The answer is cached until `invalidate()`: the pool calls it when a connection is refused or
 /// a write meets `-READONLY` (the old master became a replica), and the `+switch-master`
-/// listener when a failover is announced. The sentinels are asked in turn; the first answer wins.
+/// listener when a failover is announced. The sentinels are asked in turn; the first answer
+/// that the named server confirms (`ROLE` says `master`) wins: a sentinel cut off from the
+/// others during a failover still names the old master, which is a replica by then.
 public final class SentinelResolver: Sendable {
     public let sentinels: [RedisAddress]
     public let masterName: String
+    /// How to log in to the master (`REDIS_URL`'s password and database) for the `ROLE` check.
+    private let credentials: RedisConfiguration
     private let logger: Logger
     private let cached = Mutex<RedisAddress?>(nil)
 
-    public init(sentinels: [RedisAddress], masterName: String, logger: Logger) {
+    public init(sentinels: [RedisAddress], masterName: String, credentials: RedisConfiguration = RedisConfiguration(), logger: Logger) {
         self.sentinels = sentinels
         self.masterName = masterName
+        self.credentials = credentials
         self.logger = logger
     }
 
@@ -52,6 +57,11 @@ public final class SentinelResolver: Sendable {
         for sentinel in sentinels {
             do {
                 let address = try await ask(sentinel, on: eventLoop, deadline: deadline)
+                guard try await isMaster(address, on: eventLoop, deadline: deadline) else {
+                    logger.warning("A sentinel names a Redis that is not the master; asking the next", metadata: ["sentinel": "\(sentinel)", "named": "\(address)"])
+                    lastError = .connectionRefused("sentinel \(sentinel) names \(address), which is not a master")
+                    continue
+                }
                 let changed = cached.withLock { cached -> Bool in
                     defer { cached = address }
                     return cached != address
@@ -63,6 +73,17 @@ public final class SentinelResolver: Sendable {
             }
         }
         throw lastError
+    }
+
+    /// Whether the server at `address` says it is a master (`ROLE`).
+    private func isMaster(_ address: RedisAddress, on eventLoop: any EventLoop, deadline: NIODeadline) async throws(RedisError) -> Bool {
+        var configuration = credentials
+        configuration.host = address.host
+        configuration.port = address.port
+        let connection = try await RedisConnection.connect(to: configuration, on: eventLoop, deadline: deadline)
+        defer { connection.close() }
+        let reply = try await connection.send(RedisCommand("ROLE", []), deadline: deadline)
+        return reply.array?.first?.string == "master"
     }
 
     private func ask(_ sentinel: RedisAddress, on eventLoop: any EventLoop, deadline: NIODeadline) async throws(RedisError) -> RedisAddress {

@@ -77,6 +77,21 @@ struct NearCacheTests {
         #expect(near.lookup(user: "ann", variant: "count", now: start + .seconds(31)) == nil)
     }
 
+    /// A copy of a Redis entry with 5 s left expires with it, not a whole TTL later (before
+    /// the fix a missed invalidation could keep a copy stale for twice FEED_CACHE_TTL_SECONDS).
+    @Test func aCopyOfARedisEntryKeepsOnlyWhatIsLeftOfItsLifetime() {
+        let near = Self.make(ttl: .seconds(30))
+        let start = ContinuousClock.now
+        near.store(user: "ann", variant: "count", body: Self.body, ticket: near.ticket(user: "ann"), remaining: .seconds(5), now: start)
+        #expect(near.lookup(user: "ann", variant: "count", now: start + .seconds(4)) != nil)
+        #expect(near.lookup(user: "ann", variant: "count", now: start + .seconds(6)) == nil)
+        // Never longer than the TTL, and nothing kept of an entry with no time left.
+        near.store(user: "bob", variant: "count", body: Self.body, ticket: near.ticket(user: "bob"), remaining: .seconds(90), now: start)
+        #expect(near.lookup(user: "bob", variant: "count", now: start + .seconds(31)) == nil)
+        near.store(user: "cy", variant: "count", body: Self.body, ticket: near.ticket(user: "cy"), remaining: .zero, now: start)
+        #expect(near.lookup(user: "cy", variant: "count", now: start) == nil)
+    }
+
     @Test func itNeverHoldsMoreThanItsBytesAndKeepsWhatIsRead() {
         let near = Self.make(maxBytes: 100_000)
         let page = [UInt8](repeating: 65, count: 3600)

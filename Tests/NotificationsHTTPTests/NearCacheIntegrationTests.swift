@@ -183,3 +183,31 @@ struct NearCacheIntegrationTests {
         }
     }
 }
+
+/// The near cache's copy of a Redis entry lives no longer than the Redis entry (issue 17,
+/// item 12): with FEED_CACHE_TTL_SECONDS=2, an entry copied 1.5 s after it was loaded is gone
+/// from the near cache 0.5 s later; before the fix it lived 2 s from the copy.
+@Suite("Near cache: a copy expires with its Redis entry")
+struct NearCacheLifetimeTests {
+    @Test func aCopyTakenLateExpiresWithTheRedisEntry() async throws {
+        try await withHarness(configure: {
+            $0.feedNearCache = true
+            $0.feedCacheTTLSeconds = 2
+            $0.rateLimitPolicies = [RateLimitPolicy(name: "*", limit: 10_000, windowMilliseconds: 1000)]
+        }) { harness in
+            try await NearCacheIntegrationTests.withSecondInstance(harness) { other in
+                let near = try #require(other.services.cache.near)
+                _ = try await harness.client.create(recipient: "late-copy")
+                // Loaded here and stored in Redis with a 2 s lifetime.
+                _ = try await harness.environment.services.feed.unreadCount(userId: "late-copy")
+                try await Task.sleep(for: .milliseconds(1500))
+                // The other instance copies it from Redis, 0.5 s before Redis drops it.
+                let copied = try await other.services.feed.unreadCount(userId: "late-copy")
+                #expect(copied.cache == .hit)
+                #expect(near.contains(user: "late-copy", variant: NotificationFeed.unreadCountVariant))
+                try await Task.sleep(for: .milliseconds(900))
+                #expect(!near.contains(user: "late-copy", variant: NotificationFeed.unreadCountVariant), "the copy expired with the Redis entry")
+            }
+        }
+    }
+}

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Logging
+import NIOCore
 import NIOPosix
 import NotificationsCore
 import NotificationsHTTP
@@ -27,6 +28,28 @@ struct SentinelTests {
         let pool = RedisConnectionPool(configuration: configuration, eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "exists"))
         defer { pool.close() }
         return try await pool.send(RedisCommand("EXISTS", [key])) == .integer(1)
+    }
+
+    /// A sentinel that still names a server that is no longer the master (here: one that
+    /// monitors the replica's address under the master's name) is not believed: `ROLE` is
+    /// checked and the next sentinel asked. Before the fix the first answer won, and every
+    /// write went to a replica (`-READONLY`) until that sentinel changed its mind.
+    @Test func aSentinelNamingAReplicaIsSkipped() async throws {
+        let master = try await TestServers.startRedis()
+        defer { master.stop() }
+        let replica = try await TestServers.startRedis(["--replicaof", "127.0.0.1", "\(master.port)"])
+        defer { replica.stop() }
+        let stale = try await TestServers.startSentinel(masterPort: replica.port, name: "notifications")
+        defer { stale.stop() }
+        let good = try await TestServers.startSentinel(masterPort: master.port, name: "notifications")
+        defer { good.stop() }
+        let resolver = SentinelResolver(
+            sentinels: [RedisAddress(host: "127.0.0.1", port: stale.port), RedisAddress(host: "127.0.0.1", port: good.port)], masterName: "notifications",
+            logger: Logger(label: "sentinel"))
+        let eventLoop = MultiThreadedEventLoopGroup.singleton.any()
+        let found = try await resolver.master(on: eventLoop, deadline: .now() + .seconds(5))
+        #expect(found.port == master.port, "the master, not the replica the first sentinel names (\(replica.port))")
+        #expect(try await Self.role(port: found.port) == "master")
     }
 
     @Test func theMasterIsKilledUnderLoadAndTheNewMasterIsUsed() async throws {

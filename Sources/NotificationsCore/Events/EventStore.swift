@@ -118,11 +118,16 @@ public struct EventStore: Sendable {
         }
     }
 
-    /// Takes an abandoned fan-out over with a new lease token; nil if someone else did first.
-    func takeOver(_ record: EventRecord, token: String, leaseUntil: Timestamp) async throws -> EventRecord? {
+    /// Takes an abandoned fan-out over with a new lease token; nil if someone else did first, or
+    /// if its lease does not run out before `now` after all (the owner renewed it since the
+    /// sweep read it: a live fan-out is never taken).
+    func takeOver(_ record: EventRecord, now: Timestamp, token: String, leaseUntil: Timestamp) async throws -> EventRecord? {
         try await mongoOperation {
             try await events.findAndModify(
-                ["_id": .string(record.key), "leaseToken": .string(record.leaseToken), "status": "in_progress"],
+                [
+                    "_id": .string(record.key), "leaseToken": .string(record.leaseToken), "status": "in_progress",
+                    "leaseUntil": ["$lt": .datetime(now.milliseconds)],
+                ],
                 update: ["$set": ["leaseToken": .string(token), "leaseUntil": .datetime(leaseUntil.milliseconds)]], returnNew: true
             ).flatMap(Self.record)
         }

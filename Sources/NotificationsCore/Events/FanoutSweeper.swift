@@ -29,8 +29,9 @@ public struct FanoutSweeper: Service {
         do {
             for record in try await service.events.abandoned(now: now, limit: 5) {
                 guard !service.runner.isStopping else { return }
-                let leaseUntil = now.advanced(by: service.fanout.lease)
-                if let taken = try await service.events.takeOver(record, token: FanoutRunner.newToken(), leaseUntil: leaseUntil) {
+                let takenAt = service.clock.now()
+                let leaseUntil = takenAt.advanced(by: service.fanout.lease)
+                if let taken = try await service.events.takeOver(record, now: takenAt, token: FanoutRunner.newToken(), leaseUntil: leaseUntil) {
                     service.logger.notice("Resuming a fan-out whose owner stopped", metadata: ["event": "\(taken.key)", "batch": "\(taken.batch)"])
                     service.runner.start(taken, fanout: service.fanout)
                 }

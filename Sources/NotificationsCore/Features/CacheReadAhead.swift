@@ -20,6 +20,8 @@ public struct CacheReadAhead: Sendable, Equatable {
     let probe: CacheProbe
     let version: String
     let body: [UInt8]?
+    /// What is left of the entry's lifetime in Redis (its `PTTL`), when it has one.
+    var remaining: Duration? = nil
 
     /// Set while the request's handler runs (see `serving`).
     @TaskLocal static var current: CacheReadAhead?

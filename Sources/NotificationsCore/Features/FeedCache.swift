@@ -62,12 +62,14 @@ public final class FeedCache: Sendable {
     func versionKey(_ user: String) -> String { "\(namespace):{\(user)}:v" }
     func entryPrefix(_ user: String) -> String { "\(namespace):{\(user)}:e:" }
 
-    /// One round trip: the user's version and the entry stored under it (the entry key is
-    /// built from the version inside the script, so both keys share the user's hash tag).
+    /// One round trip: the user's version, the entry stored under it and what is left of the
+    /// entry's lifetime (the entry key is built from the version inside the script, so both keys
+    /// share the user's hash tag).
     static let lookup = RedisScript(
         """
         local version = redis.call('GET', KEYS[1]) or '0'
-        return {version, redis.call('GET', ARGV[1] .. version .. ':' .. ARGV[2])}
+        local entry = ARGV[1] .. version .. ':' .. ARGV[2]
+        return {version, redis.call('GET', entry), redis.call('PTTL', entry)}
         """)
 
     /// The cached body of `variant` for `user`, or `load()`'s, stored for the next reader.
@@ -79,18 +81,21 @@ public final class FeedCache: Sendable {
         let ticket: NearCache.Ticket?
         if let found = readAhead(user: user, variant: variant) {
             ticket = found.probe.ticket
-            if let body = found.body { return keptNear(CachedJSON(body: body, cache: .hit, tier: .redis), user: user, variant: variant, ticket: ticket) }
+            if let body = found.body {
+                return keptNear(CachedJSON(body: body, cache: .hit, tier: .redis), user: user, variant: variant, ticket: ticket, remaining: found.remaining)
+            }
             version = found.version
         } else {
             ticket = near?.ticket(user: user)
             let found = await gateway.call(.feedCache) { pool in
                 try await pool.evaluate(Self.lookup, keys: [versionKey(user)], arguments: [prefix, variant])
             }
-            guard let found, let parts = found.array, parts.count == 2, let foundVersion = parts[0].string else {
+            guard let found, let parts = found.array, parts.count >= 2, let foundVersion = parts[0].string else {
                 return CachedJSON(body: try await load(), cache: .bypass)
             }
             if case .bulkString(let body) = parts[1] {
-                return keptNear(CachedJSON(body: body, cache: .hit, tier: .redis), user: user, variant: variant, ticket: ticket)
+                let remaining = parts.count >= 3 ? parts[2].integer.flatMap { $0 >= 0 ? Duration.milliseconds($0) : nil } : nil
+                return keptNear(CachedJSON(body: body, cache: .hit, tier: .redis), user: user, variant: variant, ticket: ticket, remaining: remaining)
             }
             version = foundVersion
         }
@@ -102,9 +107,10 @@ public final class FeedCache: Sendable {
         return keptNear(CachedJSON(body: body, cache: .miss), user: user, variant: variant, ticket: ticket)
     }
 
-    /// Offers what Redis had (or what was loaded under the version Redis gave) to the near cache.
-    private func keptNear(_ cached: CachedJSON, user: String, variant: String, ticket: NearCache.Ticket?) -> CachedJSON {
-        near?.store(user: user, variant: variant, body: cached.body, ticket: ticket)
+    /// Offers what Redis had (or what was loaded under the version Redis gave) to the near cache;
+    /// a copy of a Redis entry keeps only what is left of that entry's lifetime.
+    private func keptNear(_ cached: CachedJSON, user: String, variant: String, ticket: NearCache.Ticket?, remaining: Duration? = nil) -> CachedJSON {
+        near?.store(user: user, variant: variant, body: cached.body, ticket: ticket, remaining: remaining)
         return cached
     }
 

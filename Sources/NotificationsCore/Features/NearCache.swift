@@ -139,9 +139,14 @@ public final class NearCache: Sendable {
     }
 
     /// Keeps `body` unless anything may have invalidated it since `ticket` was taken.
-    func store(user: String, variant: String, body: [UInt8], ticket: Ticket?, now: ContinuousClock.Instant = .now) {
+    /// - Parameter remaining: what is left of the Redis entry's own lifetime, for a copy of one:
+    ///   the copy expires with it, so a missed invalidation is still bounded by the TTL from the
+    ///   moment the body was loaded, not from when it was copied.
+    func store(user: String, variant: String, body: [UInt8], ticket: Ticket?, remaining: Duration? = nil, now: ContinuousClock.Instant = .now) {
         guard let ticket else { return }
-        let entry = Entry(body: body, expires: now + ttl)
+        let lifetime = remaining.map { min(ttl, max(.zero, $0)) } ?? ttl
+        guard lifetime > .zero else { return }
+        let entry = Entry(body: body, expires: now + lifetime)
         let bytes = state.withLock { state -> Int? in
             guard state.active, state.session == ticket.session, state.epochs[state.stripe(user)] == ticket.epoch else { return nil }
             Self.insert(entry, user: user, variant: variant, into: &state, maxBytes: maxBytes)

@@ -107,8 +107,10 @@ public final class RateLimiter: Sendable {
         local out = {1, math.floor((now + tolerance - next_tat) / interval + 1e-6), math.ceil(next_tat - now), 0}
         if KEYS[2] then
           local version = redis.call('GET', KEYS[2]) or '0'
+          local entry = ARGV[3] .. version .. ':' .. ARGV[4]
           out[5] = version
-          out[6] = redis.call('GET', ARGV[3] .. version .. ':' .. ARGV[4])
+          out[6] = redis.call('GET', entry)
+          out[7] = redis.call('PTTL', entry)
         end
         return out
         """)
@@ -129,9 +131,10 @@ public final class RateLimiter: Sendable {
         }
         let decision = GCRADecision(
             allowed: values[0] == 1, remaining: Int(values[1]), resetAfter: .microseconds(values[2]), retryAfter: .microseconds(values[3]))
-        guard let probe, parts.count == 6, let version = parts[4].string else { return (decision, nil) }
+        guard let probe, parts.count >= 6, let version = parts[4].string else { return (decision, nil) }
         let body: [UInt8]? = if case .bulkString(let bytes) = parts[5] { bytes } else { nil }
-        return (decision, CacheReadAhead(probe: probe, version: version, body: body))
+        let remaining = parts.count >= 7 ? parts[6].integer.flatMap { $0 >= 0 ? Duration.milliseconds($0) : nil } : nil
+        return (decision, CacheReadAhead(probe: probe, version: version, body: body, remaining: remaining))
     }
 
     private static func format6(_ value: Double) -> String {

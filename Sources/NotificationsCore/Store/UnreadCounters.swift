@@ -59,7 +59,8 @@ final class UnreadCounters: Sendable {
         policy.giveUpAfter = .seconds(86_400)
         let locallyStale = self.locallyStale
         repairs = RetryQueue(.counterRepairs, policy: policy, metrics: metrics, logger: logger) { users in
-            _ = try await counters.update(users.map(Self.markStale))
+            // A constant number of commands for the whole batch, never a statement per user.
+            try await Self.markStaleNow(users, in: counters)
         } completed: { users in
             locallyStale.remove(users)
             for user in users { await repaired(user) }
@@ -144,6 +145,10 @@ final class UnreadCounters: Sendable {
 
     /// Creates the counters missing among `users` (a multi-document update cannot upsert).
     func ensureCounters(_ users: [String]) async throws(MongoError) {
+        try await Self.ensureCounters(users, in: counters)
+    }
+
+    private static func ensureCounters(_ users: [String], in counters: MongoCollection) async throws(MongoError) {
         let users = Array(Set(users)).sorted()
         let existing = try await counters.find(["_id": ["$in": .array(users.map(BSONValue.string))]], sort: ["_id": 1], projection: ["_id": 1])
         let known = Set(existing.compactMap { $0["_id"]?.string })
@@ -171,8 +176,12 @@ final class UnreadCounters: Sendable {
         return unread
     }
 
-    private static func markStale(_ user: String) -> MongoCollection.UpdateStatement {
-        .init(filter: ["_id": .string(user)], update: ["$set": ["stale": true], "$inc": ["seq": .int64(1)]], upsert: true)
+    /// Marks the users' counters stale (creating those missing): one find, one insert, one update.
+    private static func markStaleNow(_ users: [String], in counters: MongoCollection) async throws(MongoError) {
+        let users = Array(Set(users)).sorted()
+        try await ensureCounters(users, in: counters)
+        _ = try await counters.update(
+            ["_id": ["$in": .array(users.map(BSONValue.string))]], ["$set": ["stale": true], "$inc": ["seq": .int64(1)]], multi: true)
     }
 
     /// One step of the two-step reconciliation (best effort: a failure leaves the counter stale).

@@ -26,7 +26,9 @@ public struct AppEnvironment: Sendable {
         let metrics = ServiceMetrics(factory: PrometheusMetricsFactory(registry: registry))
         let redisConfiguration = try RedisConfiguration(url: settings.redisURL, operationTimeoutMilliseconds: settings.redisOperationTimeoutMilliseconds)
         let sentinel = settings.redisSentinelMaster.map { master in
-            SentinelResolver(sentinels: settings.redisSentinels.compactMap { RedisAddress(parsing: $0) }, masterName: master, logger: logger)
+            SentinelResolver(
+                sentinels: settings.redisSentinels.compactMap { RedisAddress(parsing: $0) }, masterName: master, credentials: redisConfiguration,
+                logger: logger)
         }
         let redisPool = RedisConnectionPool(configuration: redisConfiguration, eventLoopGroup: eventLoopGroup, logger: logger, sentinel: sentinel)
         let gateway = RedisGateway(
