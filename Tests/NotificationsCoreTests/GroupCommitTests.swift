@@ -140,4 +140,49 @@ struct GroupCommitTests {
         writer.held.withLock { $0 = false }
         #expect(try await commit.submit(6) == 60, "the next write runs")
     }
+
+    @TaskLocal static var submitter: String?
+
+    /// Writes serve many submitters: neither phase sees the task-locals of whoever started it
+    /// (in the service, a request's Redis scope: once it had failed, every publish of a chain of
+    /// writes started one from another was skipped). Before the fix the write task inherited them.
+    @Test func writesDoNotInheritTheTaskLocalsOfTheirSubmitters() async throws {
+        let seen = Mutex<[String?]>([])
+        let commit = GroupCommit<Int, Int>(maxBatch: 10, budget: .seconds(30), cancelled: { Cancelled() }, expired: { Expired() }) { items, _ in
+            seen.withLock { $0.append(Self.submitter) }
+            try? await Task.sleep(for: .milliseconds(20))
+            return items.map { .success($0) }
+        } after: { _, _ in
+            seen.withLock { $0.append(Self.submitter) }
+        }
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            for index in 0..<20 {
+                group.addTask { try await Self.$submitter.withValue("request-\(index)") { try await commit.submit(index) } }
+            }
+            try await group.waitForAll()
+        }
+        let values = seen.withLock { $0 }
+        #expect(!values.isEmpty && values.allSatisfy { $0 == nil }, "\(values)")
+    }
+
+    /// The next write starts while the previous one's `after` phase still runs.
+    @Test func theNextWriteDoesNotWaitForThePreviousOnesAfterPhase() async throws {
+        let afterRunning = Mutex(false)
+        let overlapped = Mutex(false)
+        let commit = GroupCommit<Int, Int>(maxBatch: 1, budget: .seconds(30), cancelled: { Cancelled() }, expired: { Expired() }) { items, _ in
+            if afterRunning.withLock({ $0 }) { overlapped.withLock { $0 = true } }
+            return items.map { .success($0) }
+        } after: { items, _ in
+            guard items == [0] else { return }
+            afterRunning.withLock { $0 = true }
+            try? await Task.sleep(for: .milliseconds(300))
+            afterRunning.withLock { $0 = false }
+        }
+        async let first = commit.submit(0)
+        try await Task.sleep(for: .milliseconds(50))
+        let second = try await commit.submit(1)
+        #expect(second == 1)
+        #expect(overlapped.withLock { $0 }, "the second write went to the store while the first's after phase ran")
+        #expect(try await first == 0)
+    }
 }

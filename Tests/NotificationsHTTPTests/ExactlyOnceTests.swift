@@ -51,16 +51,27 @@ struct ExactlyOnceTests {
         }
     }
 
-    /// A burst of maximal creates shares one group commit (~1.3 MB): split by the server's
-    /// limits, every one is stored. Before the fix the write was one command and all failed.
+    /// A burst of maximal creates shares group commits of up to ~1.3 MB: split by the server's
+    /// limits, every one is stored. Before the fix each write was one command, and every create
+    /// of a write over the dev server's limits failed.
     @Test func aBurstOfLargeCreatesInOneGroupCommitIsStored() async throws {
         try await withHarness(configure: { $0.mongoOperationTimeoutMilliseconds = 5000 }) { harness in
-            let body = #"{"recipientId": "burst", "type": "large.create", "data": "# + Self.maximalData + "}"
-            let statuses = try await withThrowingTaskGroup(of: HTTPResponse.Status.self) { group in
-                for _ in 0..<80 { group.addTask { try await harness.client.post("/v1/notifications", json: body).status } }
-                return try await group.reduce(into: []) { $0.append($1) }
+            // Straight to the writer, truly concurrent (the test client sends one request at a time).
+            let feed = harness.environment.services.feed
+            let failures = try await withThrowingTaskGroup(of: String?.self) { group in
+                for index in 0..<80 {
+                    group.addTask {
+                        do {
+                            _ = try await feed.create(NewNotification(recipientId: "burst", type: "large.create", dataJSON: Self.maximalData))
+                            return nil
+                        } catch {
+                            return "#\(index): \(error)"
+                        }
+                    }
+                }
+                return try await group.reduce(into: [String]()) { failures, failure in if let failure { failures.append(failure) } }
             }
-            #expect(statuses.allSatisfy { $0 == .created }, "\(statuses.map(\.code))")
+            #expect(failures.isEmpty, "\(failures)")
             #expect(try await Events.deliveries(harness, type: "large.create")["burst"] == 80)
             #expect(try await harness.unreadCount("burst") == 80)
         }
@@ -128,13 +139,18 @@ struct ExactlyOnceTests {
 /// scope (issue 17, items 7 and 8).
 @Suite("Group commit: no request's Redis scope, Redis off the serialized path")
 struct GroupCommitRedisTests {
-    /// Creates for other users, from `writers` tasks, until `stop` is set.
+    /// Creates for other users from `writers` tasks until `stop` is set, each create in a Redis
+    /// request scope of its own as the HTTP middleware gives every request (in process: the test
+    /// client sends one request at a time, and this load must keep the writer busy).
     static func steadyLoad(_ harness: Harness, writers: Int, stop: Flag) async {
+        let feed = harness.environment.services.feed
         await withTaskGroup(of: Void.self) { group in
             for writer in 0..<writers {
                 group.addTask {
                     while !stop.isSet {
-                        _ = try? await harness.client.post("/v1/notifications", json: #"{"recipientId": "load-\#(writer)", "type": "load.t"}"#)
+                        _ = try? await RedisGateway.withRequestScope {
+                            try await feed.create(NewNotification(recipientId: "load-\(writer)", type: "load.t"))
+                        }
                     }
                 }
             }
@@ -147,7 +163,7 @@ struct GroupCommitRedisTests {
     /// that first started the chain: once one of its Redis calls had failed, every publish of
     /// the chain was skipped and notifications arrived only with the 10 s check.
     @Test func afterARedisPauseUnderLoadPushesArriveWithinASecond() async throws {
-        try await withHarness { harness in
+        try await withHarness(configure: { $0.circuitRecoveryTimeoutMilliseconds = 500 }) { harness in
             let stream = try await StreamTests.open(harness, "watcher")
             defer { stream.close() }
             #expect(try await stream.next()?.event == "unread-count")
@@ -155,8 +171,11 @@ struct GroupCommitRedisTests {
             async let load: Void = Self.steadyLoad(harness, writers: 12, stop: stop)
             try await Task.sleep(for: .milliseconds(500))
             _ = try await harness.withRedisAdmin { admin in try await admin.send(RedisCommand("CLIENT", ["PAUSE", "1500"])) }
-            try await Task.sleep(for: .milliseconds(2500))
-            #expect(harness.environment.gateway.state == .closed, "a short pause: the breaker stayed or came back closed")
+            try await Task.sleep(for: .milliseconds(1500))
+            // Redis is back: wait for the breaker to close again (its probes need the load's calls).
+            let state = try await retrying(for: .seconds(15), every: .milliseconds(100)) { harness.environment.gateway.state } until: { $0 == .closed }
+            #expect(state == .closed, "Redis back, the breaker closed")
+            try await Task.sleep(for: .milliseconds(500))
             var latencies: [Duration] = []
             for _ in 0..<5 {
                 let id = try await harness.client.create(recipient: "watcher")["id"] as? String
@@ -179,4 +198,46 @@ final class Flag: Sendable {
     private let value = Mutex(false)
     var isSet: Bool { value.withLock { $0 } }
     func set() { value.withLock { $0 = true } }
+}
+
+/// Redis hangs (SIGSTOP: no answer, no refusal) while the breaker is still closed: creates that
+/// queue behind a write waiting on Redis are still written within their MongoDB budget (issue
+/// 17, item 8). Before the fix the next write waited for the previous one's invalidation and
+/// publish (two Redis deadlines), and the creates queued meanwhile ran out of their budget and
+/// got 503 from a healthy MongoDB.
+@Suite("Group commit: a Redis hang before the breaker opens fails no create")
+struct RedisHangWriteTests {
+    @Test func queuedCreatesAreWrittenWhileTheFirstWriteWaitsOnRedis() async throws {
+        try await withHarness(configure: {
+            $0.redisOperationTimeoutMilliseconds = 1000
+            $0.mongoOperationTimeoutMilliseconds = 1500
+            // No rate-limit call in front of the creates: they reach the writer at once.
+            $0.rateLimitPolicies = [RateLimitPolicy(name: "*", limit: 10_000, windowMilliseconds: 1000), RateLimitPolicy(name: "other", limit: nil, windowMilliseconds: 1000)]
+        }) { harness in
+            let headers: HTTPFields = [.authorization: "Bearer other-secret", .contentType: "application/json"]
+            _ = try await harness.client.post("/v1/notifications", json: #"{"recipientId": "hang-warm", "type": "t"}"#, headers: headers)
+            harness.redis.pause()
+            defer { harness.redis.resume() }
+            // Straight to the writer, truly concurrent (the test client sends one request at a time).
+            let feed = harness.environment.services.feed
+            let failures = try await withThrowingTaskGroup(of: String?.self) { group in
+                for wave in 0..<3 {
+                    for index in 0..<8 {
+                        group.addTask {
+                            try await Task.sleep(for: .milliseconds(400 * wave))
+                            do {
+                                _ = try await feed.create(NewNotification(recipientId: "hang-\(wave)-\(index)", type: "hang.t"))
+                                return nil
+                            } catch {
+                                return "wave \(wave) #\(index): \(error)"
+                            }
+                        }
+                    }
+                }
+                return try await group.reduce(into: [String]()) { failures, failure in if let failure { failures.append(failure) } }
+            }
+            #expect(failures.isEmpty, "\(failures)")
+            #expect(try await Events.deliveries(harness, type: "hang.t").count == 24)
+        }
+    }
 }
