@@ -200,10 +200,12 @@ struct StreamTests {
             defer { stream.close() }
             #expect(try await stream.next()?.event == "unread-count")
             let lostAt = ContinuousClock.now
-            let lost = ObjectID.generate(milliseconds: Int64(Date().timeIntervalSince1970 * 1000))
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            let lost = ObjectID.generate(milliseconds: now)
+            // As the writer stores it (`writtenAt`: when the insert was sent), never published.
             try await harness.environment.mongoPool.collection("notifications").insertOne([
                 "_id": .objectID(lost), "recipientId": "lost", "type": "lost.publish", "actorId": .null, "title": .null, "body": .null,
-                "data": "{}", "createdAt": .datetime(lost.milliseconds), "readAt": .null,
+                "data": "{}", "createdAt": .datetime(lost.milliseconds), "readAt": .null, "writtenAt": .datetime(now),
             ])
             // Past the look-back (the harness's MongoDB deadline is 1.5 s: look-back 5 s) and
             // before the 10 s check.
@@ -261,6 +263,26 @@ struct StreamTests {
                     }
                 }
             }
+        }
+    }
+
+    /// A resumed fan-out batch keeps the ids its first run planned (a minute old here), and its
+    /// publish is lost: the safety check still sends it, because it looks for what was written
+    /// lately, not for recent ids. Before the fix the check looked at ids only, so such a
+    /// notification never reached an open stream.
+    @Test func aResumedBatchsOldIdWhosePublishWasLostStillArrives() async throws {
+        try await withHarness { harness in
+            let stream = try await Self.open(harness, "old-id")
+            defer { stream.close() }
+            #expect(try await stream.next()?.event == "unread-count")
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            let planned = ObjectID.generate(milliseconds: now - 60_000)
+            try await harness.environment.mongoPool.collection("notifications").insertOne([
+                "_id": .objectID(planned), "recipientId": "old-id", "type": "resumed.batch", "actorId": "a", "title": .null, "body": .null,
+                "data": "{}", "createdAt": .datetime(planned.milliseconds), "readAt": .null, "writtenAt": .datetime(now),
+            ])
+            let late = try await Self.nextNotification(stream, timeout: .seconds(12))
+            #expect(late?.id == planned.description, "found by the check although its id is a minute old")
         }
     }
 }

@@ -41,7 +41,11 @@ public struct MongoNotificationStore: NotificationStore {
     /// Creates the indexes this store relies on (idempotent; run at start-up and by `create-indexes`).
     public func createIndexes() async throws {
         try await mongoOperation {
-            try await notifications.createIndexes([.init(name: "recipient_feed", keys: ["recipientId": 1, "_id": -1])])
+            try await notifications.createIndexes([
+                .init(name: "recipient_feed", keys: ["recipientId": 1, "_id": -1]),
+                // Streams' checks and polls: what was written lately, whatever its id's time.
+                .init(name: "recipient_written", keys: ["recipientId": 1, "writtenAt": 1]),
+            ])
         }
     }
 
@@ -65,12 +69,22 @@ public struct MongoNotificationStore: NotificationStore {
     public func insert(creates: [Notification], batches: [FanoutBatch], within timeout: Duration) async -> InsertAnswers {
         // This write's token: a late copy of a create is deleted only if it is this run's (see BackgroundDeleter).
         let run = String(UInt64.random(in: 1...UInt64.max), radix: 36)
+        // When this write was sent: a stream's check finds it by this, whatever its id's time
+        // (a resumed fan-out batch keeps the ids, and so the time, its first run planned).
+        let writtenAt = BSONValue.datetime(SystemWallClock().now().milliseconds)
         let createDocuments = creates.map { notification in
             var document = Self.document(notification)
             document["run"] = .string(run)
+            document["writtenAt"] = writtenAt
             return document
         }
-        let documents = createDocuments + batches.flatMap { $0.notifications.map(Self.document) }
+        let documents = createDocuments + batches.flatMap { batch in
+            batch.notifications.map { notification in
+                var document = Self.document(notification)
+                document["writtenAt"] = writtenAt
+                return document
+            }
+        }
         guard !documents.isEmpty else {
             // A resumed batch none of whose candidates is eligible now: its first run's counts are redone.
             for batch in batches { await counters.markStaleMany(batch.candidates, marker: batch.marker) }
@@ -116,14 +130,20 @@ public struct MongoNotificationStore: NotificationStore {
         for batch in batches {
             defer { offset += batch.notifications.count }
             var stored: [Notification] = []
+            var earlier: [BSONValue] = []
             var failure: MongoError?
             for (index, notification) in batch.notifications.enumerated() {
                 switch errors[offset + index] {
                 case nil: stored.append(notification)
-                // Stored by an earlier run of this batch.
-                case .duplicateKey?: break
+                // Stored by an earlier run of this batch (maybe applied late, after that run gave up).
+                case .duplicateKey?: earlier.append(ObjectID(hex: notification.id).map(BSONValue.objectID) ?? .string(notification.id))
                 case let error?: failure = failure ?? error
                 }
+            }
+            if batch.resumed, failure == nil, !earlier.isEmpty {
+                // Whether the earlier run's streams ever heard of them is unknown: written again
+                // as of now, streams' checks find them (their publish is redone too).
+                _ = try? await notifications.update(["_id": ["$in": .array(earlier)]], ["$set": ["writtenAt": writtenAt]], multi: true)
             }
             // Each batch's counters on their own, under the batch's marker: its `+1`s land once
             // per user, whichever run (or a frozen owner woken late) sends them.
@@ -174,6 +194,15 @@ public struct MongoNotificationStore: NotificationStore {
         if unreadOnly { filter["readAt"] = .null }
         return try await mongoOperation {
             try await notifications.find(filter, sort: Self.feedSort, limit: limit).compactMap(Self.notification)
+        }
+    }
+
+    public func written(recipientId: String, since: Timestamp, limit: Int) async throws -> [Notification] {
+        try await mongoOperation {
+            try await notifications.find(
+                ["recipientId": .string(recipientId), "writtenAt": ["$gt": .datetime(since.milliseconds)]], sort: ["recipientId": 1, "writtenAt": 1],
+                limit: limit
+            ).compactMap(Self.notification)
         }
     }
 

@@ -22,6 +22,9 @@ public protocol NotificationStore: Sendable {
     /// How many notifications like `sample` (any recipient) fit in one insert command, by the
     /// limits the server reports: a fan-out batch is never larger, so each batch is one command.
     func notificationsPerInsert(like sample: Notification) async throws -> Int
+    /// The recipient's notifications written (inserted, or re-marked by a resumed fan-out batch)
+    /// after `since`, oldest write first, at most `limit`: what a stream's check looks for.
+    func written(recipientId: String, since: Timestamp, limit: Int) async throws -> [Notification]
     /// The recipient's notifications with an id greater than `after`, newest first, at most `limit`.
     func newer(recipientId: String, than after: String, limit: Int) async throws -> [Notification]
     /// Newest first, strictly older than `before` (an id) when given.

@@ -114,22 +114,23 @@ public struct NotificationWriter: Sendable {
         } else {
             await cache.invalidateMany(users: recipients)
         }
-        var stored: [Notification] = []
+        var published: [Notification] = []
         var createdCount = 0
-        for answer in answers {
-            switch answer {
-            case .success(.created(let notification, let created)):
-                stored.append(notification)
+        for (request, answer) in zip(requests, answers) {
+            switch (request, answer) {
+            case (_, .success(.created(let notification, let created))):
+                published.append(notification)
                 if created { createdCount += 1 }
-            case .success(.fannedOut(let notifications)):
-                stored += notifications
-                createdCount += notifications.count
-            case .failure:
+            case (.fanout(let batch), .success(.fannedOut(let stored))):
+                // A resumed batch's earlier run may have stored some and died before publishing.
+                published += batch.resumed ? batch.notifications : stored
+                createdCount += stored.count
+            default:
                 break
             }
         }
         metrics.notificationsCreated(createdCount)
         // After the write returned: open streams on every instance get them (one round trip).
-        await streams.publish(stored.map { ($0.recipientId, StreamMessage($0)) })
+        await streams.publish(published.map { ($0.recipientId, StreamMessage($0)) })
     }
 }

@@ -6,12 +6,13 @@ internal import Logging
 /// every new notification once, each followed by the count when it changed, and a comment
 /// line when nothing was sent for a heartbeat. New notifications come from Redis push
 /// (the mailbox) while push is available; otherwise, and at least every 10 s even on push, a
-/// MongoDB query looks for ids newer than a window (`WriteTiming.lookBack`) before the
-/// previous such look, or before the newest id sent if that is older: so a notification whose
-/// publish was lost arrives at the next look, whatever else was sent meanwhile. Ids sent are
-/// remembered beyond that window, so nothing is sent twice within a stream, across the
-/// push/poll switches too. Looks are spread (each interval is drawn from 80–100 % of the
-/// configured one), so streams opened together do not query MongoDB together.
+/// MongoDB query looks for notifications *written* (`writtenAt`, the time their insert was
+/// sent, which a resumed fan-out batch renews) since a window (`WriteTiming.lookBack`) before
+/// the previous such look: so a notification whose publish was lost arrives at the next look,
+/// whatever else was sent meanwhile, and whatever its id's time (a resumed batch keeps the ids
+/// its first run planned). Ids sent are remembered beyond that window, so nothing is sent twice
+/// within a stream, across the push/poll switches too. Looks are spread (each interval is drawn
+/// from 80–100 % of the configured one), so streams opened together do not query together.
 public struct NotificationStream: Sendable {
     let user: String
     let store: any NotificationStore
@@ -66,32 +67,51 @@ public struct NotificationStream: Sendable {
             try await emit("event: unread-count\ndata: \(String(decoding: body, as: UTF8.self))\n\n", event: "unread-count")
         }
         func sendNotification(id: String, createdAt: Int64, json: String) async throws {
-            guard state.markSent(id: id) else { return }
+            guard state.markSent(id: id, at: clock.now()) else { return }
             try await emit("event: notification\nid: \(id)\ndata: \(json)\n\n", event: "notification")
             hub.metrics.streamDelivered(after: .milliseconds(clock.now().milliseconds - createdAt))
         }
-        /// Sends what MongoDB has that this stream has not sent yet, oldest first.
-        func check(after floor: String, limit: Int) async throws -> Bool {
-            let found = try await store.newer(recipientId: user, than: floor, limit: limit)
-            if found.count >= limit { return false }
-            for notification in found.reversed() {
+        /// Sends `found` that this stream has not sent yet, oldest id first.
+        func deliver(_ found: [Notification]) async throws {
+            for notification in found.sorted(by: { $0.id < $1.id }) {
                 var json = JSONWriter()
                 notification.write(to: &json)
                 try await sendNotification(id: notification.id, createdAt: notification.createdAt.milliseconds, json: json.string)
             }
+        }
+        /// A resume: what has an id greater than `floor`; false when there are `limit` or more.
+        func resume(after floor: String, limit: Int) async throws -> Bool {
+            let found = try await store.newer(recipientId: user, than: floor, limit: limit)
+            if found.count >= limit { return false }
+            try await deliver(found)
             return true
         }
-        /// Remembers as sent what exists from `time` (minus the look-back) up to `ceiling`.
+        /// A look: what was written since a look-back before `anchor`; false when there are `limit` or more.
+        func look(since anchor: Timestamp, limit: Int) async throws -> Bool {
+            let found = try await store.written(recipientId: user, since: anchor.advanced(by: .zero - lookBack), limit: limit)
+            if found.count >= limit { return false }
+            try await deliver(found)
+            return true
+        }
+        /// Remembers as sent what exists from `time` (minus the look-back) up to `ceiling`, by
+        /// id; without a ceiling also what was written since then, whatever its id.
         func markExisting(from time: Timestamp, upTo ceiling: String? = nil) async throws {
             let floor = ObjectIDs.lowerBound(at: time.advanced(by: .zero - lookBack))
+            let now = clock.now()
             for notification in try await store.newer(recipientId: user, than: floor, limit: 1000) where ceiling.map({ notification.id <= $0 }) ?? true {
-                _ = state.markSent(id: notification.id)
+                _ = state.markSent(id: notification.id, at: now)
+            }
+            guard ceiling == nil else { return }
+            for notification in try await store.written(recipientId: user, since: time.advanced(by: .zero - lookBack), limit: 1000) {
+                _ = state.markSent(id: notification.id, at: now)
             }
         }
         /// Too much to send one by one: the client reloads its feed; the stream goes on from now.
+        /// What exists is noted before the event goes out, so a notification the client writes
+        /// once it sees the event is not taken for an old one.
         func reset() async throws {
-            try await emit("event: reset\ndata: {}\n\n", event: "reset")
             try await markExisting(from: clock.now())
+            try await emit("event: reset\ndata: {}\n\n", event: "reset")
         }
 
         // What exists now is not new: without a resume point, everything so far; with one, the
@@ -106,7 +126,7 @@ public struct NotificationStream: Sendable {
         try await sendCount(force: true)
         // Then what is strictly newer than the resume point, oldest first.
         if let lastEventID, ObjectIDs.time(of: lastEventID) != nil {
-            if !(try await check(after: lastEventID, limit: Self.resumeLimit + 1)) { try await reset() }
+            if !(try await resume(after: lastEventID, limit: Self.resumeLimit + 1)) { try await reset() }
         }
         while !Task.isCancelled {
             let (messages, catchUp, finished) = mailbox.drain()
@@ -128,9 +148,7 @@ public struct NotificationStream: Sendable {
             if catchUp || monotonic.now - lastCheck >= interval {
                 if !push { hub.metrics.fallback(.stream) }
                 let now = clock.now()
-                let anchor = min(lastCheckAt, state.newestSent)
-                let floor = ObjectIDs.lowerBound(at: anchor.advanced(by: .zero - lookBack))
-                if !(try await check(after: floor, limit: Self.pollLimit)) { try await reset() }
+                if !(try await look(since: lastCheckAt, limit: Self.pollLimit)) { try await reset() }
                 try await sendCount(force: false)
                 lastCheck = monotonic.now
                 lastCheckAt = now
@@ -147,26 +165,26 @@ public struct NotificationStream: Sendable {
 /// What one stream has sent: ids within reach of the next look at MongoDB, and the last count.
 struct StreamState {
     let openedAt: Timestamp
-    /// How far before the newest id sent a look at MongoDB can start (an interval and a look-back).
+    /// How long ago a look at MongoDB can reach (an interval and a look-back).
     let reach: Duration
-    var sent: Set<String> = []
-    var newestSent: Timestamp
+    /// Ids sent (or found existing), with when: a look finds a notification again for as long
+    /// as its write is within reach, so it is remembered at least that long.
+    var sent: [String: Timestamp] = [:]
     var lastCount: [UInt8]?
 
     init(openedAt: Timestamp, reach: Duration) {
         self.openedAt = openedAt
         self.reach = reach
-        self.newestSent = openedAt
     }
 
-    /// False if `id` was sent already. Forgets ids far behind the newest (bounded memory).
-    mutating func markSent(id: String) -> Bool {
-        guard sent.insert(id).inserted else { return false }
-        if let time = ObjectIDs.time(of: id), time > newestSent { newestSent = time }
+    /// False if `id` was sent already. Forgets ids sent long before any look can reach (bounded memory).
+    mutating func markSent(id: String, at now: Timestamp) -> Bool {
+        guard sent[id] == nil else { return false }
+        sent[id] = now
         if sent.count > 4096 {
-            // Ids older than a look can reach (with as much again to spare) are never found again.
-            let horizon = newestSent.advanced(by: .zero - reach * 2)
-            sent = sent.filter { (ObjectIDs.time(of: $0) ?? horizon) >= horizon }
+            // With as much again to spare.
+            let horizon = now.advanced(by: .zero - reach * 2)
+            sent = sent.filter { $0.value >= horizon }
         }
         return true
     }
