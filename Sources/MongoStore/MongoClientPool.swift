@@ -221,10 +221,10 @@ public final class MongoClientPool: Sendable {
     }
 
     /// Runs a find and drains its cursor (getMore included).
-    func find(collection: String, filter: BSONDocument, options: BSONDocument) async throws(MongoError) -> [BSONDocument] {
+    func find(collection: String, filter: BSONDocument, options: BSONDocument, timeout: TimeAmount? = nil) async throws(MongoError) -> [BSONDocument] {
         let database = databaseName
-        let expiry = NIODeadline.now() + operationTimeout
-        return try await withClient { client throws(MongoError) in
+        let expiry = NIODeadline.now() + (timeout ?? operationTimeout)
+        return try await withClient(timeout: timeout) { client throws(MongoError) in
             try Self.retryingConflicts(until: expiry) { () throws(MongoError) in
                 try Self.drain(client: client, database: database, collection: collection, filter: filter, options: options)
             }

@@ -38,11 +38,14 @@ public struct MongoCollection: Sendable {
     /// Inserts documents, in as many commands as the server's limits require (`WriteLimits`).
     /// Duplicates are reported, not thrown, so a batch can be retried safely; `insertOne`
     /// throws them instead.
-    public func insert(_ documents: [BSONDocument], ordered: Bool = false) async throws(MongoError) -> InsertResult {
+    /// - Parameter timeout: the call's deadline, when shorter than the operation timeout.
+    public func insert(_ documents: [BSONDocument], ordered: Bool = false, timeout: Duration? = nil) async throws(MongoError) -> InsertResult {
         guard !documents.isEmpty else { return InsertResult(inserted: 0, duplicateIndexes: []) }
         var inserted = 0
         var duplicates: [Int] = []
-        for (range, reply) in try await pool.runWrite(["insert": .string(name), "ordered": .bool(ordered)], arrayKey: "documents", items: documents) {
+        let replies = try await pool.runWrite(
+            ["insert": .string(name), "ordered": .bool(ordered)], arrayKey: "documents", items: documents, timeout: timeout.map { TimeAmount($0) })
+        for (range, reply) in replies {
             let reply = try reply.get()
             duplicates += try Self.writeErrors(reply).map { $0 + range.lowerBound }
             inserted += Int(reply["n"]?.int64 ?? 0)
@@ -76,14 +79,15 @@ public struct MongoCollection: Sendable {
         if !result.duplicateIndexes.isEmpty { throw .duplicateKey("\(name)") }
     }
 
+    /// - Parameter timeout: the call's deadline, when shorter than the operation timeout.
     public func find(
-        _ filter: BSONDocument, sort: BSONDocument? = nil, limit: Int? = nil, projection: BSONDocument? = nil
+        _ filter: BSONDocument, sort: BSONDocument? = nil, limit: Int? = nil, projection: BSONDocument? = nil, timeout: Duration? = nil
     ) async throws(MongoError) -> [BSONDocument] {
         var options = BSONDocument()
         if let sort { options["sort"] = .document(sort) }
         if let limit { options["limit"] = .int64(Int64(limit)) }
         if let projection { options["projection"] = .document(projection) }
-        return try await pool.find(collection: name, filter: filter, options: options)
+        return try await pool.find(collection: name, filter: filter, options: options, timeout: timeout.map { TimeAmount($0) })
     }
 
     public func findOne(_ filter: BSONDocument) async throws(MongoError) -> BSONDocument? {

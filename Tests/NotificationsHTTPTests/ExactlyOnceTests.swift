@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
@@ -32,9 +35,11 @@ struct ExactlyOnceTests {
             let users = (0..<1000).map { "big-data-\($0)" }
             let audience = users.map { "\"\($0)\"" }.joined(separator: ",")
             let body = #"{"id": "ev-large", "type": "large.data", "actorId": "sender", "audience": {"userIds": ["# + audience + #"]}, "data": "# + Self.maximalData + "}"
-            let accepted = try await Events.post(harness.client, body)
-            #expect(accepted.status == .accepted, "\(accepted.text.prefix(300))")
-            #expect(try accepted.jsonObject()["notificationsCreated"] as? Int == 1000)
+            // Over its own connection with a generous timeout: ~36 batches of ~28 on the dev server
+            // take long on a CI box running the other suites (the test client gives up at 60 s).
+            let (code, answer) = try await Self.postSlowly(port: harness.client.port ?? 0, path: "/v1/events", body)
+            #expect(code == 202, "\(answer)")
+            #expect(answer["notificationsCreated"] as? Int == 1000)
             let status = try await harness.client.get("/v1/events/ev-large").jsonObject()
             #expect(status["status"] as? String == "completed" && status["notificationsCreated"] as? Int == 1000)
             let deliveries = try await Events.deliveries(harness, type: "large.data")
@@ -49,6 +54,17 @@ struct ExactlyOnceTests {
                 #expect(page["unreadCount"] as? Int == 1)
             }
         }
+    }
+
+    static func postSlowly(port: Int, path: String, _ json: String) async throws -> (Int, [String: Any]) {
+        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+        request.httpMethod = "POST"
+        request.timeoutInterval = 600
+        request.setValue("Bearer \(apiKey)", forHTTPHeaderField: "Authorization")
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        request.httpBody = Data(json.utf8)
+        let (data, response) = try await URLSession.shared.data(for: request)
+        return ((response as? HTTPURLResponse)?.statusCode ?? 0, (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:])
     }
 
     /// A burst of maximal creates shares group commits of up to ~1.3 MB: split by the server's

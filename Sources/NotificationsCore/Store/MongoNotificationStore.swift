@@ -92,15 +92,17 @@ public struct MongoNotificationStore: NotificationStore {
         }
         // Counters a multi-document `$inc` will need exist before the insert, so only that `$inc`
         // follows its commit (`WriteTiming.counterSettle`). Nothing is written if this fails.
+        // Both come out of the write's one budget.
+        let started = ContinuousClock.now
         do {
             let recipients = batches.flatMap { $0.notifications.map(\.recipientId) } + (Set(creates.map(\.recipientId)).count > 1 ? creates.map(\.recipientId) : [])
-            if !recipients.isEmpty { try await counters.ensureCounters(recipients) }
+            if !recipients.isEmpty { try await counters.ensureCounters(recipients, within: timeout) }
         } catch {
             return InsertAnswers(creates: creates.map { _ in .failure(StoreError(error)) }, batches: batches.map { _ in .failure(StoreError(error)) })
         }
         let errors: [Int: MongoError]
         do {
-            errors = try await notifications.insertEach(documents, timeout: timeout)
+            errors = try await notifications.insertEach(documents, timeout: max(.milliseconds(1), timeout - (ContinuousClock.now - started)))
         } catch where error.isUnavailable {
             // The server may still apply them: creates must not stay (their clients got a 503),
             // and counters are not trusted while a ghost may be visible (a read-all would count
@@ -142,7 +144,7 @@ public struct MongoNotificationStore: NotificationStore {
             }
             if batch.resumed, failure == nil, !earlier.isEmpty {
                 // Whether the earlier run's streams ever heard of them is unknown: written again
-                // as of now, streams' checks find them (their publish is redone too).
+                // as of now, streams' checks find them. Best effort: their publish is redone too.
                 _ = try? await notifications.update(["_id": ["$in": .array(earlier)]], ["$set": ["writtenAt": writtenAt]], multi: true)
             }
             // Each batch's counters on their own, under the batch's marker: its `+1`s land once

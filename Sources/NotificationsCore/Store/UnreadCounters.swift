@@ -15,8 +15,9 @@ internal import Synchronization
 /// until the counter is reconciled.
 ///
 /// Reconciling must neither lose nor double an `$inc` that races the recount, and a write's
-/// `$inc` follows its commit by up to `WriteTiming.counterSettle` (the insert's reply, then the
-/// counter's find, insert and update, each within the MongoDB deadline). So it takes two
+/// `$inc` follows its commit by up to `WriteTiming.counterSettle` (the write's reply, then its
+/// one counter update: the counters a multi-document `$inc` needs are made before the write).
+/// So it takes two
 /// steps: a reader records `(checkSeq, checkCount, checkAt)` guarded on the `seq` it read
 /// before counting; a reader at least `settle` later, finding `seq` still equal to `checkSeq`,
 /// sets `unread = checkCount` and clears `stale`, guarded on the same `seq` and `checkAt`.
@@ -144,18 +145,23 @@ final class UnreadCounters: Sendable {
     }
 
     /// Creates the counters missing among `users` (a multi-document update cannot upsert).
-    func ensureCounters(_ users: [String]) async throws(MongoError) {
-        try await Self.ensureCounters(users, in: counters)
+    /// - Parameter timeout: for each of its two calls, when shorter than the operation timeout.
+    func ensureCounters(_ users: [String], within timeout: Duration? = nil) async throws(MongoError) {
+        try await Self.ensureCounters(users, in: counters, within: timeout)
     }
 
-    private static func ensureCounters(_ users: [String], in counters: MongoCollection) async throws(MongoError) {
+    private static func ensureCounters(_ users: [String], in counters: MongoCollection, within timeout: Duration? = nil) async throws(MongoError) {
         let users = Array(Set(users)).sorted()
-        let existing = try await counters.find(["_id": ["$in": .array(users.map(BSONValue.string))]], sort: ["_id": 1], projection: ["_id": 1])
+        let started = ContinuousClock.now
+        let existing = try await counters.find(
+            ["_id": ["$in": .array(users.map(BSONValue.string))]], sort: ["_id": 1], projection: ["_id": 1], timeout: timeout)
         let known = Set(existing.compactMap { $0["_id"]?.string })
         let missing = Set(users).subtracting(known)
         guard !missing.isEmpty else { return }
         // Duplicates (created meanwhile by another write) are reported, not thrown: fine.
-        _ = try await counters.insert(missing.sorted().map { ["_id": .string($0), "unread": .int64(0), "seq": .int64(0)] })
+        _ = try await counters.insert(
+            missing.sorted().map { ["_id": .string($0), "unread": .int64(0), "seq": .int64(0)] },
+            timeout: timeout.map { max(.milliseconds(1), $0 - (ContinuousClock.now - started)) })
     }
 
     /// A write for `user` may or may not have been applied: recount until reconciled.
