@@ -60,3 +60,30 @@ struct FanoutCounterTests {
         }
     }
 }
+
+/// A takeover is conditional on the lease having run out (issue 17, item 12): a sweep that read
+/// the record while the lease had run out does not take it once the owner has renewed it.
+@Suite("Fan-out takeover: only an expired lease")
+struct FanoutTakeoverTests {
+    @Test func aRenewedLeaseIsNotTakenOver() async throws {
+        try await withMongoPool { pool in
+            let events = EventStore(pool: pool)
+            let now = SystemWallClock().now()
+            let event = NewEvent(id: "ev", type: "t", actorId: "a", audience: .followersOf("a"))
+            let record = EventRecord(
+                key: "test:ev", eventId: "ev", event: event, status: "in_progress", created: 0, batch: 0, cursor: .null, batchTime: nil,
+                batchEnd: nil, leaseToken: "owner", leaseUntil: now.advanced(by: .seconds(-1)), createdAt: now,
+                expiresAt: now.advanced(by: .seconds(3600)))
+            _ = try await events.claim(record, now: now)
+            // What a sweep read: the lease had run out.
+            let seen = try #require(try await events.abandoned(now: now, limit: 5).first)
+            // The owner was alive after all and renews before the takeover lands.
+            #expect(try await events.renewLease(record, until: now.advanced(by: .seconds(30))))
+            #expect(try await events.takeOver(seen, now: now, token: "taker", leaseUntil: now.advanced(by: .seconds(30))) == nil)
+            #expect(try await events.find(key: "test:ev")?.leaseToken == "owner")
+            // Once it really runs out, it is taken.
+            let later = now.advanced(by: .seconds(31))
+            #expect(try await events.takeOver(seen, now: later, token: "taker", leaseUntil: later.advanced(by: .seconds(30)))?.leaseToken == "taker")
+        }
+    }
+}
