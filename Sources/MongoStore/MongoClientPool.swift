@@ -140,7 +140,8 @@ public final class MongoClientPool: Sendable {
     /// `arrayKey` names the array (`documents`, `updates`). A chunk the server refuses as a whole
     /// is answered with its error and the next chunk is still sent; a chunk whose outcome is
     /// unknown (timeout, connection lost) throws, and no later chunk is sent: the caller treats
-    /// the whole write as unknown, as it would a single command.
+    /// the whole write as unknown, as it would a single command. An `ordered` write stops after
+    /// the first chunk with a write error, as one ordered command would.
     /// - Parameter maxCount: a smaller cap on items per command than the server's, when wanted.
     public func runWrite(
         _ command: BSONDocument, arrayKey: String, items: [BSONDocument], maxCount: Int? = nil, timeout: TimeAmount? = nil
@@ -161,10 +162,13 @@ public final class MongoClientPool: Sendable {
                         try Self.command(chunk, database: database, client: client)
                     }
                     replies.append((range, .success(reply)))
+                    // An ordered write stops at its first error, across chunks as within one.
+                    if command["ordered"]?.bool == true, reply["writeErrors"]?.array?.isEmpty == false { break }
                 } catch where error.isUnavailable {
                     throw error
                 } catch {
                     replies.append((range, .failure(error)))
+                    if command["ordered"]?.bool == true { break }
                 }
             }
             return replies

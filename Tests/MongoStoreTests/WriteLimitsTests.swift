@@ -74,3 +74,19 @@ struct WriteLimitsTests {
         }
     }
 }
+
+extension WriteLimitsTests {
+    /// An ordered insert split into several commands stops at its first error, as one command would.
+    @Test func anOrderedInsertStopsAtItsFirstErrorAcrossChunks() async throws {
+        try await MongoStoreTests.withPool(timeoutMilliseconds: 30_000) { pool, _ async throws in
+            let items = pool.collection("ordered")
+            let blob = String(repeating: "o", count: 10 * 1024)
+            // The 10th document repeats the first id; 150 documents of 10 KiB take several commands.
+            let documents: [BSONDocument] = (0..<150).map { index in ["_id": .int64(Int64(index == 9 ? 0 : index)), "blob": .string(blob)] }
+            let result = try await items.insert(documents, ordered: true)
+            #expect(result.duplicateIndexes == [9])
+            #expect(result.inserted == 9)
+            #expect(try await items.find([:], projection: ["_id": 1]).count == 9, "nothing after the error")
+        }
+    }
+}
