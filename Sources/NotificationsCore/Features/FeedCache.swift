@@ -94,7 +94,7 @@ public final class FeedCache: Sendable {
                 return CachedJSON(body: try await load(), cache: .bypass)
             }
             if case .bulkString(let body) = parts[1] {
-                let remaining = parts.count >= 3 ? parts[2].integer.flatMap { $0 >= 0 ? Duration.milliseconds($0) : nil } : nil
+                let remaining = parts.count >= 3 ? Self.lifetime(pttl: parts[2]) : nil
                 return keptNear(CachedJSON(body: body, cache: .hit, tier: .redis), user: user, variant: variant, ticket: ticket, remaining: remaining)
             }
             version = foundVersion
@@ -105,6 +105,11 @@ public final class FeedCache: Sendable {
             try await pool.send(RedisCommand([Array("SET".utf8), Array(entryKey.utf8), body, Array("EX".utf8), Array(String(ttlSeconds).utf8)]))
         }
         return keptNear(CachedJSON(body: body, cache: .miss), user: user, variant: variant, ticket: ticket)
+    }
+
+    /// What is left of an entry's lifetime, from its `PTTL` (negative: no entry, or no expiry).
+    static func lifetime(pttl: RESPValue) -> Duration? {
+        pttl.integer.flatMap { $0 >= 0 ? .milliseconds($0) : nil }
     }
 
     /// Offers what Redis had (or what was loaded under the version Redis gave) to the near cache;

@@ -133,7 +133,7 @@ public final class RateLimiter: Sendable {
             allowed: values[0] == 1, remaining: Int(values[1]), resetAfter: .microseconds(values[2]), retryAfter: .microseconds(values[3]))
         guard let probe, parts.count >= 6, let version = parts[4].string else { return (decision, nil) }
         let body: [UInt8]? = if case .bulkString(let bytes) = parts[5] { bytes } else { nil }
-        let remaining = parts.count >= 7 ? parts[6].integer.flatMap { $0 >= 0 ? Duration.milliseconds($0) : nil } : nil
+        let remaining = parts.count >= 7 ? FeedCache.lifetime(pttl: parts[6]) : nil
         return (decision, CacheReadAhead(probe: probe, version: version, body: body, remaining: remaining))
     }
 

@@ -124,19 +124,10 @@ final class UnreadCounters: Sendable {
     /// With the batch's `marker`, the mark also takes the batch's `+1` over: the first run's
     /// `$inc`, should it still come, finds the marker and changes nothing.
     func markStaleMany(_ users: [String], marker: String? = nil) async {
-        let users = Array(Set(users)).sorted()
-        guard !users.isEmpty else { return }
-        let ids: BSONValue = .array(users.map(BSONValue.string))
-        var statements: [MongoCollection.UpdateStatement] = []
-        if let marker {
-            statements.append(.init(filter: ["_id": ["$in": ids], "marks": ["$ne": .string(marker)]], update: ["$push": Self.pushMarker(marker)], multi: true))
-        }
-        statements.append(.init(filter: ["_id": ["$in": ids]], update: ["$set": ["stale": true], "$inc": ["seq": .int64(1)]], multi: true))
         do {
-            try await ensureCounters(users)
-            _ = try await counters.update(statements)
+            try await Self.markStaleNow(users, marker: marker, in: counters)
         } catch {
-            for user in users { markStale(user) }
+            for user in Set(users) { markStale(user) }
         }
     }
 
@@ -182,12 +173,19 @@ final class UnreadCounters: Sendable {
         return unread
     }
 
-    /// Marks the users' counters stale (creating those missing): one find, one insert, one update.
-    private static func markStaleNow(_ users: [String], in counters: MongoCollection) async throws(MongoError) {
+    /// Marks the users' counters stale (creating those missing), and with a batch's `marker` pushes
+    /// it: one find, one insert, one update command, never a statement per user.
+    private static func markStaleNow(_ users: [String], marker: String? = nil, in counters: MongoCollection) async throws(MongoError) {
         let users = Array(Set(users)).sorted()
+        guard !users.isEmpty else { return }
+        let ids: BSONValue = .array(users.map(BSONValue.string))
+        var statements: [MongoCollection.UpdateStatement] = []
+        if let marker {
+            statements.append(.init(filter: ["_id": ["$in": ids], "marks": ["$ne": .string(marker)]], update: ["$push": pushMarker(marker)], multi: true))
+        }
+        statements.append(.init(filter: ["_id": ["$in": ids]], update: ["$set": ["stale": true], "$inc": ["seq": .int64(1)]], multi: true))
         try await ensureCounters(users, in: counters)
-        _ = try await counters.update(
-            ["_id": ["$in": .array(users.map(BSONValue.string))]], ["$set": ["stale": true], "$inc": ["seq": .int64(1)]], multi: true)
+        _ = try await counters.update(statements)
     }
 
     /// One step of the two-step reconciliation (best effort: a failure leaves the counter stale).

@@ -93,18 +93,18 @@ public struct NotificationStream: Sendable {
             try await deliver(found)
             return true
         }
-        /// Remembers as sent what exists from `time` (minus the look-back) up to `ceiling`, by
-        /// id; without a ceiling also what was written since then, whatever its id.
+        /// Remembers as sent what exists from `time` (minus the look-back): with a `ceiling` (a
+        /// resume point), the ids up to it; without, what was written since then, which is all a
+        /// look can find (an id's time never follows its write).
         func markExisting(from time: Timestamp, upTo ceiling: String? = nil) async throws {
-            let floor = ObjectIDs.lowerBound(at: time.advanced(by: .zero - lookBack))
+            let since = time.advanced(by: .zero - lookBack)
+            let existing = if let ceiling {
+                try await store.newer(recipientId: user, than: ObjectIDs.lowerBound(at: since), limit: 1000).filter { $0.id <= ceiling }
+            } else {
+                try await store.written(recipientId: user, since: since, limit: 1000)
+            }
             let now = clock.now()
-            for notification in try await store.newer(recipientId: user, than: floor, limit: 1000) where ceiling.map({ notification.id <= $0 }) ?? true {
-                _ = state.markSent(id: notification.id, at: now)
-            }
-            guard ceiling == nil else { return }
-            for notification in try await store.written(recipientId: user, since: time.advanced(by: .zero - lookBack), limit: 1000) {
-                _ = state.markSent(id: notification.id, at: now)
-            }
+            for notification in existing { _ = state.markSent(id: notification.id, at: now) }
         }
         /// Too much to send one by one: the client reloads its feed; the stream goes on from now.
         /// What exists is noted before the event goes out, so a notification the client writes
