@@ -35,9 +35,11 @@ struct EventCrashTests {
         return (process, port)
     }
 
-    static func postEvent(port: Int, _ json: String) async throws -> (Int, [String: Any]) {
+    /// Over a connection of its own; `timeout` for a request that may take long on a busy box.
+    static func postEvent(port: Int, _ json: String, timeout: TimeInterval = 60) async throws -> (Int, [String: Any]) {
         var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/v1/events")!)
         request.httpMethod = "POST"
+        request.timeoutInterval = timeout
         request.setValue("Bearer \(apiKey)", forHTTPHeaderField: "Authorization")
         request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         request.httpBody = Data(json.utf8)

@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
@@ -37,7 +34,7 @@ struct ExactlyOnceTests {
             let body = #"{"id": "ev-large", "type": "large.data", "actorId": "sender", "audience": {"userIds": ["# + audience + #"]}, "data": "# + Self.maximalData + "}"
             // Over its own connection with a generous timeout: ~36 batches of ~28 on the dev server
             // take long on a CI box running the other suites (the test client gives up at 60 s).
-            let (code, answer) = try await Self.postSlowly(port: harness.client.port ?? 0, path: "/v1/events", body)
+            let (code, answer) = try await EventCrashTests.postEvent(port: harness.client.port ?? 0, body, timeout: 600)
             #expect(code == 202, "\(answer)")
             #expect(answer["notificationsCreated"] as? Int == 1000)
             let status = try await harness.client.get("/v1/events/ev-large").jsonObject()
@@ -56,36 +53,32 @@ struct ExactlyOnceTests {
         }
     }
 
-    static func postSlowly(port: Int, path: String, _ json: String) async throws -> (Int, [String: Any]) {
-        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
-        request.httpMethod = "POST"
-        request.timeoutInterval = 600
-        request.setValue("Bearer \(apiKey)", forHTTPHeaderField: "Authorization")
-        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        request.httpBody = Data(json.utf8)
-        let (data, response) = try await URLSession.shared.data(for: request)
-        return ((response as? HTTPURLResponse)?.statusCode ?? 0, (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:])
+    /// Runs `body(0..<count)` all at once; the failures, each with its index.
+    static func failures(of count: Int, _ body: @escaping @Sendable (Int) async throws -> Void) async -> [String] {
+        await withTaskGroup(of: String?.self) { group in
+            for index in 0..<count {
+                group.addTask {
+                    do {
+                        try await body(index)
+                        return nil
+                    } catch {
+                        return "#\(index): \(error)"
+                    }
+                }
+            }
+            return await group.reduce(into: [String]()) { failures, failure in if let failure { failures.append(failure) } }
+        }
     }
 
     /// A burst of maximal creates shares group commits of up to ~1.3 MB: split by the server's
     /// limits, every one is stored. Before the fix each write was one command, and every create
     /// of a write over the dev server's limits failed.
     @Test func aBurstOfLargeCreatesInOneGroupCommitIsStored() async throws {
-        try await withHarness(configure: { $0.mongoOperationTimeoutMilliseconds = 5000 }) { harness in
+        try await withHarness(configure: { $0.mongoOperationTimeoutMilliseconds = 5000 }) { harness async throws in
             // Straight to the writer, truly concurrent (the test client sends one request at a time).
             let feed = harness.environment.services.feed
-            let failures = try await withThrowingTaskGroup(of: String?.self) { group in
-                for index in 0..<80 {
-                    group.addTask {
-                        do {
-                            _ = try await feed.create(NewNotification(recipientId: "burst", type: "large.create", dataJSON: Self.maximalData))
-                            return nil
-                        } catch {
-                            return "#\(index): \(error)"
-                        }
-                    }
-                }
-                return try await group.reduce(into: [String]()) { failures, failure in if let failure { failures.append(failure) } }
+            let failures = await Self.failures(of: 80) { _ in
+                _ = try await feed.create(NewNotification(recipientId: "burst", type: "large.create", dataJSON: Self.maximalData))
             }
             #expect(failures.isEmpty, "\(failures)")
             #expect(try await Events.deliveries(harness, type: "large.create")["burst"] == 80)
@@ -236,21 +229,10 @@ struct RedisHangWriteTests {
             defer { harness.redis.resume() }
             // Straight to the writer, truly concurrent (the test client sends one request at a time).
             let feed = harness.environment.services.feed
-            let failures = try await withThrowingTaskGroup(of: String?.self) { group in
-                for wave in 0..<3 {
-                    for index in 0..<8 {
-                        group.addTask {
-                            try await Task.sleep(for: .milliseconds(400 * wave))
-                            do {
-                                _ = try await feed.create(NewNotification(recipientId: "hang-\(wave)-\(index)", type: "hang.t"))
-                                return nil
-                            } catch {
-                                return "wave \(wave) #\(index): \(error)"
-                            }
-                        }
-                    }
-                }
-                return try await group.reduce(into: [String]()) { failures, failure in if let failure { failures.append(failure) } }
+            // Three waves of 8, 400 ms apart.
+            let failures = await ExactlyOnceTests.failures(of: 24) { index in
+                try await Task.sleep(for: .milliseconds(400 * (index / 8)))
+                _ = try await feed.create(NewNotification(recipientId: "hang-\(index)", type: "hang.t"))
             }
             #expect(failures.isEmpty, "\(failures)")
             #expect(try await Events.deliveries(harness, type: "hang.t").count == 24)

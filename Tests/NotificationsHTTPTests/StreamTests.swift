@@ -17,6 +17,19 @@ struct StreamTests {
         return try await SSEClient.open(port: harness.client.port ?? 0, path: "/v1/users/\(user)/notifications/stream", headers: headers)
     }
 
+    /// A notification stored as the writer stores it (`writtenAt`: now, when its insert was sent)
+    /// but never published, as when its publish was lost; its id's time `idAge` ago (a resumed
+    /// fan-out batch keeps the ids its first run planned).
+    static func storeUnpublished(_ harness: Harness, user: String, idAge: Duration) async throws -> ObjectID {
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let id = ObjectID.generate(milliseconds: now - idAge.components.seconds * 1000)
+        try await harness.environment.mongoPool.collection("notifications").insertOne([
+            "_id": .objectID(id), "recipientId": .string(user), "type": "unpublished", "actorId": .null, "title": .null, "body": .null,
+            "data": "{}", "createdAt": .datetime(id.milliseconds), "readAt": .null, "writtenAt": .datetime(now),
+        ])
+        return id
+    }
+
     /// The next `notification` event's id (count events and comments skipped).
     static func nextNotification(_ stream: SSEClient, timeout: Duration = .seconds(5)) async throws -> SSEEvent? {
         while let event = try await stream.next(timeout: timeout) {
@@ -200,13 +213,7 @@ struct StreamTests {
             defer { stream.close() }
             #expect(try await stream.next()?.event == "unread-count")
             let lostAt = ContinuousClock.now
-            let now = Int64(Date().timeIntervalSince1970 * 1000)
-            let lost = ObjectID.generate(milliseconds: now)
-            // As the writer stores it (`writtenAt`: when the insert was sent), never published.
-            try await harness.environment.mongoPool.collection("notifications").insertOne([
-                "_id": .objectID(lost), "recipientId": "lost", "type": "lost.publish", "actorId": .null, "title": .null, "body": .null,
-                "data": "{}", "createdAt": .datetime(lost.milliseconds), "readAt": .null, "writtenAt": .datetime(now),
-            ])
+            let lost = try await Self.storeUnpublished(harness, user: "lost", idAge: .zero)
             // Past the look-back (the harness's MongoDB deadline is 1.5 s: look-back 5 s) and
             // before the 10 s check.
             try await Task.sleep(for: .seconds(6))
@@ -275,12 +282,7 @@ struct StreamTests {
             let stream = try await Self.open(harness, "old-id")
             defer { stream.close() }
             #expect(try await stream.next()?.event == "unread-count")
-            let now = Int64(Date().timeIntervalSince1970 * 1000)
-            let planned = ObjectID.generate(milliseconds: now - 60_000)
-            try await harness.environment.mongoPool.collection("notifications").insertOne([
-                "_id": .objectID(planned), "recipientId": "old-id", "type": "resumed.batch", "actorId": "a", "title": .null, "body": .null,
-                "data": "{}", "createdAt": .datetime(planned.milliseconds), "readAt": .null, "writtenAt": .datetime(now),
-            ])
+            let planned = try await Self.storeUnpublished(harness, user: "old-id", idAge: .seconds(60))
             let late = try await Self.nextNotification(stream, timeout: .seconds(12))
             #expect(late?.id == planned.description, "found by the check although its id is a minute old")
         }
