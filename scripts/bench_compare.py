@@ -10,10 +10,13 @@ The table gives, over ROUNDS rounds: each build's median ratio to the bare serve
 of each round's new/old quotient; the CPU time each request cost the service and Redis (from
 /proc: the figure least moved by other work on the machine); and how many commands Redis found
 per read of a client socket. Rows: the floor (`/health/live`), the cached feed (Redis hit,
-unlimited and rate-limited keys) and the near-cache hit (unlimited and rate-limited keys).
+unlimited and rate-limited keys) and the near-cache hit (unlimited and rate-limited keys);
+with `ROWS=writes`, the floor and creates (`POST /v1/notifications`, 50 recipients, over 1 and
+over 64 connections) instead.
 """
 import os
 import socket
+import tempfile
 import statistics
 import subprocess
 import sys
@@ -23,6 +26,7 @@ import bench  # noqa: E402  (wrk, the seeding and the cache warm-ups)
 import e2e  # noqa: E402
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
+WRITES = os.environ.get("ROWS", "reads") == "writes"
 KEYS = dict(API_KEYS="bench:bench-secret,limited:limited-secret", RATE_LIMIT_POLICIES="bench:unlimited,limited:1000000/1s",
             LOG_LEVEL="warning")
 
@@ -46,18 +50,29 @@ def main():
         plain, _ = instances["old"]
         bench.seed_feed(plain, 20)
         feed = "/v1/users/bench-user/notifications?limit=20"
-        rows = [("floor: GET /health/live", 0, "/health/live", "bench-secret"),
-                ("cached feed, Redis hit, unlimited", 0, feed, "bench-secret"),
-                ("cached feed, Redis hit, rate-limited", 0, feed, "limited-secret"),
-                ("near-cache hit, unlimited", 1, feed, "bench-secret"),
-                ("near-cache hit, rate-limited", 1, feed, "limited-secret")]
+        post = os.path.join(tempfile.mkdtemp(), "post.lua")
+        with open(post, "w") as handle:
+            handle.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nlocal n = 0\n'
+                         'request = function()\n  n = n + 1\n'
+                         '  return wrk.format(nil, nil, nil, \'{"recipientId":"post-user-\' .. (n % 50) .. \'","type":"bench"}\')\nend\n')
+        # (title, plain or near-cache instance, path, key, wrk script, connections)
+        floor = ("floor: GET /health/live", 0, "/health/live", "bench-secret", None, bench.CONNECTIONS)
+        rows = [floor,
+                ("POST create, 1 connection", 0, "/v1/notifications", "bench-secret", post, 1),
+                ("POST create, 64 connections", 0, "/v1/notifications", "bench-secret", post, 64)] if WRITES else [
+                floor,
+                ("cached feed, Redis hit, unlimited", 0, feed, "bench-secret", None, bench.CONNECTIONS),
+                ("cached feed, Redis hit, rate-limited", 0, feed, "limited-secret", None, bench.CONNECTIONS),
+                ("near-cache hit, unlimited", 1, feed, "bench-secret", None, bench.CONNECTIONS),
+                ("near-cache hit, rate-limited", 1, feed, "limited-secret", None, bench.CONNECTIONS)]
         ratios = {(row[0], name): [] for row in rows for name in instances}
         costs = {(row[0], name): [] for row in rows for name in instances}
         batching = {(row[0], name): [] for row in rows for name in instances}
         for round_number in range(ROUNDS):
-            for title, which, path, key in rows:
-                _, size = bench.body_size(plain, path, key)
-                figures = {"bare": bench.wrk(f"http://127.0.0.1:{bare_port}/bytes/{size}", key)["rps"]}
+            for title, which, path, key, script, connections in rows:
+                size = 300 if script else bench.body_size(plain, path, key)[1]
+                threads = min(2, connections)
+                figures = {"bare": bench.wrk(f"http://127.0.0.1:{bare_port}/bytes/{size}", key, connections=connections, threads=threads)["rps"]}
                 for name, pair in instances.items():
                     service = pair[which]
                     if which == 1:
@@ -65,7 +80,9 @@ def main():
                     elif path == feed:
                         bench.wait_for_redis_cache(service, path, key)
                     before = cpu_seconds(service.process.pid), cpu_seconds(servers.redis.pid), redis_stats(servers.redis_port)
-                    result = bench.wrk(f"http://127.0.0.1:{service.port}{path}", key)
+                    result = bench.wrk(f"http://127.0.0.1:{service.port}{path}", key, connections=connections, threads=threads, script=script)
+                    if script and result["non2xx"]:
+                        raise SystemExit(f"{title}: {result['non2xx']} creates refused by the {name} build")
                     spent = cpu_seconds(service.process.pid) - before[0], cpu_seconds(servers.redis.pid) - before[1]
                     stats = redis_stats(servers.redis_port)
                     reads = stats["total_reads_processed"] - before[2]["total_reads_processed"]

@@ -110,14 +110,14 @@ public struct MongoCollection: Sendable {
     }
 
     public func update(
-        _ filter: BSONDocument, _ update: BSONDocument, multi: Bool = false, upsert: Bool = false
+        _ filter: BSONDocument, _ update: BSONDocument, multi: Bool = false, upsert: Bool = false, timeout: Duration? = nil
     ) async throws(MongoError) -> UpdateResult {
-        try await self.update([UpdateStatement(filter: filter, update: update, multi: multi, upsert: upsert)])
+        try await self.update([UpdateStatement(filter: filter, update: update, multi: multi, upsert: upsert)], timeout: timeout)
     }
 
     /// Statements of one `update` command (one round trip, unless the server's limits split
     /// it); counts are their sums.
-    public func update(_ statements: [UpdateStatement]) async throws(MongoError) -> UpdateResult {
+    public func update(_ statements: [UpdateStatement], timeout: Duration? = nil) async throws(MongoError) -> UpdateResult {
         guard !statements.isEmpty else { return UpdateResult(matched: 0, modified: 0, upserted: 0) }
         let documents = statements.map { statement -> BSONDocument in
             [
@@ -126,7 +126,7 @@ public struct MongoCollection: Sendable {
             ]
         }
         var result = UpdateResult(matched: 0, modified: 0, upserted: 0)
-        for (_, reply) in try await pool.runWrite(["update": .string(name)], arrayKey: "updates", items: documents) {
+        for (_, reply) in try await pool.runWrite(["update": .string(name)], arrayKey: "updates", items: documents, timeout: timeout.map { TimeAmount($0) }) {
             let reply = try reply.get()
             let duplicates = try Self.writeErrors(reply)
             if !duplicates.isEmpty { throw .duplicateKey(name) }

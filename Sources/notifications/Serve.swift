@@ -52,6 +52,7 @@ struct Serve: AsyncParsableCommand {
                 .init(service: environment.subscriber),
                 .init(service: RedisRecoveryProbe(gateway: environment.gateway)),
                 .init(service: FanoutSweeper(service: environment.services.events)),
+                .init(service: CounterSweeper(store: environment.store)),
                 .init(service: app),
                 .init(service: DrainService(
                     health: environment.services.health, streams: environment.services.streams, delay: min(.seconds(1), grace / 2), logger: logger)),

@@ -39,7 +39,7 @@ struct FanoutCounterTests {
             let reconciled = try await pool.collection("user_counters").find(["_id": ["$in": .array(users.map(BSONValue.string))]])
             #expect(reconciled.count == users.count && reconciled.allSatisfy { $0["stale"]?.bool == false && $0["unread"]?.int64 == 1 })
             // The owner wakes: the `+1`s its insert would send next.
-            await store.counters.incrementMany(users, marker: marker, ensured: true)
+            try await store.counters.incrementMany(users, marker: marker, ensured: true)
             let after = try await pool.collection("user_counters").find(["_id": ["$in": .array(users.map(BSONValue.string))]])
             #expect(after.allSatisfy { $0["unread"]?.int64 == 1 && $0["stale"]?.bool == false }, "\(after.prefix(2))")
             for user in users { #expect(try await store.unreadCount(recipientId: user) == 1) }
@@ -52,9 +52,9 @@ struct FanoutCounterTests {
             let store = InsertEachTests().store(pool)
             let users = ["m-1", "m-2", "m-3"]
             try await store.counters.ensureCounters(users)
-            await store.counters.incrementMany(users, marker: "one", ensured: true)
-            await store.counters.incrementMany(users, marker: "one", ensured: true)
-            await store.counters.incrementMany(users + ["m-1"], marker: "two", ensured: true)
+            try await store.counters.incrementMany(users, marker: "one", ensured: true)
+            try await store.counters.incrementMany(users, marker: "one", ensured: true)
+            try await store.counters.incrementMany(users + ["m-1"], marker: "two", ensured: true)
             let counters = try await pool.collection("user_counters").find(["_id": ["$in": .array(users.map(BSONValue.string))]], sort: ["_id": 1])
             #expect(counters.map { $0["unread"]?.int64 } == [3, 2, 2])
         }

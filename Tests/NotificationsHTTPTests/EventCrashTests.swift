@@ -16,7 +16,8 @@ struct EventCrashTests {
     /// The binary built next to the tests (`swift build --build-tests` builds it too).
     static var binary: URL { TestServers.repositoryRoot.appendingPathComponent(".build/debug/notifications") }
 
-    static func startOwner(_ harness: Harness) async throws -> (Process, Int) {
+    /// - Parameter overrides: settings of its own (environment variables).
+    static func startOwner(_ harness: Harness, overrides: [String: String] = [:]) async throws -> (Process, Int) {
         guard FileManager.default.isExecutableFile(atPath: binary.path) else { throw TestServerError.missing("\(binary.path): run swift build first") }
         let port = try TestServers.freePort()
         let process = Process()
@@ -27,7 +28,7 @@ struct EventCrashTests {
             "MONGODB_URI": "mongodb://127.0.0.1:\(harness.mongo.port)/notifications?maxPoolSize=2", "API_KEYS": "test:\(apiKey)",
             "EVENT_SYNC_FANOUT_LIMIT": "100", "EVENT_FANOUT_LEASE_MS": "3000", "MONGODB_OPERATION_TIMEOUT_MS": "3000", "LOG_LEVEL": "warning",
             "RATE_LIMIT_POLICIES": "*:unlimited",
-        ]
+        ].merging(overrides) { $1 }
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()

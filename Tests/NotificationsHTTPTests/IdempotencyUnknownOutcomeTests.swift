@@ -97,6 +97,30 @@ struct IdempotencyUnknownOutcomeTests {
         }
     }
 
+    /// Issue 17, item 11: the client got its answer, MongoDB froze before the response was
+    /// stored, and the instance died (so its background retry died too). Another instance
+    /// answers a repeat with the same response, even while MongoDB is still frozen. Before the
+    /// fix the response lived only in the dead instance's memory: the repeat found the claim in
+    /// progress (409), and after the lease ran the request again.
+    @Test func aResponseTheClientGotOutlivesItsInstance() async throws {
+        try await withHarness { harness in
+            let store = harness.environment.services.idempotency
+            guard let claim = try await Self.claim(store, "outlives") else { return }
+            harness.mongo.pause()
+            await store.complete(claim, response: Self.response)
+            // This instance is gone from here on: only what it wrote outside its memory counts.
+            let repeated = try await harness.withOtherInstance { other in
+                try await other.services.idempotency.begin(scope: "test", key: "outlives", fingerprint: Self.fingerprint)
+            }
+            harness.mongo.resume()
+            guard case .replay(let stored) = repeated else {
+                Issue.record("expected the response the client got, got \(repeated)")
+                return
+            }
+            #expect(stored == Self.response)
+        }
+    }
+
     /// Item 3: the holder stored the notification, answered, and died before storing the response.
     /// After the lease another instance runs the request again: it must find the notification
     /// (same planned id) instead of creating a second one; and if that run fails too, the next

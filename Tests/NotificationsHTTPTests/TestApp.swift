@@ -67,6 +67,7 @@ private func runHarness(_ configured: Settings, _ test: @Sendable (Harness) asyn
     try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await RedisRecoveryProbe(gateway: environment.gateway, interval: .milliseconds(100)).run() }
         group.addTask { try await FanoutSweeper(service: environment.services.events).run() }
+        group.addTask { try await CounterSweeper(store: environment.store, interval: .milliseconds(500)).run() }
         group.addTask { try await environment.subscriber.run() }
         if let watcher = environment.sentinelWatcher { group.addTask { try await watcher.run() } }
         try await app.test(.live) { client in

@@ -6,13 +6,22 @@ import Testing
 struct LeaseRenewalTests {
     struct Failure: Error {}
 
+    /// Waits until `renewals` reaches `count` (a loaded machine may run the renewals late: no
+    /// fixed sleep decides the outcome), at most ten seconds.
+    static func awaitRenewals(_ renewals: borrowing Atomic<Int>, _ count: Int) async throws {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while renewals.load(ordering: .relaxed) < count && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+    }
+
     @Test func renewsWhileTheBodyRunsAndNeverAfter() async throws {
         let renewals = Atomic(0)
         let answer = try await whileRenewing(every: .milliseconds(10), {
             renewals.add(1, ordering: .relaxed)
             return true
         }) {
-            try await Task.sleep(for: .milliseconds(200))
+            try await Self.awaitRenewals(renewals, 3)
             return 42
         }
         #expect(answer == 42)
@@ -28,7 +37,9 @@ struct LeaseRenewalTests {
             renewals.add(1, ordering: .relaxed)
             return false
         }) {
-            try await Task.sleep(for: .milliseconds(150))
+            // The first renewal, then ten intervals in which a second one must not come.
+            try await Self.awaitRenewals(renewals, 1)
+            try await Task.sleep(for: .milliseconds(100))
             return true
         }
         #expect(finished)

@@ -12,11 +12,12 @@ internal import RedisClient
 /// releases it. A claim whose holder died is taken over after `claimLease`.
 ///
 /// Only MongoDB decides that a key is in progress: memory and Redis hold completed responses
-/// only, written after MongoDB accepted them, so no cached tier can answer 409 for a claim
-/// MongoDB no longer has. Every write is designed for an unknown outcome:
+/// only (answers a client got), so no cached tier can answer 409 for a claim MongoDB no
+/// longer has. Every write is designed for an unknown outcome:
 /// - a claim (or takeover) whose insert timed out is deleted again in the background, guarded
 ///   by its `claimedAt` (`RetryQueue`), so no key stays claimed by a request that got 503;
-/// - a response MongoDB did not take is retried in the background until it does;
+/// - a response MongoDB did not take is retried in the background until it does, and copied to
+///   Redis at once, so it outlives this instance;
 /// - a claim carries a planned result id, kept across an abandoned-claim takeover, so a
 ///   create run again by the taker finds the notification its first run stored (and answers
 ///   with it) instead of creating a second one.
@@ -136,9 +137,13 @@ public final class IdempotencyStore: Sendable {
         return try await claimInMongo(id: id, fingerprint: fingerprint, now: now)
     }
 
-    /// Stores the response for repeats: in MongoDB first, and in memory and Redis only once
-    /// MongoDB took it for this very claim (a holder whose claim was taken over stores nothing).
-    /// A response MongoDB did not take is retried in the background until it does.
+    /// Stores the response for repeats: in MongoDB first, and in memory and Redis once MongoDB
+    /// took it for this very claim (a holder whose claim was taken over stores nothing).
+    /// A response MongoDB did not take is retried in the background until it does, and is
+    /// copied to Redis at once: the client has it, so it is the key's answer, and with the
+    /// copy in Redis a repeat is answered with it by any instance even if this one dies before
+    /// MongoDB takes it (the claim in MongoDB stays `in_progress` meanwhile, and is taken over
+    /// only after the lease, by which time the copy answers every repeat first).
     public func complete(_ claim: Claim, response: IdempotencyRecord.StoredResponse) async {
         let record = IdempotencyRecord(fingerprint: claim.fingerprint, response: response, expiresAt: claim.claimedAt.advanced(by: ttl))
         let own = ClaimRef(id: claim.id, claimedAt: claim.claimedAt)
@@ -155,7 +160,6 @@ public final class IdempotencyStore: Sendable {
         } catch {
             logger.warning("Storing an idempotent response failed; retrying until MongoDB takes it", metadata: ["key": "\(claim.id)", "error": "\(error)"])
             pendingResponses.enqueue(PendingResponse(claim: own, fields: fields))
-            return
         }
         memory.put(claim.id, record)
         let copyTTL = min(Self.redisCopyTTL.milliseconds, record.expiresAt.milliseconds - clock.now().milliseconds)

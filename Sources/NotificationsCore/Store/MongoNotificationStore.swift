@@ -9,20 +9,21 @@ public import MongoStore
 /// document per user holding the unread count, so no read ever runs a count query).
 ///
 /// The notification document is the commit point of every write; the counter follows it
-/// (`UnreadCounters`). A write whose outcome is unknown (timed out, connection lost: the
-/// server may still apply it) is made harmless: an insert is deleted again in the background
-/// (`BackgroundDeleter`), and a read, read-all or delete marks the user's counter for a recount.
+/// (`UnreadCounters`). Every write that changes unread counts is announced on the counters
+/// before it is sent and settled after it, so a write whose outcome is unknown (timed out,
+/// connection lost: the server may still apply it), or whose instance died, is made harmless
+/// by whichever instance resolves its announcement: what a create inserted is deleted, and
+/// the counters are recounted.
 public struct MongoNotificationStore: NotificationStore {
     let notifications: MongoCollection
     let pool: MongoClientPool
     let logger: Logger
     let counters: UnreadCounters
-    let lateInserts: BackgroundDeleter
 
     /// - Parameter counterRepaired: called when a user's counter was marked for a recount in the
     ///   background (the feed cache drops that user's entries).
     public init(
-        pool: MongoClientPool, metrics: ServiceMetrics, logger: Logger, counterRepaired: @escaping @Sendable (String) async -> Void = { _ in }
+        pool: MongoClientPool, metrics: ServiceMetrics, logger: Logger, counterRepaired: @escaping @Sendable ([String]) async -> Void = { _ in }
     ) {
         self.pool = pool
         self.logger = logger
@@ -30,12 +31,8 @@ public struct MongoNotificationStore: NotificationStore {
         self.notifications = notifications
         self.counters = UnreadCounters(
             notifications: notifications, counters: pool.collection("user_counters"),
-            settle: WriteTiming(writeDeadline: .milliseconds(pool.operationTimeoutMilliseconds)).counterSettle, metrics: metrics, logger: logger,
+            timing: WriteTiming(writeDeadline: .milliseconds(pool.operationTimeoutMilliseconds)), metrics: metrics, logger: logger,
             repaired: counterRepaired)
-        let counters = self.counters
-        self.lateInserts = BackgroundDeleter(collection: notifications, metrics: metrics, logger: logger) { recipients in
-            for recipient in Set(recipients) { counters.markStale(recipient) }
-        }
     }
 
     /// Creates the indexes this store relies on (idempotent; run at start-up and by `create-indexes`).
@@ -45,7 +42,11 @@ public struct MongoNotificationStore: NotificationStore {
                 .init(name: "recipient_feed", keys: ["recipientId": 1, "_id": -1]),
                 // Streams' checks and polls: what was written lately, whatever its id's time.
                 .init(name: "recipient_written", keys: ["recipientId": 1, "writtenAt": 1]),
+                // Resolving an unsettled create: its documents, by recipient and run.
+                .init(name: "recipient_run", keys: ["recipientId": 1, "run": 1]),
             ])
+            // The sweep of unsettled announcements reads only counters that have some.
+            try await counters.counters.createIndexes([.init(name: "inflight", keys: ["inflight": 1])])
         }
     }
 
@@ -62,13 +63,15 @@ public struct MongoNotificationStore: NotificationStore {
     }
 
     /// Writes concurrent creates and fan-out batches together (group commit, `NotificationWriter`):
-    /// one unordered insert, then the counters in a constant number of commands. Each gets its
-    /// own answer: one that fails fails alone; when the insert's outcome is unknown (timed out,
-    /// connection lost) every one of them fails, and each create is deleted again in the
-    /// background if the server applied it after all (by this write's run token).
+    /// the creates announced on their counters, one unordered insert, then the counters in a
+    /// constant number of commands. Each gets its own answer: one that fails fails alone; when
+    /// the insert's outcome is unknown (timed out, connection lost), or the creates' counters
+    /// could not be settled, every create of the write fails, and what it may have stored is
+    /// deleted again by whoever resolves the announcement (this instance, or any other's sweep
+    /// if this one dies), by this write's run token.
     public func insert(creates: [Notification], batches: [FanoutBatch], within timeout: Duration) async -> InsertAnswers {
-        // This write's token: a late copy of a create is deleted only if it is this run's (see BackgroundDeleter).
-        let run = String(UInt64.random(in: 1...UInt64.max), radix: 36)
+        // This write's token: its creates' documents carry it as `run`, and their counters' announcement as its key.
+        let run = UnreadCounters.newToken()
         // When this write was sent: a stream's check finds it by this, whatever its id's time
         // (a resumed fan-out batch keeps the ids, and so the time, its first run planned).
         let writtenAt = BSONValue.datetime(SystemWallClock().now().milliseconds)
@@ -85,48 +88,71 @@ public struct MongoNotificationStore: NotificationStore {
                 return document
             }
         }
+        func failAll(_ error: any Error) -> InsertAnswers {
+            InsertAnswers(creates: creates.map { _ in .failure(error) }, batches: batches.map { _ in .failure(error) })
+        }
         guard !documents.isEmpty else {
             // A resumed batch none of whose candidates is eligible now: its first run's counts are redone.
-            for batch in batches { await counters.markStaleMany(batch.candidates, marker: batch.marker) }
-            return InsertAnswers(creates: [], batches: batches.map { _ in .success([]) })
+            var answers: [Result<[Notification], any Error>] = []
+            for batch in batches {
+                do throws(MongoError) {
+                    try await counters.markStaleMany(batch.candidates, marker: batch.marker)
+                    answers.append(.success([]))
+                } catch {
+                    answers.append(.failure(StoreError(error)))
+                }
+            }
+            return InsertAnswers(creates: [], batches: answers)
         }
-        // Counters a multi-document `$inc` will need exist before the insert, so only that `$inc`
-        // follows its commit (`WriteTiming.counterSettle`). Nothing is written if this fails.
-        // Both come out of the write's one budget.
+        let recipients = Array(Set(creates.map(\.recipientId)))
+        // Before the insert, within the write's one budget: the counters the batches' `$inc`
+        // needs exist, and the creates are announced on theirs. Nothing is written if this fails.
         let started = ContinuousClock.now
-        do {
-            let recipients = batches.flatMap { $0.notifications.map(\.recipientId) } + (Set(creates.map(\.recipientId)).count > 1 ? creates.map(\.recipientId) : [])
-            if !recipients.isEmpty { try await counters.ensureCounters(recipients, within: timeout) }
+        func left() -> Duration { max(.milliseconds(1), timeout - (ContinuousClock.now - started)) }
+        do throws(MongoError) {
+            let batchRecipients = batches.flatMap { $0.notifications.map(\.recipientId) }
+            if !batchRecipients.isEmpty { try await counters.ensureCounters(batchRecipients, within: left()) }
+            try await counters.announce(recipients, token: run, inserts: true, within: left())
         } catch {
-            return InsertAnswers(creates: creates.map { _ in .failure(StoreError(error)) }, batches: batches.map { _ in .failure(StoreError(error)) })
+            // The announcement may land late: resolved like any other.
+            if error.isUnavailable { counters.owe(recipients, token: run, inserts: true) }
+            return failAll(StoreError(error))
         }
         let errors: [Int: MongoError]
         do {
-            errors = try await notifications.insertEach(documents, timeout: max(.milliseconds(1), timeout - (ContinuousClock.now - started)))
-        } catch where error.isUnavailable {
-            // The server may still apply them: creates must not stay (their clients got a 503),
-            // and counters are not trusted while a ghost may be visible (a read-all would count
-            // it). A fan-out batch is resumed later with the same ids; its counters are recounted then.
-            for (notification, document) in zip(creates, createDocuments) { forget(document, run: run, recipient: notification.recipientId) }
-            return InsertAnswers(creates: creates.map { _ in .failure(StoreError(error)) }, batches: batches.map { _ in .failure(StoreError(error)) })
+            errors = try await notifications.insertEach(documents, timeout: left())
         } catch {
-            // Refused as a whole (nothing written): every request of the write gets the error.
-            return InsertAnswers(creates: creates.map { _ in .failure(StoreError(error)) }, batches: batches.map { _ in .failure(StoreError(error)) })
+            // Unknown outcome: the server may still apply it. Creates must not stay (their clients
+            // got a 503): resolving the announcement deletes them and recounts. A fan-out batch is
+            // resumed later with the same ids; its counters are recounted then. Refused as a
+            // whole: nothing was written, the announcement is retired the same way.
+            counters.owe(recipients, token: run, inserts: true)
+            return failAll(StoreError(error))
         }
         var createAnswers: [Result<(notification: Notification, created: Bool), any Error>] = []
-        var counted: [String] = []
+        var changes: [String: Int] = Dictionary(uniqueKeysWithValues: recipients.map { ($0, 0) })
         for (index, notification) in creates.enumerated() {
             switch errors[index] {
             case nil:
-                counted.append(notification.recipientId)
+                changes[notification.recipientId, default: 0] += 1
                 createAnswers.append(.success((notification, true)))
             case .duplicateKey?:
-                createAnswers.append(await adopt(notification, document: createDocuments[index], run: run))
+                createAnswers.append(await adopt(createDocuments[index], run: run))
             case let error?:
                 createAnswers.append(.failure(StoreError(error)))
             }
         }
-        await counters.incrementMany(counted, ensured: true)
+        if !recipients.isEmpty {
+            var settled = false
+            do { settled = try await counters.settle(changes, token: run) } catch {}
+            if !settled {
+                // Its counters cannot follow it: every create of the write fails, and is deleted again.
+                logger.warning("Counters of created notifications could not be settled; the creates are undone", metadata: ["creates": "\(creates.count)"])
+                counters.owe(recipients, token: run, inserts: true)
+                let failure = StoreError.unavailable("the unread counters could not be updated")
+                createAnswers = creates.map { _ in .failure(failure) }
+            }
+        }
         var batchAnswers: [Result<[Notification], any Error>] = []
         var offset = creates.count
         for batch in batches {
@@ -148,46 +174,41 @@ public struct MongoNotificationStore: NotificationStore {
                 _ = try? await notifications.update(["_id": ["$in": .array(earlier)]], ["$set": ["writtenAt": writtenAt]], multi: true)
             }
             // Each batch's counters on their own, under the batch's marker: its `+1`s land once
-            // per user, whichever run (or a frozen owner woken late) sends them.
-            if let failure {
-                // Some of it is stored: the batch is written again later, and counted afresh.
-                await counters.markStaleMany(batch.notifications.map(\.recipientId))
-                batchAnswers.append(.failure(StoreError(failure)))
-            } else if batch.resumed {
-                // Its first run may have counted any candidate (also one who muted since): recount,
-                // and take the batch's `+1` over from that run.
-                await counters.markStaleMany(batch.candidates + batch.notifications.map(\.recipientId), marker: batch.marker)
+            // per user, whichever run (or a frozen owner woken late) sends them. A batch whose
+            // counters fail fails: the event's record owes it, and its resume recounts.
+            do throws(MongoError) {
+                if let failure {
+                    // Some of it is stored: recounted now (best effort), and the batch is written again later.
+                    try? await counters.markStaleMany(batch.notifications.map(\.recipientId))
+                    throw failure
+                } else if batch.resumed {
+                    // Its first run may have counted any candidate (also one who muted since): recount,
+                    // and take the batch's `+1` over from that run.
+                    try await counters.markStaleMany(batch.candidates + batch.notifications.map(\.recipientId), marker: batch.marker)
+                } else {
+                    try await counters.incrementMany(stored.map(\.recipientId), marker: batch.marker, ensured: true)
+                }
                 batchAnswers.append(.success(stored))
-            } else {
-                await counters.incrementMany(stored.map(\.recipientId), marker: batch.marker, ensured: true)
-                batchAnswers.append(.success(stored))
+            } catch {
+                batchAnswers.append(.failure(StoreError(error)))
             }
         }
         return InsertAnswers(creates: createAnswers, batches: batchAnswers)
     }
 
     /// The id was planned by an earlier run of the same idempotent request, which stored it.
-    /// Adopt it (stamping our run, so that run's pending cleanup leaves it), and recount: a late
-    /// copy of that run may never have been counted.
-    private func adopt(_ notification: Notification, document: BSONDocument, run: String) async -> Result<(notification: Notification, created: Bool), any Error> {
+    /// Adopt it, stamping our run: the earlier run's unsettled announcement (if any) then
+    /// leaves it, and recounts (a late copy of that run may never have been counted).
+    private func adopt(_ document: BSONDocument, run: String) async -> Result<(notification: Notification, created: Bool), any Error> {
         let id = document["_id"] ?? .null
         do {
             guard let stored = try await notifications.findAndModify(["_id": id], update: ["$set": ["run": .string(run)]], returnNew: true)
                 .flatMap(Self.notification)
             else { return .failure(StoreError.unavailable("a notification with this id was stored and is gone")) }
-            counters.markStale(notification.recipientId)
             return .success((stored, false))
         } catch {
-            if error.isUnavailable { forget(document, run: run, recipient: notification.recipientId) }
             return .failure(StoreError(error))
         }
-    }
-
-    /// A write of ours may or may not have been applied: delete it in the background if it was,
-    /// and recount the recipient's counter.
-    private func forget(_ document: BSONDocument, run: String, recipient: String) {
-        lateInserts.deleteEventually(.init(id: document["_id"] ?? .null, run: run, recipient: recipient))
-        counters.markStale(recipient)
     }
 
     public func page(recipientId: String, before: String?, limit: Int, unreadOnly: Bool) async throws -> [Notification] {
@@ -223,52 +244,58 @@ public struct MongoNotificationStore: NotificationStore {
 
     public func markRead(recipientId: String, id: String, at: Timestamp) async throws -> Notification? {
         guard let objectID = ObjectID(hex: id) else { return nil }
-        return try await mongoOperation {
-            let filter: BSONDocument = ["_id": .objectID(objectID), "recipientId": .string(recipientId)]
-            var unreadFilter = filter
-            unreadFilter["readAt"] = .null
-            // Only the request that flips readAt decrements the counter, so repeats are idempotent.
-            let result = try await countingWrite(recipientId) {
-                try await notifications.update(unreadFilter, ["$set": ["readAt": .datetime(at.milliseconds)]])
-            }
-            if result.modified > 0 { await counters.adjust(recipientId, by: -1) }
-            return try await notifications.findOne(filter).flatMap(Self.notification)
+        let filter: BSONDocument = ["_id": .objectID(objectID), "recipientId": .string(recipientId)]
+        var unreadFilter = filter
+        unreadFilter["readAt"] = .null
+        // Only the request that flips readAt decrements the counter, so repeats are idempotent.
+        _ = try await countingWrite(recipientId) { () throws(MongoError) in
+            let result = try await notifications.update(unreadFilter, ["$set": ["readAt": .datetime(at.milliseconds)]])
+            return (result, -result.modified)
         }
+        return try await mongoOperation { try await notifications.findOne(filter).flatMap(Self.notification) }
     }
 
     public func markAllRead(recipientId: String, at: Timestamp) async throws -> Int {
-        try await mongoOperation {
-            let result = try await countingWrite(recipientId) {
-                try await notifications.update(
-                    ["recipientId": .string(recipientId), "readAt": .null], ["$set": ["readAt": .datetime(at.milliseconds)]], multi: true)
-            }
-            if result.modified > 0 { await counters.adjust(recipientId, by: -result.modified) }
-            return result.modified
+        try await countingWrite(recipientId) { () throws(MongoError) in
+            let result = try await notifications.update(
+                ["recipientId": .string(recipientId), "readAt": .null], ["$set": ["readAt": .datetime(at.milliseconds)]], multi: true)
+            return (result.modified, -result.modified)
         }
     }
 
     public func delete(recipientId: String, id: String) async throws -> Bool {
         guard let objectID = ObjectID(hex: id) else { return false }
-        return try await mongoOperation {
-            let removed = try await countingWrite(recipientId) {
-                try await notifications.findAndModify(["_id": .objectID(objectID), "recipientId": .string(recipientId)], remove: true)
-            }
-            guard let removed else { return false }
-            if removed["readAt"]?.isNull ?? true { await counters.adjust(recipientId, by: -1) }
-            return true
+        return try await countingWrite(recipientId) { () throws(MongoError) in
+            let removed = try await notifications.findAndModify(["_id": .objectID(objectID), "recipientId": .string(recipientId)], remove: true)
+            return (removed != nil, removed.map { $0["readAt"]?.isNull ?? true ? -1 : 0 } ?? 0)
         }
     }
 
-    /// A write that changes the user's unread notifications: when its outcome is unknown (the
-    /// server may apply it after we gave up, and a retry then changes nothing), the counter
-    /// can no longer follow it, so it is marked for a recount.
-    private func countingWrite<T>(_ recipientId: String, _ write: () async throws -> T) async throws -> T {
-        do {
-            return try await write()
+    /// A write that changes the user's unread notifications by the change it returns: announced
+    /// on the counter before it is sent, settled after. When the write's outcome (or its
+    /// settle's) is unknown, or the instance dies before settling, the announcement is resolved
+    /// (the counter recounted) by this instance or by any instance's sweep.
+    private func countingWrite<T>(_ user: String, _ write: () async throws(MongoError) -> (T, change: Int)) async throws -> T {
+        let token = UnreadCounters.newToken()
+        do throws(MongoError) {
+            try await counters.announce([user], token: token, inserts: false)
         } catch {
-            if (error as? MongoError)?.isUnavailable == true { counters.markStale(recipientId) }
-            throw error
+            if error.isUnavailable { counters.owe([user], token: token, inserts: false) }
+            throw StoreError(error)
         }
+        let (result, change): (T, Int)
+        do throws(MongoError) {
+            (result, change) = try await write()
+        } catch {
+            counters.owe([user], token: token, inserts: false)
+            throw StoreError(error)
+        }
+        // The write is done: a counter that cannot follow it is recounted instead.
+        if (try? await counters.settle([user: change], token: token)) != true {
+            logger.warning("Unread counter update failed; it will be recounted", metadata: ["user": "\(user)"])
+            counters.owe([user], token: token, inserts: false)
+        }
+        return result
     }
 
     // MARK: Mapping, explicit in both directions

@@ -48,7 +48,7 @@ public struct FanoutBatch: Sendable {
     public var candidates: [String] = []
     /// Names this batch (event and batch index) in the counters it increments, so its `+1`s
     /// land once per user however many times it runs (`UnreadCounters`).
-    public var marker: String? = nil
+    public var marker: String
 }
 
 /// The answers of one `NotificationStore.insert`, in the order of its creates and batches.

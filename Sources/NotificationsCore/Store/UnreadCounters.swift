@@ -3,26 +3,30 @@ internal import MongoStore
 internal import Synchronization
 
 /// The per-user unread counters (`user_counters`), kept exact although writes can end with
-/// an unknown outcome.
+/// an unknown outcome, and although the instance that made one can die before it is repaired.
 ///
-/// A counter document is `{_id: user, unread, seq, stale, checkSeq, checkCount, checkAt}`.
-/// Every write that changes a user's unread notifications is followed by
-/// `$inc {unread: ±n, seq: 1}`. When a write's outcome is unknown (it timed out, or its
-/// connection broke, and the server may apply it later) or the `$inc` itself failed, the
-/// counter can no longer be trusted: it is marked `stale` in MongoDB (with `$inc seq`), in the
-/// background until MongoDB answers (`RetryQueue`), and in this instance's memory meanwhile.
-/// Every instance then serves a fresh count (a sorted query on the feed index) for that user
-/// until the counter is reconciled.
+/// A counter document is `{_id: user, unread, seq, stale, checkSeq, checkCount, checkAt,
+/// pending, inflight, marks}`. Every write that changes a user's unread notifications is
+/// announced on the counter before it is sent (`pending.<token>`, `CounterAnnouncements`), and
+/// settled after it: `$inc {unread: ±n, seq: 1}` retiring the announcement, in one update that
+/// applies only while the announcement is there. What a write owes its counters is thereby a
+/// fact in MongoDB from before the write, not a promise in the writer's memory: an
+/// announcement that was not settled (the write or its settle timed out, failed, or the
+/// instance died) is resolved by this instance at once while it lives, and otherwise by any
+/// instance's sweep once it is older than `WriteTiming.counterSettle` (the longest a live
+/// writer takes from announcing to settling). Resolving deletes what an unsettled create may
+/// have inserted (its documents carry the token as `run`; its client got a 503 or no answer),
+/// and marks the counter `stale` (with `$inc seq`) twice, a confirmation gap apart, before the
+/// announcement is retired. Every instance serves a fresh count (a sorted query on the feed
+/// index) for a stale counter, or one with an old announcement, until it is reconciled.
 ///
 /// Reconciling must neither lose nor double an `$inc` that races the recount, and a write's
-/// `$inc` follows its commit by up to `WriteTiming.counterSettle` (the write's reply, then its
-/// one counter update: the counters a multi-document `$inc` needs are made before the write).
-/// So it takes two
-/// steps: a reader records `(checkSeq, checkCount, checkAt)` guarded on the `seq` it read
-/// before counting; a reader at least `settle` later, finding `seq` still equal to `checkSeq`,
-/// sets `unread = checkCount` and clears `stale`, guarded on the same `seq` and `checkAt`.
-/// Every write committed before the count had its `$inc` land before the `seq` was read (or
-/// `seq` would have moved), and every later write moves `seq` and restarts the check.
+/// `$inc` follows its commit by up to `WriteTiming.counterSettle`. So it takes two steps: a
+/// reader records `(checkSeq, checkCount, checkAt)` guarded on the `seq` it read before
+/// counting; a reader at least `settle` later, finding `seq` still equal to `checkSeq`, sets
+/// `unread = checkCount` and clears `stale`, guarded on the same `seq` and `checkAt`. Every
+/// write committed before the count had its `$inc` land before the `seq` was read (or `seq`
+/// would have moved), and every later write moves `seq` and restarts the check.
 ///
 /// A fan-out batch's `+1`s can come arbitrarily late (an owner frozen between its insert and its
 /// `$inc`, woken after another instance resumed the batch and the counters were reconciled), so
@@ -30,105 +34,102 @@ internal import Synchronization
 /// `$inc` applies only to counters that do not hold the marker yet, and pushes it (the last
 /// `markerMemory` markers are kept per user); a resumed batch pushes the marker with its stale
 /// mark. So the `+1` of a batch lands at most once per user, and never after its resume took
-/// the count over.
+/// the count over. (Fan-out batches need no announcement: the event's record in MongoDB owes
+/// the batch until it is finished, and a resumed batch recounts every candidate.)
 final class UnreadCounters: Sendable {
     let counters: MongoCollection
     let notifications: MongoCollection
+    let timing: WriteTiming
     /// How long `seq` must stay unchanged before a recount is trusted (`WriteTiming.counterSettle`).
-    let settle: Duration
-    private let logger: Logger
-    private let locallyStale = StaleUsers()
-    private let repairs: RetryQueue<String>
+    var settle: Duration { timing.counterSettle }
+    let logger: Logger
+    let locallyStale = StaleUsers()
+    /// This instance's unsettled announcements, resolved as soon as MongoDB answers: creates
+    /// (`late_inserts`, whose documents are deleted) and other writes (`counter_repairs`).
+    private let lateInserts: RetryQueue<PendingWrite>
+    private let repairs: RetryQueue<PendingWrite>
+    /// Called once a user's counter was marked stale in MongoDB, so cached counts are dropped.
+    let repaired: @Sendable ([String]) async -> Void
 
-    /// - Parameter repaired: called once a user's counter is marked stale in MongoDB, so cached
+    /// - Parameter repaired: called once users' counters are marked stale in MongoDB, so cached
     ///   counts are dropped (every instance then recounts).
     init(
-        notifications: MongoCollection, counters: MongoCollection, settle: Duration, metrics: ServiceMetrics, logger: Logger,
-        repaired: @escaping @Sendable (String) async -> Void
+        notifications: MongoCollection, counters: MongoCollection, timing: WriteTiming, metrics: ServiceMetrics, logger: Logger,
+        repaired: @escaping @Sendable ([String]) async -> Void
     ) {
         self.notifications = notifications
         self.counters = counters
-        self.settle = settle
+        self.timing = timing
         self.logger = logger
-        var policy = RetryQueue<String>.Policy()
-        // Marked twice a second apart: a write the frozen server applies late lands before the second.
+        self.repaired = repaired
+        var policy = RetryQueue<PendingWrite>.Policy()
+        // Marked twice, a confirmation gap apart: a write the frozen server applies late lands before the second.
         policy.confirmations = 2
+        policy.confirmationGap = WriteTiming.confirmationGap
         policy.batchSize = 100
-        // A mark must land soon after MongoDB answers (counts converge within the cache TTL),
-        // and is worth keeping through a long outage.
+        // A mark must land soon after MongoDB answers (counts converge within the cache TTL);
+        // past `giveUpAfter`, the sweep of any instance resolves the announcement.
         policy.backoffCap = .seconds(5)
-        policy.giveUpAfter = .seconds(86_400)
+        policy.giveUpAfter = .seconds(3600)
         let locallyStale = self.locallyStale
-        repairs = RetryQueue(.counterRepairs, policy: policy, metrics: metrics, logger: logger) { users in
-            // A constant number of commands for the whole batch, never a statement per user.
-            try await Self.markStaleNow(users, in: counters)
-        } completed: { users in
-            locallyStale.remove(users)
-            for user in users { await repaired(user) }
-        } dropped: { users in
-            locallyStale.remove(users)
+        let resolve: @Sendable ([PendingWrite]) async throws -> Void = { writes in
+            try await Self.resolve(writes, counters: counters, notifications: notifications, now: SystemWallClock().now())
+        }
+        let completed: @Sendable ([PendingWrite]) async -> Void = { writes in
+            locallyStale.remove(writes.map(\.user))
+            await repaired(Array(Set(writes.map(\.user))))
+        }
+        let dropped: @Sendable ([PendingWrite]) -> Void = { writes in locallyStale.remove(writes.map(\.user)) }
+        lateInserts = RetryQueue(.lateInserts, policy: policy, metrics: metrics, logger: logger, perform: resolve, completed: completed, dropped: dropped)
+        repairs = RetryQueue(.counterRepairs, policy: policy, metrics: metrics, logger: logger, perform: resolve, completed: completed, dropped: dropped)
+    }
+
+    /// A write announced on these users' counters may or may not have been applied (or its
+    /// settle did not land): this instance recounts them at once, and resolves the
+    /// announcement in the background as soon as MongoDB answers (see `resolve`).
+    func owe(_ users: [String], token: String, inserts: Bool) {
+        for user in Set(users) {
+            locallyStale.insert(user)
+            let write = PendingWrite(user: user, token: token, inserts: inserts)
+            if inserts { lateInserts.enqueue(write) } else { repairs.enqueue(write) }
         }
     }
 
-    /// Follows a committed write; when the `$inc` fails (its outcome unknown), the counter is marked stale.
-    func adjust(_ user: String, by delta: Int) async {
-        do {
-            _ = try await counters.update(["_id": .string(user)], ["$inc": ["unread": .int64(Int64(delta)), "seq": .int64(1)]], upsert: true)
-        } catch {
-            logger.warning("Unread counter update failed; it will be recounted", metadata: ["user": "\(user)", "error": "\(error)"])
-            markStale(user)
-        }
-    }
+    /// Announcements this instance still has to resolve (tests).
+    var owed: Int { lateInserts.count + repairs.count }
+    var lateInsertBatches: Int { lateInserts.batchesSent }
 
     /// How many fan-out batch markers a counter keeps (a batch's late `+1` is recognised while
     /// its user has had fewer than this many fan-out batches since).
     static let markerMemory = 64
 
-    /// After a batch committed: +1 for each occurrence of a user, in a constant number of
+    /// After a fan-out batch committed: +1 for each occurrence of a user, in a constant number of
     /// commands (one query and one insert for users without a counter yet, then one
     /// multi-document `$inc` per distinct number of notifications a user got in the batch,
     /// usually one), never a statement per user: the dev server runs statements one by one.
-    /// One user alone without a marker is one upsert. With a fan-out batch's `marker`, only
-    /// counters without it are incremented, and get it. A failure marks the users' counters
-    /// stale instead.
+    /// Only counters without the batch's `marker` are incremented, and get it. A failure is
+    /// thrown: the batch is then resumed, and its resume recounts its candidates.
     /// - Parameter ensured: the counters were created before the write (`ensureCounters`), so the
     ///   `$inc` is the only call after its commit.
-    func incrementMany(_ users: [String], marker: String? = nil, ensured: Bool = false) async {
+    func incrementMany(_ users: [String], marker: String, ensured: Bool = false) async throws(MongoError) {
         var counts: [String: Int] = [:]
         for user in users { counts[user, default: 0] += 1 }
-        if marker == nil, counts.count == 1, let (user, count) = counts.first {
-            await adjust(user, by: count)
-            return
-        }
         guard !counts.isEmpty else { return }
         let usersByCount = Dictionary(grouping: counts.keys) { counts[$0] ?? 0 }
-        do {
-            if !ensured { try await ensureCounters(Array(counts.keys)) }
-            _ = try await counters.update(usersByCount.sorted { $0.key < $1.key }.map { count, group in
-                var filter: BSONDocument = ["_id": ["$in": .array(group.sorted().map(BSONValue.string))]]
-                var update: BSONDocument = ["$inc": ["unread": .int64(Int64(count)), "seq": .int64(1)]]
-                if let marker {
-                    filter["marks"] = ["$ne": .string(marker)]
-                    update["$push"] = Self.pushMarker(marker)
-                }
-                return MongoCollection.UpdateStatement(filter: filter, update: update, multi: true)
-            })
-        } catch {
-            logger.warning("Unread counter updates of a batch failed; they will be recounted", metadata: ["users": "\(counts.count)", "error": "\(error)"])
-            for user in counts.keys { markStale(user) }
-        }
+        if !ensured { try await ensureCounters(Array(counts.keys)) }
+        _ = try await counters.update(usersByCount.sorted { $0.key < $1.key }.map { count, group in
+            MongoCollection.UpdateStatement(
+                filter: ["_id": ["$in": .array(group.sorted().map(BSONValue.string))], "marks": ["$ne": .string(marker)]],
+                update: ["$inc": ["unread": .int64(Int64(count)), "seq": .int64(1)], "$push": Self.pushMarker(marker)], multi: true)
+        })
     }
 
     /// For a batch that was interrupted and is written again: which counters its first run
     /// incremented is unknown, so all of them are marked stale (recounted, then reconciled).
     /// With the batch's `marker`, the mark also takes the batch's `+1` over: the first run's
     /// `$inc`, should it still come, finds the marker and changes nothing.
-    func markStaleMany(_ users: [String], marker: String? = nil) async {
-        do {
-            try await Self.markStaleNow(users, marker: marker, in: counters)
-        } catch {
-            for user in Set(users) { markStale(user) }
-        }
+    func markStaleMany(_ users: [String], marker: String? = nil) async throws(MongoError) {
+        try await Self.markStaleNow(users, marker: marker, in: counters)
     }
 
     private static func pushMarker(_ marker: String) -> BSONValue {
@@ -155,16 +156,11 @@ final class UnreadCounters: Sendable {
             timeout: timeout.map { max(.milliseconds(1), $0 - (ContinuousClock.now - started)) })
     }
 
-    /// A write for `user` may or may not have been applied: recount until reconciled.
-    func markStale(_ user: String) {
-        locallyStale.insert(user)
-        repairs.enqueue(user)
-    }
-
     /// The user's unread count: the counter, or a fresh count while the counter is stale.
     func count(_ user: String) async throws(MongoError) -> Int {
         let counter = try await counters.findOne(["_id": .string(user)])
         let stale = counter?["stale"]?.bool == true || locallyStale.contains(user)
+            || !Self.abandoned(in: counter, user: user, before: SystemWallClock().now().advanced(by: .zero - settle)).isEmpty
         guard stale else { return max(0, Int(counter?["unread"]?.int64 ?? 0)) }
         let unread = try await notifications.find(
             ["recipientId": .string(user), "readAt": .null], sort: MongoNotificationStore.feedSort, projection: ["_id": 1]

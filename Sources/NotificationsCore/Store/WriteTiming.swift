@@ -18,16 +18,24 @@ public struct WriteTiming: Sendable, Equatable {
     /// The contract's least look-back for resumes and polls.
     public static let minimumLookBack = Duration.seconds(5)
 
-    /// The MongoDB calls that can follow a write's commit before its counter change lands: the
-    /// write's own reply, then one counter update (counters a multi-document `$inc` needs are
-    /// created before the write, so no find or insert comes in between).
+    /// The deadlines between a write's announcement on its counters and its settle: the write
+    /// itself (its one budget, which the announcement also came out of), then the settle
+    /// (counters a fan-out batch's `$inc` needs are created before the write, so no find or
+    /// insert comes in between).
     public static let callsAfterCommit = 2
 
-    /// How long a counter's `seq` must stay unchanged before a recount of it is trusted: every
-    /// `$inc` of a write the recount counted has landed by then (`UnreadCounters`).
+    /// How long a counter's `seq` must stay unchanged before a recount of it is trusted (every
+    /// `$inc` of a write the recount counted has landed by then), and how old an announcement
+    /// must be before any instance resolves it (its writer has settled or given up by then)
+    /// (`UnreadCounters`).
     public var counterSettle: Duration {
         writeDeadline * Self.callsAfterCommit + Self.clockSkew
     }
+
+    /// Between the two stale marks that resolve a write of unknown outcome, as any instance
+    /// measures it: once MongoDB answers again, what a frozen server had received lands within
+    /// a second, so the second mark follows every late effect of the write.
+    public static let confirmationGap = Duration.seconds(1) + clockSkew
 
     /// How far before a reader's previous look a new look must start so that nothing committed
     /// in between is missed: an id's time is at most a deadline (plus skew) before its commit.

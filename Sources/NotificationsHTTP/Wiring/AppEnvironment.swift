@@ -46,8 +46,10 @@ public struct AppEnvironment: Sendable {
             : nil
         if let near { gateway.onOpen { near.flush(.breaker) } }
         let cache = FeedCache(gateway: gateway, ttlSeconds: settings.feedCacheTTLSeconds, logger: logger, near: near)
-        // A counter marked for a recount in the background also drops the user's cached feed.
-        let store = MongoNotificationStore(pool: mongoPool, metrics: metrics, logger: logger) { user in await cache.invalidate(user: user) }
+        // A counter marked for a recount in the background also drops the users' cached feeds.
+        let store = MongoNotificationStore(pool: mongoPool, metrics: metrics, logger: logger) { users in
+            if users.count == 1 { await cache.invalidate(user: users[0]) } else { await cache.invalidateMany(users: users) }
+        }
         // Preferences have versions of their own: a create for a user does not drop them.
         let preferences = PreferenceService(
             store: PreferenceStore(pool: mongoPool),

@@ -1,38 +1,14 @@
 import Logging
 import Metrics
 import MongoStore
-import NIOPosix
 @testable import NotificationsCore
 import Synchronization
 import Testing
 import TestSupport
 
-@Suite("Late writes are undone: one worker, batches, a bounded queue")
-struct BackgroundDeleterTests {
+@Suite("Background retries: one worker, batches, a bounded queue")
+struct RetryQueueTests {
     static let metrics = ServiceMetrics(factory: NOOPMetricsHandler.instance)
-
-    @Test func lateWritesAreRemovedInBatchesAndOthersKept() async throws {
-        try await withMongoPool { pool in
-            let collection = pool.collection("notifications")
-            // As if 50 timed-out inserts had been applied by the server after all.
-            let late: [BSONDocument] = (0..<50).map { ["_id": .string("late-\($0)"), "recipientId": "u", "run": "r1"] }
-            // The same id re-inserted by a later run (an idempotent retry) is not this run's to delete.
-            _ = try await collection.insert(late + [["_id": "kept", "recipientId": "u"], ["_id": "retried", "recipientId": "u", "run": "r2"]])
-            let removed = AttemptCounter()
-            let deleter = BackgroundDeleter(collection: collection, metrics: Self.metrics, logger: Logger(label: "test")) { recipients in
-                for _ in recipients { removed.increment() }
-            }
-            for document in late { deleter.deleteEventually(.init(id: document["_id"] ?? .null, run: "r1", recipient: "u")) }
-            deleter.deleteEventually(.init(id: "retried", run: "r1", recipient: "u"))
-            let deadline = ContinuousClock.now + .seconds(10)
-            while deleter.queue.count > 0 && ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(100))
-            }
-            #expect(try await collection.find(["recipientId": "u"]).compactMap { $0["_id"]?.string }.sorted() == ["kept", "retried"])
-            #expect(removed.value == 51, "the recipients' counters are told once each deletion is confirmed")
-            #expect(deleter.queue.batchesSent == 2, "one command per confirmation round, not one per document")
-        }
-    }
 
     @Test func theQueueIsBoundedAndBacksOffWhileMongoDBIsDown() async throws {
         let attempts = AttemptCounter()
