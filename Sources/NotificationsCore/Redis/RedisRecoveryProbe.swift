@@ -16,12 +16,9 @@ public struct RedisRecoveryProbe: Service {
     }
 
     public func run() async throws {
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                if gateway.state == .halfOpen && !gateway.breaker.isForcedOpen {
-                    _ = await gateway.call(.healthCheck) { pool in try await pool.send(.ping) }
-                }
-                try? await Task.sleep(for: interval)
+        await repeatUntilShutdown(every: interval) {
+            if gateway.state == .halfOpen && !gateway.breaker.isForcedOpen {
+                _ = await gateway.call(.healthCheck) { pool in try await pool.send(.ping) }
             }
         }
     }

@@ -17,15 +17,11 @@ public struct CounterSweeper: Service {
     }
 
     public func run() async throws {
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                do {
-                    _ = try await store.counters.sweep()
-                } catch {
-                    store.logger.debug("Counter sweep failed; retrying", metadata: ["error": "\(error)"])
-                }
-                // Spread, so instances started together do not sweep in step.
-                try? await Task.sleep(for: interval * Double.random(in: 0.8...1.0))
+        await repeatUntilShutdown(every: interval, spread: 0.8...1.0) {
+            do {
+                _ = try await store.counters.sweep()
+            } catch {
+                store.logger.debug("Counter sweep failed; retrying", metadata: ["error": "\(error)"])
             }
         }
     }
