@@ -50,20 +50,20 @@ struct CounterAnnouncementTests {
             // A create that was settled: it stays.
             try await writer.announce(["u"], token: "kept", inserts: true)
             try await notifications.insertOne(Self.unread("u", run: "kept"))
-            #expect(try await writer.settle(["u": 1], token: "kept"))
+            #expect(try await writer.settle(["u": .created(1)], token: "kept"))
             // The dead writer: announced, inserted, never settled (its client got no 201).
             try await writer.announce(["u"], token: "dead", inserts: true)
             try await notifications.insertOne(Self.unread("u", run: "dead"))
             let other = Self.counters(pool)
             #expect(try await other.sweep() == 0, "a writer may still settle within counterSettle")
-            #expect(try await other.count("u") == 1, "the counter is trusted meanwhile")
+            #expect(try await other.counts("u").unread == 1, "the counter is trusted meanwhile")
             try await Task.sleep(for: other.settle + .milliseconds(100))
             let resolved = try await Self.sweepUntilResolved(other, pool, "u")
             #expect(resolved?["stale"]?.bool == true, "recounted until reconciled")
             #expect(try await notifications.find(["recipientId": "u"]).compactMap { $0["run"]?.string } == ["kept"], "the unsettled create is gone")
             // Reads recount, then reconcile.
             let reconciled = try await retrying(for: .seconds(10), every: .milliseconds(300)) {
-                #expect(try await other.count("u") == 1)
+                #expect(try await other.counts("u").unread == 1)
                 return try await Self.counter(pool, "u")
             } until: { $0?["stale"]?.bool == false }
             #expect(reconciled?["unread"]?.int64 == 1)
@@ -77,17 +77,17 @@ struct CounterAnnouncementTests {
             let first = Self.unread("r")
             try await writer.announce(["r"], token: "two", inserts: true)
             _ = try await notifications.insert([first, Self.unread("r")])
-            #expect(try await writer.settle(["r": 2], token: "two"))
+            #expect(try await writer.settle(["r": .created(2)], token: "two"))
             // The dead writer marked one read and never settled: the counter still says 2.
             try await writer.announce(["r"], token: "read", inserts: false)
             _ = try await notifications.update(["_id": first["_id"] ?? .null], ["$set": ["readAt": .datetime(1)]])
             let other = Self.counters(pool)
             try await Task.sleep(for: other.settle + .milliseconds(100))
-            #expect(try await other.count("r") == 1, "an announcement older than counterSettle is not trusted, even before a sweep")
+            #expect(try await other.counts("r").unread == 1, "an announcement older than counterSettle is not trusted, even before a sweep")
             _ = try await Self.sweepUntilResolved(other, pool, "r")
             #expect(try await notifications.find(["recipientId": "r"]).count == 2, "a write that inserts nothing deletes nothing")
             let reconciled = try await retrying(for: .seconds(10), every: .milliseconds(300)) {
-                #expect(try await other.count("r") == 1)
+                #expect(try await other.counts("r").unread == 1)
                 return try await Self.counter(pool, "r")
             } until: { $0?["stale"]?.bool == false }
             #expect(reconciled?["unread"]?.int64 == 1)
@@ -105,7 +105,7 @@ struct CounterAnnouncementTests {
             let other = Self.counters(pool) { users in repaired.withLock { $0.formUnion(users) } }
             _ = try await Self.sweepUntilResolved(other, pool, "f")
             #expect(repaired.withLock { $0 } == ["f", "g"], "cached counts are dropped")
-            #expect(try await writer.settle(["f": 1, "g": 1], token: "frozen") == false)
+            #expect(try await writer.settle(["f": .created(1), "g": .created(1)], token: "frozen") == false)
             for user in ["f", "g"] {
                 let counter = try await Self.counter(pool, user)
                 #expect(counter?["unread"]?.int64 == 0 && counter?["inflight"]?.int64 == 0, "\(String(describing: counter))")
@@ -120,13 +120,13 @@ struct CounterAnnouncementTests {
             let writer = Self.counters(pool)
             let known = (0..<30).map { "k-\($0)" }
             try await writer.announce(known, token: "first", inserts: false)
-            #expect(try await writer.settle(Dictionary(uniqueKeysWithValues: known.map { ($0, 1) }), token: "first"))
+            #expect(try await writer.settle(Dictionary(uniqueKeysWithValues: known.map { ($0, Counts.created(1)) }), token: "first"))
             let users = known + (0..<30).map { "n-\($0)" }
             try await writer.announce(users + users, token: "mixed", inserts: true)
             let counters = try await pool.collection("user_counters").find(["_id": ["$in": .array(users.map(BSONValue.string))]])
             #expect(counters.count == users.count)
             #expect(counters.allSatisfy { $0["inflight"]?.int64 == 1 && $0["pending"]?.document?["mixed"] != nil })
-            #expect(try await writer.settle(Dictionary(uniqueKeysWithValues: users.map { ($0, 2) }), token: "mixed"))
+            #expect(try await writer.settle(Dictionary(uniqueKeysWithValues: users.map { ($0, Counts.created(2)) }), token: "mixed"))
             let settled = try await pool.collection("user_counters").find(["_id": ["$in": .array(users.map(BSONValue.string))]])
             #expect(settled.allSatisfy { $0["inflight"]?.int64 == 0 && ($0["pending"]?.document?.fields.count ?? 0) == 0 })
             let total = settled.map { $0["unread"]?.int64 ?? -1 }.reduce(0, +)

@@ -33,16 +33,16 @@ struct FanoutCounterTests {
                 creates: [], batches: [FanoutBatch(notifications: notifications, resumed: true, candidates: users, marker: marker)], within: .seconds(2))
             #expect(try resumed.batches[0].get().isEmpty, "all stored by the first run")
             // Readers recount, then reconcile once `seq` stood still for the settle time.
-            for user in users { #expect(try await store.unreadCount(recipientId: user) == 1) }
+            for user in users { #expect(try await store.counts(recipientId: user).unread == 1) }
             try await Task.sleep(for: store.counters.settle + .milliseconds(200))
-            for user in users { #expect(try await store.unreadCount(recipientId: user) == 1) }
+            for user in users { #expect(try await store.counts(recipientId: user).unread == 1) }
             let reconciled = try await pool.collection("user_counters").find(["_id": ["$in": .array(users.map(BSONValue.string))]])
             #expect(reconciled.count == users.count && reconciled.allSatisfy { $0["stale"]?.bool == false && $0["unread"]?.int64 == 1 })
             // The owner wakes: the `+1`s its insert would send next.
             try await store.counters.incrementMany(users, marker: marker, ensured: true)
             let after = try await pool.collection("user_counters").find(["_id": ["$in": .array(users.map(BSONValue.string))]])
             #expect(after.allSatisfy { $0["unread"]?.int64 == 1 && $0["stale"]?.bool == false }, "\(after.prefix(2))")
-            for user in users { #expect(try await store.unreadCount(recipientId: user) == 1) }
+            for user in users { #expect(try await store.counts(recipientId: user).unread == 1) }
         }
     }
 

@@ -28,9 +28,9 @@ struct InsertEachTests {
             let answers = await store.insertEach(batch, within: .seconds(2))
             #expect(try answers.map { try $0.get().created } == [true, true, true, false])
             #expect(try answers[3].get().notification.id == planned.id)
-            #expect(try await store.unreadCount(recipientId: "alice") == 2)
-            #expect(try await store.unreadCount(recipientId: "bob") == 1)
-            #expect(try await store.unreadCount(recipientId: "carol") == 1, "the adopted duplicate is not counted twice")
+            #expect(try await store.counts(recipientId: "alice").unread == 2)
+            #expect(try await store.counts(recipientId: "bob").unread == 1)
+            #expect(try await store.counts(recipientId: "carol").unread == 1, "the adopted duplicate is not counted twice")
             #expect(try await store.page(recipientId: "alice", before: nil, limit: 10, unreadOnly: false).count == 2)
         }
     }
@@ -44,8 +44,8 @@ struct InsertEachTests {
             let twin = Self.notification("erin")
             let answers = await store.insertEach([Self.notification("dave"), twin, twin, Self.notification("dave")], within: .seconds(2))
             #expect(try answers.map { try $0.get().created } == [true, true, false, true], "\(answers)")
-            #expect(try await store.unreadCount(recipientId: "dave") == 2)
-            #expect(try await store.unreadCount(recipientId: "erin") == 1)
+            #expect(try await store.counts(recipientId: "dave").unread == 2)
+            #expect(try await store.counts(recipientId: "erin").unread == 1)
         }
     }
 }

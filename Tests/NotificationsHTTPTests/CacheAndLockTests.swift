@@ -118,7 +118,7 @@ struct CacheAndLockTests {
         try await withHarness(configure: { $0.lockWaitMilliseconds = 300 }) { harness in
             _ = try await harness.client.create(recipient: "locked")
             // Another holder has the lock (as a concurrent read-all on another instance would).
-            _ = try await harness.environment.redisPool.send(.set("lock:read-all:locked", Array("someone".utf8), ttlMilliseconds: 5000))
+            _ = try await harness.environment.redisPool.send(.set("lock:bulk:locked", Array("someone".utf8), ttlMilliseconds: 5000))
             let started = ContinuousClock.now
             let busy = try await harness.client.execute(uri: "/v1/users/locked/notifications/read-all", method: .post, headers: authorized)
             #expect(busy.status == .conflict)
@@ -126,11 +126,11 @@ struct CacheAndLockTests {
             #expect(busy.headers[.retryAfter] == "1")
             #expect(ContinuousClock.now - started >= .milliseconds(250))
             // Released by its holder: the next read-all runs.
-            _ = try await harness.environment.redisPool.send(.del(["lock:read-all:locked"]))
+            _ = try await harness.environment.redisPool.send(.del(["lock:bulk:locked"]))
             let done = try await harness.client.execute(uri: "/v1/users/locked/notifications/read-all", method: .post, headers: authorized)
             #expect(try done.jsonObject()["updated"] as? Int == 1)
             // The lock was released by compare-and-delete.
-            #expect(try await harness.environment.redisPool.send(.get("lock:read-all:locked")) == .null)
+            #expect(try await harness.environment.redisPool.send(.get("lock:bulk:locked")) == .null)
         }
     }
 

@@ -75,7 +75,7 @@ struct CounterUnknownOutcomeTests {
                 // A running instance: connected to MongoDB before it freezes (a first connection would fail before sending anything).
                 _ = try await other.services.feed.page(userId: user, limit: 1, cursor: nil, unreadOnly: false)
                 harness.mongo.pause()
-                await #expect(throws: StoreError.self) { _ = try await other.services.feed.markRead(userId: user, id: id) }
+                await #expect(throws: StoreError.self) { _ = try await other.services.feed.setState(.read, userId: user, id: id) }
                 harness.mongo.resume()
                 let resumed = ContinuousClock.now
                 let (count, truth) = try await retrying(for: .seconds(8)) {

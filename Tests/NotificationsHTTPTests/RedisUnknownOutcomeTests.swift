@@ -38,7 +38,7 @@ struct RedisUnknownOutcomeTests {
             // Redis applied the stalled SET NX when it resumed (RedisClientTests.aTimedOutCommandMayStillBeApplied);
             // the release with our token (itself possibly stalled, and applied after it) removed it.
             #expect(second.status == .ok, "not lock_busy for the ghost lock's whole lease")
-            #expect(try await harness.withRedisAdmin { try await $0.send(.get("lock:read-all:ghost")) } == .null)
+            #expect(try await harness.withRedisAdmin { try await $0.send(.get("lock:bulk:ghost")) } == .null)
         }
     }
 

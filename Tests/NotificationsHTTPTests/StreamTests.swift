@@ -107,6 +107,7 @@ struct StreamTests {
             let stream = try await Self.open(harness, "away", lastEventID: first)
             defer { stream.close() }
             #expect(try await stream.next()?.event == "unread-count")
+            #expect(try await stream.next()?.event == "counts")
             #expect(try await stream.next() == SSEEvent(event: "reset", data: "{}"))
             let live = try await harness.client.create(recipient: "away")["id"] as? String
             #expect(try await Self.nextNotification(stream)?.id == live, "live after the reset, nothing older")
@@ -181,12 +182,14 @@ struct StreamTests {
             let stream = try await Self.open(harness, "reader")
             let second = try await Self.open(harness, "other")
             #expect(try await stream.next()?.data == #"{"unreadCount":1}"#)
+            #expect(try await stream.next() == SSEEvent(event: "counts", data: #"{"unreadCount":1,"unseenCount":1,"totalCount":1}"#))
             let third = try await harness.client.get("/v1/users/third/notifications/stream")
             #expect(third.status == .serviceUnavailable)
             #expect(try third.jsonObject()["code"] as? String == "overloaded")
             #expect(third.headers[.retryAfter] != nil)
             _ = try await harness.client.execute(uri: "/v1/users/reader/notifications/\(id)/read", method: .post, headers: authorized)
             #expect(try await stream.next()?.data == #"{"unreadCount":0}"#, "a read changes the count")
+            #expect(try await stream.next() == SSEEvent(event: "counts", data: #"{"unreadCount":0,"unseenCount":0,"totalCount":1}"#))
             #expect(try await stream.next(timeout: .seconds(3), skippingComments: false)?.event == ":", "keep-alive when idle")
             // SIGTERM: streams end at once, telling clients to reconnect (elsewhere) after a
             // delay drawn per stream between 1 s and STREAM_RETRY_MAX_MS.

@@ -2,21 +2,48 @@
 public struct FeedPage: Sendable {
     public var items: [Notification]
     public var nextCursor: FeedCursor?
-    public var unreadCount: Int
+    /// The user's counts, whatever the page's filter.
+    public var counts: Counts
 
-    public init(items: [Notification], nextCursor: FeedCursor?, unreadCount: Int) {
+    public init(items: [Notification], nextCursor: FeedCursor?, counts: Counts) {
         self.items = items
         self.nextCursor = nextCursor
-        self.unreadCount = unreadCount
+        self.counts = counts
     }
 
-    /// `{"items": [...], "nextCursor": ..., "unreadCount": N}`.
+    /// `{"items": [...], "nextCursor": ..., "unreadCount": N, "unseenCount": N, "totalCount": N}`.
     public var json: [UInt8] {
         var json = JSONWriter(capacity: 512 * max(1, items.count))
         json.object { object in
             object.array("items", items) { json, item in item.write(to: &json) }
             object.string("nextCursor", nextCursor?.encoded)
-            object.integer("unreadCount", unreadCount)
+            object.integer("unreadCount", counts.unread)
+            object.integer("unseenCount", counts.unseen)
+            object.integer("totalCount", counts.total)
+        }
+        return json.bytes
+    }
+}
+
+extension Counts {
+    /// Read back from `json` (a cached counts body); nil if it is not one.
+    init?(json bytes: [UInt8]) {
+        guard case .object(let members)? = try? JSONValue.parse(bytes) else { return nil }
+        func value(_ name: String) -> Int? { if case .integer(let n)? = members[name] { Int(n) } else { nil } }
+        guard let unread = value("unreadCount"), let unseen = value("unseenCount"), let total = value("totalCount"),
+            let archived = value("archivedCount")
+        else { return nil }
+        self.init(unread: unread, unseen: unseen, total: total, archived: archived)
+    }
+
+    /// `{"unreadCount", "unseenCount", "totalCount", "archivedCount"}` (`GET …/counts`).
+    public var json: [UInt8] {
+        var json = JSONWriter()
+        json.object { object in
+            object.integer("unreadCount", unread)
+            object.integer("unseenCount", unseen)
+            object.integer("totalCount", total)
+            object.integer("archivedCount", archived)
         }
         return json.bytes
     }
@@ -97,12 +124,12 @@ public struct NotificationFeed: Sendable {
     func loadPage(userId: String, limit: Int, cursor: FeedCursor?, unreadOnly: Bool) async throws -> FeedPage {
         // One extra item tells whether there is a next page without a count query.
         async let fetched = store.page(recipientId: userId, before: cursor?.lastID, limit: limit + 1, unreadOnly: unreadOnly)
-        async let unread = store.unreadCount(recipientId: userId)
+        async let counts = store.counts(recipientId: userId)
         var items = try await fetched
         let hasMore = items.count > limit
         if hasMore { items.removeLast(items.count - limit) }
         let next = hasMore ? items.last.map { FeedCursor(lastID: $0.id) } : nil
-        return FeedPage(items: items, nextCursor: next, unreadCount: try await unread)
+        return FeedPage(items: items, nextCursor: next, counts: try await counts)
     }
 
     static func pageVariant(limit: Int, cursor: FeedCursor?, unreadOnly: Bool) -> String {
@@ -124,24 +151,41 @@ public struct NotificationFeed: Sendable {
     /// `{"unreadCount": N}`, from the feed cache when it has it.
     public func unreadCount(userId: String) async throws -> CachedJSON {
         try await cache.cached(user: userId, variant: Self.unreadCountVariant) { [store] in
-            let count = try await store.unreadCount(recipientId: userId)
+            let counts = try await store.counts(recipientId: userId)
             var json = JSONWriter()
-            json.object { $0.integer("unreadCount", count) }
+            json.object { $0.integer("unreadCount", counts.unread) }
             return json.bytes
         }
     }
 
-    public func markRead(userId: String, id: String) async throws -> Notification? {
-        let read = try await invalidating(userId) { try await store.markRead(recipientId: userId, id: id, at: clock.now()) }
-        if read != nil { await streams.countChanged(user: userId) }
-        return read
+    static let countsVariant = "counts"
+
+    /// The cache lookup `counts` will make.
+    public func countsProbe(userId: String) -> CacheProbe? {
+        cache.probe(user: userId, variant: Self.countsVariant)
     }
 
-    /// Under the distributed lock `read-all:{userId}`, so concurrent read-alls of one user do the work once.
+    /// `{"unreadCount", "unseenCount", "totalCount", "archivedCount"}`, from the feed cache when it has it.
+    public func counts(userId: String) async throws -> CachedJSON {
+        try await cache.cached(user: userId, variant: Self.countsVariant) { [store] in
+            try await store.counts(recipientId: userId).json
+        }
+    }
+
+    /// One item's state (`seen`, `read`, `unread`, `archive`, `unarchive`); nil when the user has
+    /// no such notification.
+    public func setState(_ action: StateAction, userId: String, id: String) async throws -> Notification? {
+        let changed = try await invalidating(userId) { try await store.setState(action, recipientId: userId, id: id, at: clock.now()) }
+        if changed != nil { await streams.countChanged(user: userId) }
+        return changed
+    }
+
+    /// Under the distributed lock `bulk:{userId}` (shared by every all-at-once operation), so
+    /// concurrent ones of one user do the work once.
     public func markAllRead(userId: String) async throws -> Int {
-        // The work is one MongoDB update, idempotent by its filter: a lost lease needs no fencing here.
+        // The work is idempotent by its filters: a lost lease needs no fencing here.
         let updated = try await invalidating(userId) {
-            try await locks.withLock("read-all:\(userId)") { [store, clock] _ in
+            try await locks.withLock("bulk:\(userId)") { [store, clock] _ in
                 try await store.markAllRead(recipientId: userId, at: clock.now())
             }
         }

@@ -11,10 +11,16 @@ public struct Notification: Sendable, Equatable {
     public var dataJSON: String
     public var createdAt: Timestamp
     public var readAt: Timestamp?
+    /// Shown to its user (the bell was opened); `read` sets it too when it was nil.
+    public var seenAt: Timestamp?
+    /// Put away: out of the feed's default view and of the unread, unseen and total counts.
+    public var archivedAt: Timestamp?
+    /// Gone from reads from this moment on (and removed soon after).
+    public var expiresAt: Timestamp?
 
     public init(
         id: String, recipientId: String, type: String, actorId: String?, title: String?, body: String?, dataJSON: String,
-        createdAt: Timestamp, readAt: Timestamp?
+        createdAt: Timestamp, readAt: Timestamp?, seenAt: Timestamp? = nil, archivedAt: Timestamp? = nil, expiresAt: Timestamp? = nil
     ) {
         self.id = id
         self.recipientId = recipientId
@@ -25,9 +31,13 @@ public struct Notification: Sendable, Equatable {
         self.dataJSON = dataJSON
         self.createdAt = createdAt
         self.readAt = readAt
+        self.seenAt = seenAt
+        self.archivedAt = archivedAt
+        self.expiresAt = expiresAt
     }
 
-    /// The contract's JSON shape: `{"id", "recipientId", "type", "actorId", "title", "body", "data", "createdAt", "readAt"}`.
+    /// The contract's JSON shape: `{"id", "recipientId", "type", "actorId", "title", "body", "data", "createdAt", "readAt",
+    /// "seenAt", "archivedAt", "expiresAt"}`.
     public func write(to json: inout JSONWriter) {
         json.object { object in
             object.string("id", id)
@@ -39,6 +49,9 @@ public struct Notification: Sendable, Equatable {
             object.rawJSON("data", dataJSON)
             object.string("createdAt", createdAt.rfc3339)
             object.string("readAt", readAt?.rfc3339)
+            object.string("seenAt", seenAt?.rfc3339)
+            object.string("archivedAt", archivedAt?.rfc3339)
+            object.string("expiresAt", expiresAt?.rfc3339)
         }
     }
 }

@@ -59,7 +59,7 @@ public final class ServiceMetrics: Sendable {
     private let sseConnections: Gauge
     private let sseEvents: [String: Counter]
     private let sseDelivery: Timer
-    public static let sseEventNames = ["notification", "unread-count", "reset", "keep-alive"]
+    public static let sseEventNames = ["notification", "unread-count", "counts", "reset", "keep-alive"]
     private let backgroundDropped: [BackgroundQueue: Counter]
     private let shed: [ShedReason: Counter]
     private let feedCacheResults: [CacheStatus: Counter]

@@ -48,7 +48,10 @@ extension UnreadCounters {
         guard !missing.isEmpty else { return }
         let inserted = try await counters.insert(
             missing.map { user in
-                var counter: BSONDocument = ["_id": .string(user), "unread": .int64(0), "seq": .int64(0), "inflight": .int64(1)]
+                var counter: BSONDocument = ["_id": .string(user)]
+                for (field, value) in Counts().document.fields { counter[field] = value }
+                counter["seq"] = .int64(0)
+                counter["inflight"] = .int64(1)
                 counter["pending"] = .document(BSONDocument([(token, .document(entry))]))
                 return counter
             }, timeout: left())
@@ -62,16 +65,14 @@ extension UnreadCounters {
     /// announcement. False when some counter no longer held it: a sweep resolved it meanwhile
     /// (the writer was frozen past `counterSettle`), so that change is not applied, and the
     /// caller must treat the write as unsettled. A throw leaves the outcome unknown: unsettled too.
-    func settle(_ changes: [String: Int], token: String) async throws(MongoError) -> Bool {
+    func settle(_ changes: [String: Counts], token: String) async throws(MongoError) -> Bool {
         guard !changes.isEmpty else { return true }
         let field = Self.announcementField(token)
-        let groups = Dictionary(grouping: changes.keys) { changes[$0] ?? 0 }
-        let statements = groups.sorted { $0.key < $1.key }.map { change, users in
-            var increments: BSONDocument = ["inflight": .int64(-1)]
-            if change != 0 {
-                increments["unread"] = .int64(Int64(change))
-                increments["seq"] = .int64(1)
-            }
+        let groups = Dictionary(grouping: changes.keys) { changes[$0] ?? Counts() }
+        let statements = groups.sorted { $0.key.values.lexicographicallyPrecedes($1.key.values) }.map { change, users in
+            var increments = change.increments
+            increments["inflight"] = .int64(-1)
+            if !change.isZero { increments["seq"] = .int64(1) }
             var filter: BSONDocument = ["_id": ["$in": .array(users.sorted().map(BSONValue.string))]]
             filter[field] = ["$exists": true]
             var update = BSONDocument()

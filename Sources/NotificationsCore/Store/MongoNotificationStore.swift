@@ -130,11 +130,11 @@ public struct MongoNotificationStore: NotificationStore {
             return failAll(StoreError(error))
         }
         var createAnswers: [Result<(notification: Notification, created: Bool), any Error>] = []
-        var changes: [String: Int] = Dictionary(uniqueKeysWithValues: recipients.map { ($0, 0) })
+        var changes: [String: Counts] = Dictionary(uniqueKeysWithValues: recipients.map { ($0, Counts()) })
         for (index, notification) in creates.enumerated() {
             switch errors[index] {
             case nil:
-                changes[notification.recipientId, default: 0] += 1
+                changes[notification.recipientId, default: Counts()] += Counts.of(notification)
                 createAnswers.append(.success((notification, true)))
             case .duplicateKey?:
                 createAnswers.append(await adopt(createDocuments[index], run: run))
@@ -238,28 +238,57 @@ public struct MongoNotificationStore: NotificationStore {
         }
     }
 
-    public func unreadCount(recipientId: String) async throws -> Int {
-        try await mongoOperation { try await counters.count(recipientId) }
+    public func counts(recipientId: String) async throws -> Counts {
+        try await mongoOperation { try await counters.counts(recipientId) }
     }
 
-    public func markRead(recipientId: String, id: String, at: Timestamp) async throws -> Notification? {
+    public func setState(_ action: StateAction, recipientId: String, id: String, at: Timestamp) async throws -> Notification? {
         guard let objectID = ObjectID(hex: id) else { return nil }
         let filter: BSONDocument = ["_id": .objectID(objectID), "recipientId": .string(recipientId)]
-        var unreadFilter = filter
-        unreadFilter["readAt"] = .null
-        // Only the request that flips readAt decrements the counter, so repeats are idempotent.
-        _ = try await countingWrite(recipientId) { () throws(MongoError) in
-            let result = try await notifications.update(unreadFilter, ["$set": ["readAt": .datetime(at.milliseconds)]])
-            return (result, -result.modified)
+        let time: BSONValue = .datetime(at.milliseconds)
+        // Each step sets one field under a filter requiring its old value, so only the request
+        // that changes it counts the change, and a repeat changes nothing. `read` sets `seenAt`
+        // first: a read cut off between its steps reads as seen, and its retry completes it.
+        let steps: [(field: String, from: BSONValue, to: BSONValue)] = switch action {
+        case .seen: [("seenAt", .null, time)]
+        case .read: [("seenAt", .null, time), ("readAt", .null, time)]
+        case .unread: [("readAt", ["$ne": .null], .null)]
+        case .archive: [("archivedAt", .null, time)]
+        case .unarchive: [("archivedAt", ["$ne": .null], .null)]
         }
+        let changed: BSONDocument? = try await countingWrite(recipientId) { () throws(MongoError) in
+            var change = Counts()
+            var latest: BSONDocument?
+            for step in steps {
+                var query = filter
+                query[step.field] = step.from
+                guard var document = try await notifications.findAndModify(query, update: ["$set": .document(BSONDocument([(step.field, step.to)]))])
+                else { continue }
+                let before = Counts.of(document: document)
+                document[step.field] = step.to
+                change += Counts.of(document: document) - before
+                latest = document
+            }
+            return (steps.count == 1 ? latest : nil, change)
+        }
+        // The document as the last step left it; after a repeat (or two steps), as stored now.
+        if let changed { return Self.notification(changed) }
         return try await mongoOperation { try await notifications.findOne(filter).flatMap(Self.notification) }
     }
 
     public func markAllRead(recipientId: String, at: Timestamp) async throws -> Int {
         try await countingWrite(recipientId) { () throws(MongoError) in
-            let result = try await notifications.update(
-                ["recipientId": .string(recipientId), "readAt": .null], ["$set": ["readAt": .datetime(at.milliseconds)]], multi: true)
-            return (result.modified, -result.modified)
+            // Over the non-archived notifications created before the request (one made meanwhile
+            // is not touched); `seenAt` first, as `read` does, so each read one is seen.
+            let scope: BSONDocument = [
+                "recipientId": .string(recipientId), "readAt": .null, "archivedAt": .null,
+                "_id": ["$lte": .objectID(ObjectIDs.upperBound(at: at))],
+            ]
+            var unseen = scope
+            unseen["seenAt"] = .null
+            let seen = try await notifications.update(unseen, ["$set": ["seenAt": .datetime(at.milliseconds)]], multi: true)
+            let read = try await notifications.update(scope, ["$set": ["readAt": .datetime(at.milliseconds)]], multi: true)
+            return (read.modified, Counts(unread: -read.modified, unseen: -seen.modified))
         }
     }
 
@@ -267,15 +296,15 @@ public struct MongoNotificationStore: NotificationStore {
         guard let objectID = ObjectID(hex: id) else { return false }
         return try await countingWrite(recipientId) { () throws(MongoError) in
             let removed = try await notifications.findAndModify(["_id": .objectID(objectID), "recipientId": .string(recipientId)], remove: true)
-            return (removed != nil, removed.map { $0["readAt"]?.isNull ?? true ? -1 : 0 } ?? 0)
+            return (removed != nil, removed.map { Counts() - Counts.of(document: $0) } ?? Counts())
         }
     }
 
-    /// A write that changes the user's unread notifications by the change it returns: announced
+    /// A write that changes the user's counts by the change it returns: announced
     /// on the counter before it is sent, settled after. When the write's outcome (or its
     /// settle's) is unknown, or the instance dies before settling, the announcement is resolved
     /// (the counter recounted) by this instance or by any instance's sweep.
-    private func countingWrite<T>(_ user: String, _ write: () async throws(MongoError) -> (T, change: Int)) async throws -> T {
+    private func countingWrite<T>(_ user: String, _ write: () async throws(MongoError) -> (T, change: Counts)) async throws -> T {
         let token = UnreadCounters.newToken()
         do throws(MongoError) {
             try await counters.announce([user], token: token, inserts: false)
@@ -283,7 +312,7 @@ public struct MongoNotificationStore: NotificationStore {
             if error.isUnavailable { counters.owe([user], token: token, inserts: false) }
             throw StoreError(error)
         }
-        let (result, change): (T, Int)
+        let (result, change): (T, Counts)
         do throws(MongoError) {
             (result, change) = try await write()
         } catch {
@@ -311,6 +340,9 @@ public struct MongoNotificationStore: NotificationStore {
             "data": .string(notification.dataJSON),
             "createdAt": .datetime(notification.createdAt.milliseconds),
             "readAt": notification.readAt.map { .datetime($0.milliseconds) } ?? .null,
+            "seenAt": notification.seenAt.map { .datetime($0.milliseconds) } ?? .null,
+            "archivedAt": notification.archivedAt.map { .datetime($0.milliseconds) } ?? .null,
+            "expiresAt": notification.expiresAt.map { .datetime($0.milliseconds) } ?? .null,
         ]
     }
 
@@ -321,6 +353,9 @@ public struct MongoNotificationStore: NotificationStore {
         return Notification(
             id: id.description, recipientId: recipientId, type: type, actorId: document["actorId"]?.string,
             title: document["title"]?.string, body: document["body"]?.string, dataJSON: document["data"]?.string ?? "{}",
-            createdAt: Timestamp(milliseconds: createdAt), readAt: document["readAt"]?.datetime.map(Timestamp.init(milliseconds:)))
+            createdAt: Timestamp(milliseconds: createdAt), readAt: document["readAt"]?.datetime.map(Timestamp.init(milliseconds:)),
+            seenAt: document["seenAt"]?.datetime.map(Timestamp.init(milliseconds:)),
+            archivedAt: document["archivedAt"]?.datetime.map(Timestamp.init(milliseconds:)),
+            expiresAt: document["expiresAt"]?.datetime.map(Timestamp.init(milliseconds:)))
     }
 }

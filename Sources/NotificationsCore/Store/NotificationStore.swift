@@ -29,9 +29,11 @@ public protocol NotificationStore: Sendable {
     func newer(recipientId: String, than after: String, limit: Int) async throws -> [Notification]
     /// Newest first, strictly older than `before` (an id) when given.
     func page(recipientId: String, before: String?, limit: Int, unreadOnly: Bool) async throws -> [Notification]
-    func unreadCount(recipientId: String) async throws -> Int
-    /// Sets `readAt` unless already set; nil when the recipient has no such notification.
-    func markRead(recipientId: String, id: String, at: Timestamp) async throws -> Notification?
+    /// The user's counts, kept with each write (no count query unless a counter is not trusted).
+    func counts(recipientId: String) async throws -> Counts
+    /// Applies `action` to one notification (a repeat changes nothing and keeps the times);
+    /// nil when the recipient has no such notification.
+    func setState(_ action: StateAction, recipientId: String, id: String, at: Timestamp) async throws -> Notification?
     /// Marks every unread notification of the recipient read; returns how many changed.
     func markAllRead(recipientId: String, at: Timestamp) async throws -> Int
     /// False when the recipient has no such notification.

@@ -118,9 +118,11 @@ final class UnreadCounters: Sendable {
         let usersByCount = Dictionary(grouping: counts.keys) { counts[$0] ?? 0 }
         if !ensured { try await ensureCounters(Array(counts.keys)) }
         _ = try await counters.update(usersByCount.sorted { $0.key < $1.key }.map { count, group in
-            MongoCollection.UpdateStatement(
+            var increments = Counts.created(count).increments
+            increments["seq"] = .int64(1)
+            return MongoCollection.UpdateStatement(
                 filter: ["_id": ["$in": .array(group.sorted().map(BSONValue.string))], "marks": ["$ne": .string(marker)]],
-                update: ["$inc": ["unread": .int64(Int64(count)), "seq": .int64(1)], "$push": Self.pushMarker(marker)], multi: true)
+                update: ["$inc": .document(increments), "$push": Self.pushMarker(marker)], multi: true)
         })
     }
 
@@ -152,21 +154,45 @@ final class UnreadCounters: Sendable {
         guard !missing.isEmpty else { return }
         // Duplicates (created meanwhile by another write) are reported, not thrown: fine.
         _ = try await counters.insert(
-            missing.sorted().map { ["_id": .string($0), "unread": .int64(0), "seq": .int64(0)] },
+            missing.sorted().map { user in
+                var counter: BSONDocument = ["_id": .string(user)]
+                for (field, value) in Counts().document.fields { counter[field] = value }
+                counter["seq"] = .int64(0)
+                return counter
+            },
             timeout: timeout.map { max(.milliseconds(1), $0 - (ContinuousClock.now - started)) })
     }
 
-    /// The user's unread count: the counter, or a fresh count while the counter is stale.
-    func count(_ user: String) async throws(MongoError) -> Int {
+    /// The user's counts: the counter, or a fresh count while the counter is stale (or holds an
+    /// announcement older than `settle`, or predates the seen/archived counts).
+    func counts(_ user: String) async throws(MongoError) -> Counts {
         let counter = try await counters.findOne(["_id": .string(user)])
-        let stale = counter?["stale"]?.bool == true || locallyStale.contains(user)
+        let reconciling = counter?["stale"]?.bool == true || Self.predatesCounts(counter)
+        let stale = reconciling || locallyStale.contains(user)
             || !Self.abandoned(in: counter, user: user, before: SystemWallClock().now().advanced(by: .zero - settle)).isEmpty
-        guard stale else { return max(0, Int(counter?["unread"]?.int64 ?? 0)) }
-        let unread = try await notifications.find(
-            ["recipientId": .string(user), "readAt": .null], sort: MongoNotificationStore.feedSort, projection: ["_id": 1]
-        ).count
-        if let counter, counter["stale"]?.bool == true { await reconcile(user, counter: counter, counted: unread) }
-        return unread
+        guard stale else { return Counts(document: counter) }
+        let counted = try await recount(user)
+        if let counter, reconciling { await reconcile(user, counter: counter, counted: counted) }
+        return counted
+    }
+
+    /// A counter from before seen and archived were counted: it has `unread` only.
+    static func predatesCounts(_ counter: BSONDocument?) -> Bool {
+        counter?["unread"] != nil && counter?["total"] == nil
+    }
+
+    /// The counts from the stored notifications themselves: one sorted query on the feed index
+    /// per count (only while a counter is not trusted).
+    func recount(_ user: String) async throws(MongoError) -> Counts {
+        let recipient: BSONValue = .string(user)
+        func count(_ filter: BSONDocument) async throws(MongoError) -> Int {
+            var query: BSONDocument = ["recipientId": recipient]
+            for (key, value) in filter.fields { query[key] = value }
+            return try await notifications.find(query, sort: MongoNotificationStore.feedSort, projection: ["_id": 1]).count
+        }
+        return Counts(
+            unread: try await count(["readAt": .null, "archivedAt": .null]), unseen: try await count(["seenAt": .null, "archivedAt": .null]),
+            total: try await count(["archivedAt": .null]), archived: try await count(["archivedAt": ["$ne": .null]]))
     }
 
     /// Marks the users' counters stale (creating those missing), and with a batch's `marker` pushes
@@ -185,24 +211,25 @@ final class UnreadCounters: Sendable {
     }
 
     /// One step of the two-step reconciliation (best effort: a failure leaves the counter stale).
-    private func reconcile(_ user: String, counter: BSONDocument, counted: Int) async {
+    private func reconcile(_ user: String, counter: BSONDocument, counted: Counts) async {
         let seq = counter["seq"]?.int64 ?? 0
         let now = SystemWallClock().now().milliseconds
         do {
-            if counter["checkSeq"]?.int64 == seq, let checkedAt = counter["checkAt"]?.int64, let checked = counter["checkCount"]?.int64,
+            if counter["checkSeq"]?.int64 == seq, let checkedAt = counter["checkAt"]?.int64, let checked = counter["checkCounts"]?.document,
                 now - checkedAt >= settle.milliseconds
             {
+                var values = Counts(document: checked).document
+                values["stale"] = false
                 let result = try await counters.update(
-                    ["_id": .string(user), "seq": .int64(seq), "checkAt": .int64(checkedAt)],
-                    ["$set": ["unread": .int64(checked), "stale": false]])
-                if result.matched > 0 { logger.info("Unread counter reconciled", metadata: ["user": "\(user)", "unread": "\(checked)"]) }
+                    ["_id": .string(user), "seq": .int64(seq), "checkAt": .int64(checkedAt)], ["$set": .document(values)])
+                if result.matched > 0 { logger.info("User counter reconciled", metadata: ["user": "\(user)", "counts": "\(Counts(document: checked))"]) }
             } else if counter["checkSeq"]?.int64 != seq {
                 _ = try await counters.update(
                     ["_id": .string(user), "seq": .int64(seq)],
-                    ["$set": ["checkSeq": .int64(seq), "checkCount": .int64(Int64(counted)), "checkAt": .int64(now)]])
+                    ["$set": ["checkSeq": .int64(seq), "checkCounts": .document(counted.document), "checkAt": .int64(now)]])
             }
         } catch {
-            logger.debug("Unread counter reconciliation deferred", metadata: ["user": "\(user)", "error": "\(error)"])
+            logger.debug("User counter reconciliation deferred", metadata: ["user": "\(user)", "error": "\(error)"])
         }
     }
 }

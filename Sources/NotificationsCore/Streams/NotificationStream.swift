@@ -60,11 +60,18 @@ public struct NotificationStream: Sendable {
             hub.metrics.streamEventSent(event)
             lastSent = monotonic.now
         }
+        /// `unread-count` when the unread count changed, `counts` when any count changed (both on connect).
         func sendCount(force: Bool) async throws {
-            let body = try await feed.unreadCount(userId: user).body
-            guard force || body != state.lastCount else { return }
-            state.lastCount = body
-            try await emit("event: unread-count\ndata: \(String(decoding: body, as: UTF8.self))\n\n", event: "unread-count")
+            guard let counts = Counts(json: try await feed.counts(userId: user).body) else { return }
+            let previous = force ? nil : state.lastCounts
+            guard counts != previous else { return }
+            state.lastCounts = counts
+            if counts.unread != previous?.unread {
+                try await emit("event: unread-count\ndata: {\"unreadCount\":\(counts.unread)}\n\n", event: "unread-count")
+            }
+            try await emit(
+                "event: counts\ndata: {\"unreadCount\":\(counts.unread),\"unseenCount\":\(counts.unseen),\"totalCount\":\(counts.total)}\n\n",
+                event: "counts")
         }
         func sendNotification(id: String, createdAt: Int64, json: String) async throws {
             guard state.markSent(id: id, at: clock.now()) else { return }
@@ -170,7 +177,7 @@ struct StreamState {
     /// Ids sent (or found existing), with when: a look finds a notification again for as long
     /// as its write is within reach, so it is remembered at least that long.
     var sent: [String: Timestamp] = [:]
-    var lastCount: [UInt8]?
+    var lastCounts: Counts?
 
     init(openedAt: Timestamp, reach: Duration) {
         self.openedAt = openedAt

@@ -19,8 +19,15 @@ struct NotificationRoutes {
         routes.on(.get, "/users/{userId}/notifications/unread-count", unreadCount) { [feed] _, context in
             (try? Self.userID(context)).flatMap { feed.unreadCountProbe(userId: $0) }
         }
+        routes.on(.get, "/users/{userId}/notifications/counts", counts) { [feed] _, context in
+            (try? Self.userID(context)).flatMap { feed.countsProbe(userId: $0) }
+        }
         routes.on(.post, "/users/{userId}/notifications/read-all", markAllRead)
-        routes.on(.post, "/users/{userId}/notifications/{id}/read", markRead)
+        for action in StateAction.allCases {
+            routes.on(.post, "/users/{userId}/notifications/{id}/\(action.rawValue)") { request, context in
+                try await setState(action, request, context: context)
+            }
+        }
         routes.on(.delete, "/users/{userId}/notifications/{id}", delete)
     }
 
@@ -59,10 +66,14 @@ struct NotificationRoutes {
         .cachedJSON(try await feed.unreadCount(userId: try Self.userID(context)))
     }
 
-    @Sendable func markRead(_ request: Request, context: AppRequestContext) async throws -> Response {
+    @Sendable func counts(_ request: Request, context: AppRequestContext) async throws -> Response {
+        .cachedJSON(try await feed.counts(userId: try Self.userID(context)))
+    }
+
+    @Sendable func setState(_ action: StateAction, _ request: Request, context: AppRequestContext) async throws -> Response {
         let userId = try Self.userID(context)
         let id = try Self.notificationID(context)
-        guard let notification = try await feed.markRead(userId: userId, id: id) else {
+        guard let notification = try await feed.setState(action, userId: userId, id: id) else {
             throw Problem.notFound("User \(userId) has no notification \(id).")
         }
         return .json { notification.write(to: &$0) }

@@ -182,16 +182,37 @@ paths:
       summary: GET without the body
       parameters: *unreadCountParameters
       responses: *unreadCountResponses
+  /v1/users/{userId}/notifications/counts:
+    get:
+      operationId: getCounts
+      tags: [notifications]
+      summary: The user's counts (unread, unseen, total, archived), kept with each write
+      parameters: &countsParameters
+        - $ref: "#/components/parameters/UserId"
+      responses: &countsResponses
+        "200": { $ref: "#/components/responses/Counts" }
+        "400": { $ref: "#/components/responses/BadRequest" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "429": { $ref: "#/components/responses/RateLimited" }
+        "503": { $ref: "#/components/responses/Unavailable" }
+    head:
+      operationId: headCounts
+      tags: [notifications]
+      summary: GET without the body
+      parameters: *countsParameters
+      responses: *countsResponses
   /v1/users/{userId}/notifications/stream:
     get:
       operationId: streamNotifications
       tags: [notifications]
       summary: The user's notifications in real time (Server-Sent Events)
       description: |
-        text/event-stream. On connect `event: unread-count` with `data: {"unreadCount": N}`;
+        text/event-stream. On connect `event: unread-count` with `data: {"unreadCount": N}`, then
+        `event: counts` with `data: {"unreadCount", "unseenCount", "totalCount"}`;
         then for each notification created for the user afterwards (on any instance)
         `event: notification`, `id: <notification id>`, `data: <notification JSON>`, followed by
-        `unread-count` whenever the count changed (reads, read-all and deletes too); a comment
+        `unread-count` whenever the unread count changed (reads, read-all and deletes too) and
+        `counts` whenever any count changed (seen and archive too); a comment
         `: keep-alive` every STREAM_HEARTBEAT_SECONDS without another event. With Last-Event-ID
         the stream first sends, oldest first, the notifications with a greater id (at most 100;
         more: `event: reset` with `data: {}`, reload the feed). While Redis is unusable the stream
@@ -216,15 +237,15 @@ paths:
     post:
       operationId: markRead
       tags: [notifications]
-      summary: Mark one notification read (idempotent)
+      summary: Mark one notification read, and seen if it was not (idempotent)
       description: No request body is read (except to fingerprint an Idempotency-Key request).
-      parameters:
+      parameters: &stateParameters
         - $ref: "#/components/parameters/UserId"
         - $ref: "#/components/parameters/NotificationId"
         - $ref: "#/components/parameters/IdempotencyKey"
-      responses:
+      responses: &stateResponses
         "200":
-          description: The notification with readAt set
+          description: The notification as the action left it (a repeat changes nothing and returns the same times)
           headers:
             Idempotency-Replay: { $ref: "#/components/headers/IdempotencyReplay" }
             X-Request-Id: { $ref: "#/components/headers/XRequestId" }
@@ -236,10 +257,7 @@ paths:
             X-RateLimit-Status: { $ref: "#/components/headers/XRateLimitStatus" }
           content:
             application/json:
-              schema:
-                allOf:
-                  - $ref: "#/components/schemas/Notification"
-                  - properties: { readAt: { $ref: "#/components/schemas/Timestamp" } }
+              schema: { $ref: "#/components/schemas/Notification" }
           links:
             GetFeed:
               operationId: getFeed
@@ -255,11 +273,43 @@ paths:
         "422": { $ref: "#/components/responses/IdempotencyKeyReused" }
         "429": { $ref: "#/components/responses/RateLimited" }
         "503": { $ref: "#/components/responses/Unavailable" }
+  /v1/users/{userId}/notifications/{id}/seen:
+    post:
+      operationId: markSeen
+      tags: [notifications]
+      summary: Mark one notification seen (idempotent)
+      description: No request body is read (except to fingerprint an Idempotency-Key request).
+      parameters: *stateParameters
+      responses: *stateResponses
+  /v1/users/{userId}/notifications/{id}/unread:
+    post:
+      operationId: markUnread
+      tags: [notifications]
+      summary: Clear one notification's readAt (idempotent; seenAt stays)
+      description: No request body is read (except to fingerprint an Idempotency-Key request).
+      parameters: *stateParameters
+      responses: *stateResponses
+  /v1/users/{userId}/notifications/{id}/archive:
+    post:
+      operationId: archiveNotification
+      tags: [notifications]
+      summary: Archive one notification, taking it out of the unread, unseen and total counts (idempotent)
+      description: No request body is read (except to fingerprint an Idempotency-Key request).
+      parameters: *stateParameters
+      responses: *stateResponses
+  /v1/users/{userId}/notifications/{id}/unarchive:
+    post:
+      operationId: unarchiveNotification
+      tags: [notifications]
+      summary: Bring one archived notification back (idempotent)
+      description: No request body is read (except to fingerprint an Idempotency-Key request).
+      parameters: *stateParameters
+      responses: *stateResponses
   /v1/users/{userId}/notifications/read-all:
     post:
       operationId: markAllRead
       tags: [notifications]
-      summary: Mark every unread notification read, under the lock read-all:{userId}
+      summary: Mark every unread non-archived notification read (and seen), under the lock bulk:{userId}
       description: |
         A caller that finds the lock held waits up to LOCK_WAIT_MS, then gets 409 lock_busy with
         Retry-After: 1. With Redis down and REDIS_FAIL_OPEN=false: 503 lock_unavailable. No request
@@ -867,6 +917,29 @@ components:
       content:
         application/json:
           schema: { $ref: "#/components/schemas/FeedPage" }
+    Counts:
+      description: The user's four counts (unread, unseen and total over the non-archived notifications)
+      headers:
+        X-Cache: { $ref: "#/components/headers/XCache" }
+        X-Cache-Tier: { $ref: "#/components/headers/XCacheTier" }
+        X-Request-Id: { $ref: "#/components/headers/XRequestId" }
+        RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
+        RateLimit: { $ref: "#/components/headers/RateLimit" }
+        X-RateLimit-Limit: { $ref: "#/components/headers/XRateLimitLimit" }
+        X-RateLimit-Remaining: { $ref: "#/components/headers/XRateLimitRemaining" }
+        X-RateLimit-Reset: { $ref: "#/components/headers/XRateLimitReset" }
+        X-RateLimit-Status: { $ref: "#/components/headers/XRateLimitStatus" }
+      content:
+        application/json:
+          schema:
+            type: object
+            additionalProperties: false
+            required: [unreadCount, unseenCount, totalCount, archivedCount]
+            properties:
+              unreadCount: { type: integer, minimum: 0 }
+              unseenCount: { type: integer, minimum: 0 }
+              totalCount: { type: integer, minimum: 0 }
+              archivedCount: { type: integer, minimum: 0 }
     UnreadCount:
       description: The count
       headers:
@@ -1051,7 +1124,7 @@ components:
               - $ref: "#/components/schemas/Problem"
               - properties: { status: { const: 409 }, code: { enum: [idempotency_in_progress] } }
     Busy:
-      description: lock_busy (read-all:{userId} stayed held for LOCK_WAIT_MS), or idempotency_in_progress
+      description: lock_busy (bulk:{userId} stayed held for LOCK_WAIT_MS), or idempotency_in_progress
       headers: *retryProblemHeaders
       content:
         application/problem+json:
@@ -1174,7 +1247,7 @@ components:
     Notification:
       type: object
       additionalProperties: false
-      required: [id, recipientId, type, actorId, title, body, data, createdAt, readAt]
+      required: [id, recipientId, type, actorId, title, body, data, createdAt, readAt, seenAt, archivedAt, expiresAt]
       properties:
         id: { type: string, pattern: "^[0-9a-f]{24}$" }
         recipientId: { $ref: "#/components/schemas/UserId" }
@@ -1185,14 +1258,19 @@ components:
         data: { type: object }
         createdAt: { $ref: "#/components/schemas/Timestamp" }
         readAt: { oneOf: [{ $ref: "#/components/schemas/Timestamp" }, { type: "null" }] }
+        seenAt: { oneOf: [{ $ref: "#/components/schemas/Timestamp" }, { type: "null" }] }
+        archivedAt: { oneOf: [{ $ref: "#/components/schemas/Timestamp" }, { type: "null" }] }
+        expiresAt: { oneOf: [{ $ref: "#/components/schemas/Timestamp" }, { type: "null" }] }
     FeedPage:
       type: object
       additionalProperties: false
-      required: [items, nextCursor, unreadCount]
+      required: [items, nextCursor, unreadCount, unseenCount, totalCount]
       properties:
         items: { type: array, maxItems: 100, items: { $ref: "#/components/schemas/Notification" } }
         nextCursor: { type: [string, "null"], pattern: "^[A-Za-z0-9_-]{16}$" }
         unreadCount: { type: integer, minimum: 0 }
+        unseenCount: { type: integer, minimum: 0 }
+        totalCount: { type: integer, minimum: 0 }
     NewEvent:
       type: object
       additionalProperties: false
