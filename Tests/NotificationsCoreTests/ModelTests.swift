@@ -47,4 +47,17 @@ struct ModelTests {
         writer.string("q\"b\\n\n\t\u{1}é")
         #expect(writer.string == #""q\"b\\n\n\t\u0001é""#)
     }
+
+    @Test func rfc3339IsParsedStrictly() {
+        let time = Timestamp(milliseconds: 1_795_000_123_456)
+        #expect(Timestamp(rfc3339: time.rfc3339) == time, "what we print reads back")
+        #expect(Timestamp(rfc3339: "1970-01-01T00:00:00Z")?.milliseconds == 0)
+        #expect(Timestamp(rfc3339: "1970-01-01T02:00:00.5+02:00")?.milliseconds == 500)
+        #expect(Timestamp(rfc3339: "1969-12-31t23:59:59.999999z")?.milliseconds == -1, "fractions past milliseconds are truncated")
+        #expect(Timestamp(rfc3339: "2024-02-29T00:00:00Z") != nil)
+        for bad in ["2026-02-29T00:00:00Z", "2026-13-01T00:00:00Z", "2026-01-01 00:00:00Z", "2026-01-01T00:00:00", "2026-01-01T24:00:00Z",
+                    "2026-01-01T00:00:60Z", "2026-01-01T00:00:00.Z", "2026-01-01T00:00:00+0200", "yesterday", ""] {
+            #expect(Timestamp(rfc3339: bad) == nil, "\(bad)")
+        }
+    }
 }

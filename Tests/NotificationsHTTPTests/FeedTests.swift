@@ -103,7 +103,7 @@ struct FeedTests {
         try await withTestApp { client, _ in
             let response = try await client.get("/v1/users/nobody/notifications")
             #expect(response.status == .ok)
-            #expect(response.text == #"{"items":[],"nextCursor":null,"unreadCount":0}"#)
+            #expect(response.text == #"{"items":[],"nextCursor":null,"unreadCount":0,"unseenCount":0,"totalCount":0}"#)
             #expect(try await client.get("/v1/users/nobody/notifications?cursor=").status == .ok, "an empty cursor is the first page")
         }
     }

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
@@ -124,6 +125,85 @@ struct InboxStateTests {
             _ = try await Self.act(harness, user, id, .archive)
             #expect(try await stream.next() == SSEEvent(event: "unread-count", data: #"{"unreadCount":0}"#))
             #expect(try await stream.next() == SSEEvent(event: "counts", data: #"{"unreadCount":0,"unseenCount":0,"totalCount":0}"#))
+        }
+    }
+
+    static func post(_ harness: Harness, _ path: String, _ json: String?) async throws -> TestResponse {
+        try await harness.client.execute(
+            uri: path, method: .post, headers: json == nil ? authorized : jsonHeaders, body: json.map { ByteBuffer(string: $0) })
+    }
+
+    @Test func aBatchByIdsChangesOnlyThoseAndKeepsTheCountsExact() async throws {
+        try await withHarness { harness in
+            let user = "batcher"
+            var ids: [String] = []
+            for _ in 0..<6 { ids.append(try await harness.client.create(recipient: user)["id"] as? String ?? "") }
+            let stranger = try await harness.client.create(recipient: "stranger")["id"] as? String ?? ""
+            let path = "/v1/users/\(user)/notifications/batch"
+            func batch(_ action: String, _ chosen: [String]) async throws -> Int? {
+                let list = chosen.map { "\"\($0)\"" }.joined(separator: ",")
+                let response = try await Self.post(harness, path, #"{"action": "\#(action)", "ids": [\#(list)]}"#)
+                #expect(response.status == .ok, "\(response.text)")
+                return try response.jsonObject()["updated"] as? Int
+            }
+            // Unknown ids and another user's are skipped.
+            #expect(try await batch("archive", [ids[0], ids[1], "0123456789abcdef01234567", stranger]) == 2)
+            #expect(try await batch("archive", [ids[0]]) == 0, "a repeat changes nothing")
+            #expect(try await batch("read", [ids[1], ids[2]]) == 2, "an archived one can be read too")
+            #expect(try await Self.counts(harness, user) == Self.truth(harness, user))
+            #expect(try await batch("unarchive", [ids[1]]) == 1)
+            #expect(try await batch("seen", ids) == 4, "the unseen ones: \(ids.count) minus the two read")
+            #expect(try await batch("unread", [ids[1], ids[2], ids[3]]) == 2)
+            #expect(try await batch("delete", [ids[0], ids[4], stranger]) == 2)
+            let truth = try await Self.truth(harness, user)
+            #expect(truth == Counts(unread: 4, unseen: 0, total: 4, archived: 0), "\(truth)")
+            #expect(try await Self.counts(harness, user) == truth)
+            #expect(try await Self.truth(harness, "stranger") == Counts(unread: 1, unseen: 1, total: 1), "another user's is untouched")
+        }
+    }
+
+    @Test func seenAllReadAllAndArchiveAllTakeTheirFilters() async throws {
+        try await withHarness { harness in
+            let user = "filters"
+            for type in ["like", "like", "comment"] { _ = try await harness.client.create(recipient: user, type: type) }
+            try await Task.sleep(for: .milliseconds(20))
+            let middle = Timestamp(milliseconds: Int64(Date().timeIntervalSince1970 * 1000)).rfc3339
+            try await Task.sleep(for: .milliseconds(20))
+            _ = try await harness.client.create(recipient: user, type: "like")
+            let base = "/v1/users/\(user)/notifications"
+            #expect(try await Self.post(harness, "\(base)/seen-all", #"{"type": "like"}"#).jsonObject()["updated"] as? Int == 3)
+            #expect(try await Self.post(harness, "\(base)/read-all", #"{"before": "\#(middle)"}"#).jsonObject()["updated"] as? Int == 3)
+            #expect(try await Self.post(harness, "\(base)/archive-all", #"{"type": "comment", "before": "\#(middle)"}"#).jsonObject()["updated"] as? Int == 1)
+            let truth = try await Self.truth(harness, user)
+            #expect(truth == Counts(unread: 1, unseen: 0, total: 3, archived: 1), "\(truth)")
+            #expect(try await Self.counts(harness, user) == truth)
+            // No body: everything non-archived.
+            #expect(try await Self.post(harness, "\(base)/archive-all", nil).jsonObject()["updated"] as? Int == 3)
+            #expect(try await Self.counts(harness, user) == Counts(archived: 4))
+        }
+    }
+
+    @Test func badBulkInputIs400NamingTheFieldAndChangesNothing() async throws {
+        try await withHarness { harness in
+            let user = "bad-bulk"
+            let id = try await harness.client.create(recipient: user)["id"] as? String ?? ""
+            let base = "/v1/users/\(user)/notifications"
+            let many = (0..<1001).map { _ in "\"\(id)\"" }.joined(separator: ",")
+            let cases: [(String, String, String)] = [
+                ("batch", #"{"action": "explode", "ids": ["\#(id)"]}"#, "action"),
+                ("batch", #"{"action": "read"}"#, "ids"),
+                ("batch", #"{"action": "read", "ids": []}"#, "ids"),
+                ("batch", #"{"action": "read", "ids": [\#(many)]}"#, "ids"),
+                ("batch", #"{"action": "read", "ids": ["not-an-id"]}"#, "ids[0]"),
+                ("batch", #"{"action": "read", "ids": ["\#(id)"], "extra": 1}"#, "extra"),
+                ("seen-all", #"{"typ": "like"}"#, "typ"),
+                ("read-all", #"{"before": "yesterday"}"#, "before"),
+                ("archive-all", #"{"type": ""}"#, "type"),
+            ]
+            for (route, body, field) in cases {
+                try expectValidationProblem(try await Self.post(harness, "\(base)/\(route)", body), field: field)
+            }
+            #expect(try await Self.truth(harness, user) == Counts(unread: 1, unseen: 1, total: 1), "nothing changed")
         }
     }
 }

@@ -11,3 +11,29 @@ public enum StateAction: String, Sendable, CaseIterable {
     case archive
     case unarchive
 }
+
+/// What a bulk write does to each notification it selects (`POST …/notifications/batch`).
+public enum BulkAction: Sendable, Equatable {
+    case state(StateAction)
+    case delete
+
+    /// `seen`, `read`, `unread`, `archive`, `unarchive` or `delete`.
+    public init?(rawValue: String) {
+        if rawValue == "delete" {
+            self = .delete
+        } else if let action = StateAction(rawValue: rawValue) {
+            self = .state(action)
+        } else {
+            return nil
+        }
+    }
+}
+
+/// Which of a user's notifications a bulk write selects.
+public enum BulkSelection: Sendable, Equatable {
+    /// These ids (1–1000; unknown ones and other users' are skipped).
+    case ids([String])
+    /// Every non-archived one created before the request, optionally only of `type` and only
+    /// created before `before` (seen-all, read-all, archive-all).
+    case all(type: String?, before: Timestamp?)
+}

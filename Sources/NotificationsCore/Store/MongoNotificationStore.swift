@@ -276,19 +276,41 @@ public struct MongoNotificationStore: NotificationStore {
         return try await mongoOperation { try await notifications.findOne(filter).flatMap(Self.notification) }
     }
 
-    public func markAllRead(recipientId: String, at: Timestamp) async throws -> Int {
-        try await countingWrite(recipientId) { () throws(MongoError) in
-            // Over the non-archived notifications created before the request (one made meanwhile
-            // is not touched); `seenAt` first, as `read` does, so each read one is seen.
-            let scope: BSONDocument = [
-                "recipientId": .string(recipientId), "readAt": .null, "archivedAt": .null,
-                "_id": ["$lte": .objectID(ObjectIDs.upperBound(at: at))],
-            ]
-            var unseen = scope
-            unseen["seenAt"] = .null
-            let seen = try await notifications.update(unseen, ["$set": ["seenAt": .datetime(at.milliseconds)]], multi: true)
-            let read = try await notifications.update(scope, ["$set": ["readAt": .datetime(at.milliseconds)]], multi: true)
-            return (read.modified, Counts(unread: -read.modified, unseen: -seen.modified))
+    public func bulk(_ action: BulkAction, recipientId: String, selection: BulkSelection, at: Timestamp) async throws -> Int {
+        var scope: BSONDocument = ["recipientId": .string(recipientId)]
+        let classes: [StateClass]
+        switch selection {
+        case .ids(let ids):
+            scope["_id"] = ["$in": .array(ids.compactMap(ObjectID.init(hex:)).map(BSONValue.objectID))]
+            classes = StateClass.allCases
+        case .all(let type, let before):
+            // Only what was created before the request (and before `before`): one created
+            // meanwhile is not touched.
+            var range: BSONDocument = ["$lte": .objectID(ObjectIDs.upperBound(at: at))]
+            if let before { range["$lt"] = .objectID(ObjectID(hex: ObjectIDs.lowerBound(at: before)) ?? ObjectIDs.upperBound(at: at)) }
+            scope["_id"] = .document(range)
+            if let type { scope["type"] = .string(type) }
+            classes = StateClass.live
+        }
+        return try await countingWrite(recipientId) { () throws(MongoError) in
+            var change = Counts()
+            var changed = 0
+            for stateClass in classes {
+                var filter = scope
+                for (key, value) in stateClass.filter.fields { filter[key] = value }
+                switch action {
+                case .delete:
+                    let removed = try await notifications.delete(filter, limit: 0)
+                    change = change - stateClass.counts * removed
+                    changed += removed
+                case .state(let state):
+                    guard let (after, set) = stateClass.applying(state, at: at) else { continue }
+                    let modified = try await notifications.update(filter, ["$set": .document(set)], multi: true).modified
+                    change += (after.counts - stateClass.counts) * modified
+                    changed += modified
+                }
+            }
+            return (changed, change)
         }
     }
 

@@ -34,8 +34,10 @@ public protocol NotificationStore: Sendable {
     /// Applies `action` to one notification (a repeat changes nothing and keeps the times);
     /// nil when the recipient has no such notification.
     func setState(_ action: StateAction, recipientId: String, id: String, at: Timestamp) async throws -> Notification?
-    /// Marks every unread notification of the recipient read; returns how many changed.
-    func markAllRead(recipientId: String, at: Timestamp) async throws -> Int
+    /// Applies `action` to the recipient's notifications in `selection`, in a constant number of
+    /// commands (one per state class it changes), never a statement per notification; returns
+    /// how many changed.
+    func bulk(_ action: BulkAction, recipientId: String, selection: BulkSelection, at: Timestamp) async throws -> Int
     /// False when the recipient has no such notification.
     func delete(recipientId: String, id: String) async throws -> Bool
 }

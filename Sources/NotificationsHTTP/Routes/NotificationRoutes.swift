@@ -22,7 +22,12 @@ struct NotificationRoutes {
         routes.on(.get, "/users/{userId}/notifications/counts", counts) { [feed] _, context in
             (try? Self.userID(context)).flatMap { feed.countsProbe(userId: $0) }
         }
-        routes.on(.post, "/users/{userId}/notifications/read-all", markAllRead)
+        for action in [StateAction.seen, .read, .archive] {
+            routes.on(.post, "/users/{userId}/notifications/\(action.rawValue)-all") { request, context in
+                try await applyAll(action, request, context: context)
+            }
+        }
+        routes.on(.post, "/users/{userId}/notifications/batch", batch)
         for action in StateAction.allCases {
             routes.on(.post, "/users/{userId}/notifications/{id}/\(action.rawValue)") { request, context in
                 try await setState(action, request, context: context)
@@ -79,8 +84,20 @@ struct NotificationRoutes {
         return .json { notification.write(to: &$0) }
     }
 
-    @Sendable func markAllRead(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let updated = try await feed.markAllRead(userId: try Self.userID(context))
+    /// `seen-all`, `read-all`, `archive-all`, with an optional `{type, before}` body.
+    @Sendable func applyAll(_ action: StateAction, _ request: Request, context: AppRequestContext) async throws -> Response {
+        let userId = try Self.userID(context)
+        var request = request
+        let body = try await RequestBody.collect(&request)
+        let filter = body.readableBytes == 0 ? AllAtOnceFilter() : try AllAtOnceFilter(json: try await RequestBody.json(request, context: context))
+        let updated = try await feed.applyAll(action, userId: userId, type: filter.type, before: filter.before)
+        return .json { $0.object { $0.integer("updated", updated) } }
+    }
+
+    @Sendable func batch(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let userId = try Self.userID(context)
+        let input = try BatchRequest(json: try await RequestBody.json(request, context: context))
+        let updated = try await feed.batch(input.action, userId: userId, ids: input.ids)
         return .json { $0.object { $0.integer("updated", updated) } }
     }
 

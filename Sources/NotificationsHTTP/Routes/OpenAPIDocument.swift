@@ -311,13 +311,20 @@ paths:
       tags: [notifications]
       summary: Mark every unread non-archived notification read (and seen), under the lock bulk:{userId}
       description: |
+        Over the user's non-archived notifications created before the request; the optional body
+        narrows it to one type and/or those created before a time (any other field: 400, so a
+        misspelt filter never widens to everything). seen-all and archive-all share the lock.
         A caller that finds the lock held waits up to LOCK_WAIT_MS, then gets 409 lock_busy with
-        Retry-After: 1. With Redis down and REDIS_FAIL_OPEN=false: 503 lock_unavailable. No request
-        body is read (except to fingerprint an Idempotency-Key request).
-      parameters:
+        Retry-After: 1. With Redis down and REDIS_FAIL_OPEN=false: 503 lock_unavailable.
+      parameters: &allParameters
         - $ref: "#/components/parameters/UserId"
         - $ref: "#/components/parameters/IdempotencyKey"
-      responses:
+      requestBody: &allBody
+        required: false
+        content:
+          application/json:
+            schema: { $ref: "#/components/schemas/AllAtOnceFilter" }
+      responses: &allResponses
         "200":
           description: How many changed
           headers:
@@ -348,9 +355,70 @@ paths:
         "401": { $ref: "#/components/responses/Unauthorized" }
         "409": { $ref: "#/components/responses/Busy" }
         "413": { $ref: "#/components/responses/PayloadTooLarge" }
+        "415": { $ref: "#/components/responses/UnsupportedMediaType" }
         "422": { $ref: "#/components/responses/IdempotencyKeyReused" }
         "429": { $ref: "#/components/responses/RateLimited" }
         "503": { $ref: "#/components/responses/UnavailableOrLockUnavailable" }
+  /v1/users/{userId}/notifications/seen-all:
+    post:
+      operationId: markAllSeen
+      tags: [notifications]
+      summary: Mark every unseen non-archived notification seen (the bell was opened), under the lock bulk:{userId}
+      description: As read-all (filters, lock, answers).
+      parameters: *allParameters
+      requestBody: *allBody
+      responses: *allResponses
+  /v1/users/{userId}/notifications/archive-all:
+    post:
+      operationId: archiveAll
+      tags: [notifications]
+      summary: Archive every non-archived notification, under the lock bulk:{userId}
+      description: As read-all (filters, lock, answers).
+      parameters: *allParameters
+      requestBody: *allBody
+      responses: *allResponses
+  /v1/users/{userId}/notifications/batch:
+    post:
+      operationId: batchNotifications
+      tags: [notifications]
+      summary: One action (seen, read, unread, archive, unarchive or delete) on 1–1000 of the user's notifications by id
+      description: Ids that are unknown or another user's are skipped; `updated` counts the notifications whose state changed.
+      parameters:
+        - $ref: "#/components/parameters/UserId"
+        - $ref: "#/components/parameters/IdempotencyKey"
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: { $ref: "#/components/schemas/BatchRequest" }
+      responses:
+        "200":
+          description: How many changed
+          headers:
+            Idempotency-Replay: { $ref: "#/components/headers/IdempotencyReplay" }
+            X-Request-Id: { $ref: "#/components/headers/XRequestId" }
+            RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
+            RateLimit: { $ref: "#/components/headers/RateLimit" }
+            X-RateLimit-Limit: { $ref: "#/components/headers/XRateLimitLimit" }
+            X-RateLimit-Remaining: { $ref: "#/components/headers/XRateLimitRemaining" }
+            X-RateLimit-Reset: { $ref: "#/components/headers/XRateLimitReset" }
+            X-RateLimit-Status: { $ref: "#/components/headers/XRateLimitStatus" }
+          content:
+            application/json:
+              schema:
+                type: object
+                additionalProperties: false
+                required: [updated]
+                properties:
+                  updated: { type: integer, minimum: 0 }
+        "400": { $ref: "#/components/responses/BadRequest" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "409": { $ref: "#/components/responses/IdempotencyInProgress" }
+        "413": { $ref: "#/components/responses/PayloadTooLarge" }
+        "415": { $ref: "#/components/responses/UnsupportedMediaType" }
+        "422": { $ref: "#/components/responses/IdempotencyKeyReused" }
+        "429": { $ref: "#/components/responses/RateLimited" }
+        "503": { $ref: "#/components/responses/Unavailable" }
   /v1/users/{userId}/notifications/{id}:
     delete:
       operationId: deleteNotification
@@ -1261,6 +1329,19 @@ components:
         seenAt: { oneOf: [{ $ref: "#/components/schemas/Timestamp" }, { type: "null" }] }
         archivedAt: { oneOf: [{ $ref: "#/components/schemas/Timestamp" }, { type: "null" }] }
         expiresAt: { oneOf: [{ $ref: "#/components/schemas/Timestamp" }, { type: "null" }] }
+    AllAtOnceFilter:
+      type: object
+      additionalProperties: false
+      properties:
+        type: { $ref: "#/components/schemas/Type" }
+        before: { $ref: "#/components/schemas/Timestamp" }
+    BatchRequest:
+      type: object
+      additionalProperties: false
+      required: [action, ids]
+      properties:
+        action: { type: string, enum: [seen, read, unread, archive, unarchive, delete] }
+        ids: { type: array, minItems: 1, maxItems: 1000, items: { type: string, pattern: "^[0-9a-f]{24}$" } }
     FeedPage:
       type: object
       additionalProperties: false

@@ -1,0 +1,73 @@
+internal import MongoStore
+
+/// One of the eight combinations of (archived, read, seen) a notification can be in.
+///
+/// A bulk write (by ids, or all at once) is one command per class it changes: each filters on
+/// its class as well as on the request's scope, so what it changes is known from the
+/// command's count alone, and the write's change to the counts is exact without reading the
+/// documents first and without a statement per notification.
+struct StateClass: Hashable, CaseIterable {
+    var archived: Bool
+    var read: Bool
+    var seen: Bool
+
+    static let allCases: [StateClass] = [false, true].flatMap { archived in
+        [false, true].flatMap { read in [false, true].map { seen in StateClass(archived: archived, read: read, seen: seen) } }
+    }
+
+    /// The classes of non-archived notifications (what all-at-once operations and the counts cover).
+    static let live = allCases.filter { !$0.archived }
+
+    /// Matches the documents of this class (a missing state field reads as null).
+    var filter: BSONDocument {
+        func state(_ set: Bool) -> BSONValue { set ? ["$ne": .null] : .null }
+        return ["archivedAt": state(archived), "readAt": state(read), "seenAt": state(seen)]
+    }
+
+    /// What one notification of this class contributes to the counts.
+    var counts: Counts {
+        guard !archived else { return Counts(archived: 1) }
+        return Counts(unread: read ? 0 : 1, unseen: seen ? 0 : 1, total: 1)
+    }
+
+    /// The class `action` takes a notification of this class to, and the fields it sets; nil
+    /// when the action changes nothing here (a repeat).
+    func applying(_ action: StateAction, at time: Timestamp) -> (after: StateClass, set: BSONDocument)? {
+        let now: BSONValue = .datetime(time.milliseconds)
+        var after = self
+        var set = BSONDocument()
+        switch action {
+        case .seen:
+            guard !seen else { return nil }
+            after.seen = true
+            set["seenAt"] = now
+        case .read:
+            guard !read else { return nil }
+            after.read = true
+            set["readAt"] = now
+            if !seen {
+                after.seen = true
+                set["seenAt"] = now
+            }
+        case .unread:
+            guard read else { return nil }
+            after.read = false
+            set["readAt"] = .null
+        case .archive:
+            guard !archived else { return nil }
+            after.archived = true
+            set["archivedAt"] = now
+        case .unarchive:
+            guard archived else { return nil }
+            after.archived = false
+            set["archivedAt"] = .null
+        }
+        return (after, set)
+    }
+}
+
+extension Counts {
+    static func * (lhs: Counts, n: Int) -> Counts {
+        Counts(unread: lhs.unread * n, unseen: lhs.unseen * n, total: lhs.total * n, archived: lhs.archived * n)
+    }
+}
