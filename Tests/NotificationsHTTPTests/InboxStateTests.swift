@@ -177,8 +177,12 @@ struct InboxStateTests {
             let truth = try await Self.truth(harness, user)
             #expect(truth == Counts(unread: 1, unseen: 0, total: 3, archived: 1), "\(truth)")
             #expect(try await Self.counts(harness, user) == truth)
+            // A time before any id, or far ahead, is a filter like any other (not a crash).
+            #expect(try await Self.post(harness, "\(base)/seen-all", #"{"before": "1900-01-01T00:00:00Z"}"#).jsonObject()["updated"] as? Int == 0)
+            #expect(try await Self.post(harness, "\(base)/read-all", #"{"before": "9999-12-31T23:59:59Z"}"#).jsonObject()["updated"] as? Int == 1)
             // No body: everything non-archived.
             #expect(try await Self.post(harness, "\(base)/archive-all", nil).jsonObject()["updated"] as? Int == 3)
+            #expect(try await Self.counts(harness, user) == Self.truth(harness, user))
             #expect(try await Self.counts(harness, user) == Counts(archived: 4))
         }
     }

@@ -286,9 +286,13 @@ public struct MongoNotificationStore: NotificationStore {
         case .all(let type, let before):
             // Only what was created before the request (and before `before`): one created
             // meanwhile is not touched.
-            var range: BSONDocument = ["$lte": .objectID(ObjectIDs.upperBound(at: at))]
-            if let before { range["$lt"] = .objectID(ObjectID(hex: ObjectIDs.lowerBound(at: before)) ?? ObjectIDs.upperBound(at: at)) }
-            scope["_id"] = .document(range)
+            var last = at
+            if let before {
+                // Nothing was created before the epoch (an id's time is never negative).
+                guard before.milliseconds > 0 else { return 0 }
+                last = min(at, Timestamp(milliseconds: before.milliseconds - 1))
+            }
+            scope["_id"] = ["$lte": .objectID(ObjectIDs.upperBound(at: last))]
             if let type { scope["type"] = .string(type) }
             classes = StateClass.live
         }

@@ -351,7 +351,7 @@ paths:
             GetUnreadFeed:
               operationId: getFeed
               parameters: { userId: "$request.path.userId", unreadOnly: "true" }
-        "400": { $ref: "#/components/responses/BadRequest" }
+        "400": { $ref: "#/components/responses/BadRequestWithBody" }
         "401": { $ref: "#/components/responses/Unauthorized" }
         "409": { $ref: "#/components/responses/Busy" }
         "413": { $ref: "#/components/responses/PayloadTooLarge" }
@@ -411,7 +411,7 @@ paths:
                 required: [updated]
                 properties:
                   updated: { type: integer, minimum: 0 }
-        "400": { $ref: "#/components/responses/BadRequest" }
+        "400": { $ref: "#/components/responses/BadRequestWithBody" }
         "401": { $ref: "#/components/responses/Unauthorized" }
         "409": { $ref: "#/components/responses/IdempotencyInProgress" }
         "413": { $ref: "#/components/responses/PayloadTooLarge" }
@@ -1047,8 +1047,8 @@ components:
             type: object
             required: [data]
             properties:
-              event: { type: string, enum: [notification, unread-count, reset] }
-              data: { type: string, description: "JSON: a notification, {\"unreadCount\": N}, or {}" }
+              event: { type: string, enum: [notification, unread-count, counts, reset] }
+              data: { type: string, description: "JSON: a notification, {\"unreadCount\": N}, {\"unreadCount\", \"unseenCount\", \"totalCount\"}, or {}" }
               id: { type: string, pattern: "^[0-9a-f]{24}$" }
               retry: { type: integer }
     EventStatus:
