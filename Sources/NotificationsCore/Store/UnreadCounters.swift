@@ -2,13 +2,14 @@ internal import Logging
 internal import MongoStore
 internal import Synchronization
 
-/// The per-user unread counters (`user_counters`), kept exact although writes can end with
-/// an unknown outcome, and although the instance that made one can die before it is repaired.
+/// The per-user counters (`user_counters`: unread, unseen and total over the non-archived
+/// notifications, and archived; `Counts`), kept exact although writes can end with an unknown
+/// outcome, and although the instance that made one can die before it is repaired.
 ///
-/// A counter document is `{_id: user, unread, seq, stale, checkSeq, checkCount, checkAt,
-/// pending, inflight, marks}`. Every write that changes a user's unread notifications is
+/// A counter document is `{_id: user, unread, unseen, total, archived, seq, stale, checkSeq,
+/// checkCounts, checkAt, pending, inflight, marks}`. Every write that changes a user's counts is
 /// announced on the counter before it is sent (`pending.<token>`, `CounterAnnouncements`), and
-/// settled after it: `$inc {unread: ±n, seq: 1}` retiring the announcement, in one update that
+/// settled after it: `$inc` of its change and `seq` retiring the announcement, in one update that
 /// applies only while the announcement is there. What a write owes its counters is thereby a
 /// fact in MongoDB from before the write, not a promise in the writer's memory: an
 /// announcement that was not settled (the write or its settle timed out, failed, or the
@@ -22,9 +23,9 @@ internal import Synchronization
 ///
 /// Reconciling must neither lose nor double an `$inc` that races the recount, and a write's
 /// `$inc` follows its commit by up to `WriteTiming.counterSettle`. So it takes two steps: a
-/// reader records `(checkSeq, checkCount, checkAt)` guarded on the `seq` it read before
+/// reader records `(checkSeq, checkCounts, checkAt)` guarded on the `seq` it read before
 /// counting; a reader at least `settle` later, finding `seq` still equal to `checkSeq`, sets
-/// `unread = checkCount` and clears `stale`, guarded on the same `seq` and `checkAt`. Every
+/// the counts to `checkCounts` and clears `stale`, guarded on the same `seq` and `checkAt`. Every
 /// write committed before the count had its `$inc` land before the `seq` was read (or `seq`
 /// would have moved), and every later write moves `seq` and restarts the check.
 ///
