@@ -16,10 +16,9 @@ public struct Counts: Sendable, Hashable {
         self.archived = archived
     }
 
-    /// What one notification in this state contributes.
+    /// What one notification in this state contributes (`StateClass.counts`).
     static func of(readAt: Timestamp?, seenAt: Timestamp?, archivedAt: Timestamp?) -> Counts {
-        guard archivedAt == nil else { return Counts(archived: 1) }
-        return Counts(unread: readAt == nil ? 1 : 0, unseen: seenAt == nil ? 1 : 0, total: 1)
+        StateClass(archived: archivedAt != nil, read: readAt != nil, seen: seenAt != nil).counts
     }
 
     static func of(_ notification: Notification) -> Counts {
@@ -28,8 +27,7 @@ public struct Counts: Sendable, Hashable {
 
     /// What a stored notification document contributes (a missing state field reads as null).
     static func of(document: BSONDocument) -> Counts {
-        func time(_ field: String) -> Timestamp? { document[field]?.datetime.map(Timestamp.init(milliseconds:)) }
-        return of(readAt: time("readAt"), seenAt: time("seenAt"), archivedAt: time("archivedAt"))
+        StateClass(document: document).counts
     }
 
     /// `n` new notifications, unread and unseen.

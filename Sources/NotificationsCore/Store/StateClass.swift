@@ -66,6 +66,14 @@ struct StateClass: Hashable, CaseIterable {
     }
 }
 
+extension StateClass {
+    /// The class of a stored notification document (a missing state field reads as null).
+    init(document: BSONDocument) {
+        func set(_ field: String) -> Bool { !(document[field]?.isNull ?? true) }
+        self.init(archived: set("archivedAt"), read: set("readAt"), seen: set("seenAt"))
+    }
+}
+
 extension Counts {
     static func * (lhs: Counts, n: Int) -> Counts {
         Counts(unread: lhs.unread * n, unseen: lhs.unseen * n, total: lhs.total * n, archived: lhs.archived * n)
