@@ -245,36 +245,29 @@ public struct MongoNotificationStore: NotificationStore {
     public func setState(_ action: StateAction, recipientId: String, id: String, at: Timestamp) async throws -> Notification? {
         guard let objectID = ObjectID(hex: id) else { return nil }
         let filter: BSONDocument = ["_id": .objectID(objectID), "recipientId": .string(recipientId)]
-        let time: BSONValue = .datetime(at.milliseconds)
-        // Each step sets one field under a filter requiring its old value, so only the request
-        // that changes it counts the change, and a repeat changes nothing. `read` sets `seenAt`
-        // first: a read cut off between its steps reads as seen, and its retry completes it.
-        let steps: [(field: String, from: BSONValue, to: BSONValue)] = switch action {
-        case .seen: [("seenAt", .null, time)]
-        case .read: [("seenAt", .null, time), ("readAt", .null, time)]
-        case .unread: [("readAt", ["$ne": .null], .null)]
-        case .archive: [("archivedAt", .null, time)]
-        case .unarchive: [("archivedAt", ["$ne": .null], .null)]
-        }
-        let changed: BSONDocument? = try await countingWrite(recipientId) { () throws(MongoError) in
-            var change = Counts()
-            var latest: BSONDocument?
-            for step in steps {
+        let stored: BSONDocument? = try await countingWrite(recipientId) { () throws(MongoError) in
+            // The item's state class, then one update filtered on that class (what the action
+            // does is `StateClass.applying`, as for bulk writes): only the request that changes
+            // the state counts the change, and `read` sets both times at once. If another
+            // request changed the item in between, the update matches nothing: read it again.
+            for _ in 0..<Self.stateChangeAttempts {
+                guard let current = try await notifications.findOne(filter) else { return (nil, Counts()) }
+                let before = StateClass(document: current)
+                // A repeat: nothing to change, the stored times are the answer.
+                guard let (after, set) = before.applying(action, at: at) else { return (current, Counts()) }
                 var query = filter
-                query[step.field] = step.from
-                guard var document = try await notifications.findAndModify(query, update: ["$set": .document(BSONDocument([(step.field, step.to)]))])
-                else { continue }
-                let before = Counts.of(document: document)
-                document[step.field] = step.to
-                change += Counts.of(document: document) - before
-                latest = document
+                for (key, value) in before.filter.fields { query[key] = value }
+                if let changed = try await notifications.findAndModify(query, update: ["$set": .document(set)], returnNew: true) {
+                    return (changed, after.counts - before.counts)
+                }
             }
-            return (steps.count == 1 ? latest : nil, change)
+            throw MongoError.unavailable("the notification kept changing under concurrent requests")
         }
-        // The document as the last step left it; after a repeat (or two steps), as stored now.
-        if let changed { return Self.notification(changed) }
-        return try await mongoOperation { try await notifications.findOne(filter).flatMap(Self.notification) }
+        return stored.flatMap(Self.notification)
     }
+
+    /// How often a state change reads the item again when concurrent requests keep changing it.
+    static let stateChangeAttempts = 5
 
     public func bulk(_ action: BulkAction, recipientId: String, selection: BulkSelection, at: Timestamp) async throws -> Int {
         var scope: BSONDocument = ["recipientId": .string(recipientId)]
