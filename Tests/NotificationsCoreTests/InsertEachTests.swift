@@ -31,7 +31,7 @@ struct InsertEachTests {
             #expect(try await store.counts(recipientId: "alice").unread == 2)
             #expect(try await store.counts(recipientId: "bob").unread == 1)
             #expect(try await store.counts(recipientId: "carol").unread == 1, "the adopted duplicate is not counted twice")
-            #expect(try await store.page(recipientId: "alice", before: nil, limit: 10, unreadOnly: false).count == 2)
+            #expect(try await store.page(recipientId: "alice", before: nil, limit: 10, filter: .init(status: .all, archived: .include)).count == 2)
         }
     }
 

@@ -73,7 +73,7 @@ struct CounterUnknownOutcomeTests {
             #expect(try await harness.unreadCount(user) == 2)
             try await harness.withOtherInstance { other in
                 // A running instance: connected to MongoDB before it freezes (a first connection would fail before sending anything).
-                _ = try await other.services.feed.page(userId: user, limit: 1, cursor: nil, unreadOnly: false)
+                _ = try await other.services.feed.page(userId: user, limit: 1, cursor: nil)
                 harness.mongo.pause()
                 await #expect(throws: StoreError.self) { _ = try await other.services.feed.setState(.read, userId: user, id: id) }
                 harness.mongo.resume()

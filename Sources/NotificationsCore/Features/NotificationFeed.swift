@@ -115,15 +115,15 @@ public struct NotificationFeed: Sendable {
     }
 
     /// A feed page as response JSON, from the feed cache when it has it.
-    public func page(userId: String, limit: Int, cursor: FeedCursor?, unreadOnly: Bool) async throws -> CachedJSON {
-        try await cache.cached(user: userId, variant: Self.pageVariant(limit: limit, cursor: cursor, unreadOnly: unreadOnly)) { [self] in
-            try await loadPage(userId: userId, limit: limit, cursor: cursor, unreadOnly: unreadOnly).json
+    public func page(userId: String, limit: Int, cursor: FeedCursor?, filter: FeedFilter = .inbox) async throws -> CachedJSON {
+        try await cache.cached(user: userId, variant: Self.pageVariant(limit: limit, cursor: cursor, filter: filter)) { [self] in
+            try await loadPage(userId: userId, limit: limit, cursor: cursor, filter: filter).json
         }
     }
 
-    func loadPage(userId: String, limit: Int, cursor: FeedCursor?, unreadOnly: Bool) async throws -> FeedPage {
+    func loadPage(userId: String, limit: Int, cursor: FeedCursor?, filter: FeedFilter) async throws -> FeedPage {
         // One extra item tells whether there is a next page without a count query.
-        async let fetched = store.page(recipientId: userId, before: cursor?.lastID, limit: limit + 1, unreadOnly: unreadOnly)
+        async let fetched = store.page(recipientId: userId, before: cursor?.lastID, limit: limit + 1, filter: filter)
         async let counts = store.counts(recipientId: userId)
         var items = try await fetched
         let hasMore = items.count > limit
@@ -132,15 +132,17 @@ public struct NotificationFeed: Sendable {
         return FeedPage(items: items, nextCursor: next, counts: try await counts)
     }
 
-    static func pageVariant(limit: Int, cursor: FeedCursor?, unreadOnly: Bool) -> String {
-        "page:\(limit):\(unreadOnly):\(cursor?.encoded ?? "first")"
+    /// Every state change drops all of the user's entries, so a page cached under any filter
+    /// is exact until the next write.
+    static func pageVariant(limit: Int, cursor: FeedCursor?, filter: FeedFilter) -> String {
+        "page:\(limit):\(cursor?.encoded ?? "first"):\(filter.cacheVariant)"
     }
 
     static let unreadCountVariant = "unread-count"
 
     /// The cache lookup `page` will make with these arguments.
-    public func pageProbe(userId: String, limit: Int, cursor: FeedCursor?, unreadOnly: Bool) -> CacheProbe? {
-        cache.probe(user: userId, variant: Self.pageVariant(limit: limit, cursor: cursor, unreadOnly: unreadOnly))
+    public func pageProbe(userId: String, limit: Int, cursor: FeedCursor?, filter: FeedFilter = .inbox) -> CacheProbe? {
+        cache.probe(user: userId, variant: Self.pageVariant(limit: limit, cursor: cursor, filter: filter))
     }
 
     /// The cache lookup `unreadCount` will make.

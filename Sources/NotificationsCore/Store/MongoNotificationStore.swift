@@ -19,13 +19,16 @@ public struct MongoNotificationStore: NotificationStore {
     let pool: MongoClientPool
     let logger: Logger
     let counters: UnreadCounters
+    let clock: any WallClock
 
     /// - Parameter counterRepaired: called when a user's counter was marked for a recount in the
     ///   background (the feed cache drops that user's entries).
     public init(
-        pool: MongoClientPool, metrics: ServiceMetrics, logger: Logger, counterRepaired: @escaping @Sendable ([String]) async -> Void = { _ in }
+        pool: MongoClientPool, metrics: ServiceMetrics, logger: Logger, clock: any WallClock = SystemWallClock(),
+        counterRepaired: @escaping @Sendable ([String]) async -> Void = { _ in }
     ) {
         self.pool = pool
+        self.clock = clock
         self.logger = logger
         let notifications = pool.collection("notifications")
         self.notifications = notifications
@@ -44,9 +47,32 @@ public struct MongoNotificationStore: NotificationStore {
                 .init(name: "recipient_written", keys: ["recipientId": 1, "writtenAt": 1]),
                 // Resolving an unsettled create: its documents, by recipient and run.
                 .init(name: "recipient_run", keys: ["recipientId": 1, "run": 1]),
+                // Feed filters: `sc` is the state class (StateClass.code); a filter is points on it.
+                .init(name: "recipient_class", keys: ["recipientId": 1, "sc": 1, "_id": -1]),
+                .init(name: "recipient_type_class", keys: ["recipientId": 1, "type": 1, "sc": 1, "_id": -1]),
             ])
+            try await addStateClasses()
             // The sweep of unsettled announcements reads only counters that have some.
             try await counters.counters.createIndexes([.init(name: "inflight", keys: ["inflight": 1])])
+        }
+    }
+
+    /// Documents stored before `sc` existed get it, one command per class, once: a marker in
+    /// `migrations` says it was done, so later start-ups scan nothing. Later writes keep `sc`
+    /// with the state fields they set. (An instance of an older version still running during
+    /// an upgrade writes documents without it; run `create-indexes` again after the upgrade.)
+    private func addStateClasses() async throws(MongoError) {
+        let migrations = pool.collection("migrations")
+        guard try await migrations.findOne(["_id": "state_class"]) == nil else { return }
+        for stateClass in StateClass.allCases {
+            var filter = stateClass.filter
+            filter["sc"] = ["$exists": false]
+            _ = try await notifications.update(filter, ["$set": ["sc": .int32(stateClass.code)]], multi: true)
+        }
+        do {
+            try await migrations.insertOne(["_id": "state_class", "at": .datetime(clock.now().milliseconds)])
+        } catch .duplicateKey {
+            // Another instance finished it too.
         }
     }
 
@@ -211,19 +237,30 @@ public struct MongoNotificationStore: NotificationStore {
         }
     }
 
-    public func page(recipientId: String, before: String?, limit: Int, unreadOnly: Bool) async throws -> [Notification] {
-        var filter: BSONDocument = ["recipientId": .string(recipientId)]
-        if let before, let id = ObjectID(hex: before) { filter["_id"] = ["$lt": .objectID(id)] }
-        if unreadOnly { filter["readAt"] = .null }
+    public func page(recipientId: String, before: String?, limit: Int, filter: FeedFilter) async throws -> [Notification] {
+        var query: BSONDocument = ["recipientId": .string(recipientId), "expiresAt": unexpired]
+        if let before, let id = ObjectID(hex: before) { query["_id"] = ["$lt": .objectID(id)] }
+        // Equality on `type` and points on `sc`, then `_id`: on MongoDB an index on
+        // (recipientId, [type,] sc, _id desc) serves every filter in feed order, merging the
+        // classes' ranges (see docs/ARCHITECTURE.md, "Feed filters").
+        if let type = filter.type { query["type"] = .string(type) }
+        let classes = StateClass.matching(filter)
+        if classes.count < StateClass.allCases.count { query["sc"] = ["$in": .array(classes.map { .int32($0.code) })] }
         return try await mongoOperation {
-            try await notifications.find(filter, sort: Self.feedSort, limit: limit).compactMap(Self.notification)
+            try await notifications.find(query, sort: Self.feedSort, limit: limit).compactMap(Self.notification)
         }
     }
+
+    /// Matches a notification that has not expired: `expiresAt` null, missing, or later than now.
+    /// Every read (pages, resumes, polls, state changes) has it: an expired notification is
+    /// gone at once, before the remover deletes it.
+    var unexpired: BSONValue { ["$not": ["$lte": .datetime(clock.now().milliseconds)]] }
 
     public func written(recipientId: String, since: Timestamp, limit: Int) async throws -> [Notification] {
         try await mongoOperation {
             try await notifications.find(
-                ["recipientId": .string(recipientId), "writtenAt": ["$gt": .datetime(since.milliseconds)]], sort: ["recipientId": 1, "writtenAt": 1],
+                ["recipientId": .string(recipientId), "writtenAt": ["$gt": .datetime(since.milliseconds)], "expiresAt": unexpired],
+                sort: ["recipientId": 1, "writtenAt": 1],
                 limit: limit
             ).compactMap(Self.notification)
         }
@@ -233,7 +270,7 @@ public struct MongoNotificationStore: NotificationStore {
         guard let id = ObjectID(hex: after) else { return [] }
         return try await mongoOperation {
             try await notifications.find(
-                ["recipientId": .string(recipientId), "_id": ["$gt": .objectID(id)]], sort: Self.feedSort, limit: limit
+                ["recipientId": .string(recipientId), "_id": ["$gt": .objectID(id)], "expiresAt": unexpired], sort: Self.feedSort, limit: limit
             ).compactMap(Self.notification)
         }
     }
@@ -244,7 +281,7 @@ public struct MongoNotificationStore: NotificationStore {
 
     public func setState(_ action: StateAction, recipientId: String, id: String, at: Timestamp) async throws -> Notification? {
         guard let objectID = ObjectID(hex: id) else { return nil }
-        let filter: BSONDocument = ["_id": .objectID(objectID), "recipientId": .string(recipientId)]
+        let filter: BSONDocument = ["_id": .objectID(objectID), "recipientId": .string(recipientId), "expiresAt": unexpired]
         let stored: BSONDocument? = try await countingWrite(recipientId) { () throws(MongoError) in
             // The item's state class, then one update filtered on that class (what the action
             // does is `StateClass.applying`, as for bulk writes): only the request that changes
@@ -362,6 +399,8 @@ public struct MongoNotificationStore: NotificationStore {
             "seenAt": notification.seenAt.map { .datetime($0.milliseconds) } ?? .null,
             "archivedAt": notification.archivedAt.map { .datetime($0.milliseconds) } ?? .null,
             "expiresAt": notification.expiresAt.map { .datetime($0.milliseconds) } ?? .null,
+            "sc": .int32(
+                StateClass(archived: notification.archivedAt != nil, read: notification.readAt != nil, seen: notification.seenAt != nil).code),
         ]
     }
 

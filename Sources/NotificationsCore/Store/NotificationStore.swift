@@ -27,8 +27,9 @@ public protocol NotificationStore: Sendable {
     func written(recipientId: String, since: Timestamp, limit: Int) async throws -> [Notification]
     /// The recipient's notifications with an id greater than `after`, newest first, at most `limit`.
     func newer(recipientId: String, than after: String, limit: Int) async throws -> [Notification]
-    /// Newest first, strictly older than `before` (an id) when given.
-    func page(recipientId: String, before: String?, limit: Int, unreadOnly: Bool) async throws -> [Notification]
+    /// Newest first, strictly older than `before` (an id) when given, those `filter` lists and
+    /// not expired.
+    func page(recipientId: String, before: String?, limit: Int, filter: FeedFilter) async throws -> [Notification]
     /// The user's counts, kept with each write (no count query unless a counter is not trusted).
     func counts(recipientId: String) async throws -> Counts
     /// Applies `action` to one notification (a repeat changes nothing and keeps the times);

@@ -24,6 +24,30 @@ struct StateClass: Hashable, CaseIterable {
         return ["archivedAt": state(archived), "readAt": state(read), "seenAt": state(seen)]
     }
 
+    /// The class as one small number, stored in each document as `sc` so that every feed filter
+    /// is a set of point values on one indexed field (see `matching(_:)`).
+    var code: Int32 { (archived ? 4 : 0) + (read ? 2 : 0) + (seen ? 1 : 0) }
+
+    /// The classes a feed filter lists (by the same fields the counts go by, so a filter lists
+    /// what its count counts).
+    static func matching(_ filter: FeedFilter) -> [StateClass] {
+        allCases.filter { state in
+            let archived = switch filter.archived {
+            case .exclude: !state.archived
+            case .only: state.archived
+            case .include: true
+            }
+            let status = switch filter.status {
+            case .all: true
+            case .unread: !state.read
+            case .read: state.read
+            case .unseen: !state.seen
+            case .seen: state.seen
+            }
+            return archived && status
+        }
+    }
+
     /// What one notification of this class contributes to the counts.
     var counts: Counts {
         guard !archived else { return Counts(archived: 1) }
@@ -62,6 +86,7 @@ struct StateClass: Hashable, CaseIterable {
             after.archived = false
             set["archivedAt"] = .null
         }
+        set["sc"] = .int32(after.code)
         return (after, set)
     }
 }

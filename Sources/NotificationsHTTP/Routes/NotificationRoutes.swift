@@ -14,7 +14,7 @@ struct NotificationRoutes {
         routes.on(.get, "/users/{userId}/notifications", list) { [feed] request, context in
             guard let query = try? Self.pageQuery(request, context: context) else { return nil }
             context.pageQuery = query
-            return feed.pageProbe(userId: query.userId, limit: query.limit, cursor: query.cursor, unreadOnly: query.unreadOnly)
+            return feed.pageProbe(userId: query.userId, limit: query.limit, cursor: query.cursor, filter: query.filter)
         }
         routes.on(.get, "/users/{userId}/notifications/unread-count", unreadCount) { [feed] _, context in
             (try? Self.userID(context)).flatMap { feed.unreadCountProbe(userId: $0) }
@@ -51,7 +51,7 @@ struct NotificationRoutes {
 
     @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> Response {
         let query = try context.pageQuery ?? Self.pageQuery(request, context: context)
-        return .cachedJSON(try await feed.page(userId: query.userId, limit: query.limit, cursor: query.cursor, unreadOnly: query.unreadOnly))
+        return .cachedJSON(try await feed.page(userId: query.userId, limit: query.limit, cursor: query.cursor, filter: query.filter))
     }
 
     /// The user and query of a feed page request, validated.
@@ -63,8 +63,22 @@ struct NotificationRoutes {
         let cursor = try query.get("cursor").flatMap { $0.isEmpty ? nil : $0 }.map { (text: String) throws(ValidationError) in
             try FeedCursor(encoded: text)
         }
-        let unreadOnly = try QueryParameters.bool(query.get("unreadOnly"), name: "unreadOnly", default: false)
-        return PageQuery(userId: userId, limit: limit, cursor: cursor, unreadOnly: unreadOnly)
+        return PageQuery(userId: userId, limit: limit, cursor: cursor, filter: try feedFilter { query.get($0) })
+    }
+
+    /// `status`, `archived`, `type`, and the older `unreadOnly=true` (= `status=unread`).
+    static func feedFilter(_ parameter: (String) -> String?) throws(ValidationError) -> FeedFilter {
+        var status = try QueryParameters.choice(parameter("status"), name: "status", default: FeedFilter.Status.all)
+        if try QueryParameters.bool(parameter("unreadOnly"), name: "unreadOnly", default: false) {
+            // Asked for twice, differently: refused rather than one of them silently ignored.
+            guard parameter("status") == nil || status == .unread else {
+                throw ValidationError(field: "unreadOnly", "unreadOnly=true is status=unread; it cannot be combined with status=\(status.rawValue)")
+            }
+            status = .unread
+        }
+        let archived = try QueryParameters.choice(parameter("archived"), name: "archived", default: FeedFilter.Archived.exclude)
+        let type = try parameter("type").map { (text: String) throws(ValidationError) in try Validation.notificationType(text) }
+        return FeedFilter(status: status, archived: archived, type: type)
     }
 
     @Sendable func unreadCount(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -125,7 +139,7 @@ struct PageQuery: Sendable {
     var userId: String
     var limit: Int
     var cursor: FeedCursor?
-    var unreadOnly: Bool
+    var filter: FeedFilter
 }
 
 extension HTTPField.Name {

@@ -18,4 +18,14 @@ enum QueryParameters {
         default: throw ValidationError(field: name, "must be true or false")
         }
     }
+
+    /// One of an enumeration's raw values.
+    static func choice<Value: RawRepresentable & CaseIterable>(_ text: String?, name: String, default fallback: Value) throws(ValidationError) -> Value
+    where Value.RawValue == String {
+        guard let text else { return fallback }
+        guard let value = Value(rawValue: text) else {
+            throw ValidationError(field: name, "must be one of \(Value.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return value
+    }
 }
