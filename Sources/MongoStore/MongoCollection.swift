@@ -81,10 +81,12 @@ public struct MongoCollection: Sendable {
 
     /// - Parameter timeout: the call's deadline, when shorter than the operation timeout.
     public func find(
-        _ filter: BSONDocument, sort: BSONDocument? = nil, limit: Int? = nil, projection: BSONDocument? = nil, timeout: Duration? = nil
+        _ filter: BSONDocument, sort: BSONDocument? = nil, skip: Int? = nil, limit: Int? = nil, projection: BSONDocument? = nil,
+        timeout: Duration? = nil
     ) async throws(MongoError) -> [BSONDocument] {
         var options = BSONDocument()
         if let sort { options["sort"] = .document(sort) }
+        if let skip { options["skip"] = .int64(Int64(skip)) }
         if let limit { options["limit"] = .int64(Int64(limit)) }
         if let projection { options["projection"] = .document(projection) }
         return try await pool.find(collection: name, filter: filter, options: options, timeout: timeout.map { TimeAmount($0) })

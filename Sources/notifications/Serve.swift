@@ -53,6 +53,7 @@ struct Serve: AsyncParsableCommand {
                 .init(service: RedisRecoveryProbe(gateway: environment.gateway)),
                 .init(service: FanoutSweeper(service: environment.services.events)),
                 .init(service: CounterSweeper(store: environment.store)),
+                .init(service: environment.retentionSweeper()),
                 .init(service: app),
                 .init(service: DrainService(
                     health: environment.services.health, streams: environment.services.streams, delay: min(.seconds(1), grace / 2), logger: logger)),

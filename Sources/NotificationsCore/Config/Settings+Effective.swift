@@ -28,6 +28,8 @@ extension Settings {
         ("REDIS_SENTINELS", { $0.redisSentinels.joined(separator: ",") }),
         ("REDIS_SENTINEL_MASTER", { $0.redisSentinelMaster ?? "" }),
         ("FEED_CACHE_TTL_SECONDS", { String($0.feedCacheTTLSeconds) }),
+        ("FEED_RETENTION_DAYS", { String($0.feedRetentionDays) }), ("FEED_MAX_PER_USER", { String($0.feedMaxPerUser) }),
+        ("BULK_SYNC_LIMIT", { String($0.bulkSyncLimit) }),
         ("FEED_NEAR_CACHE", { String($0.feedNearCache) }), ("FEED_NEAR_CACHE_MAX_BYTES", { String($0.feedNearCacheMaxBytes) }),
         ("LOCK_TTL_MS", { String($0.lockTTLMilliseconds) }),
         ("LOCK_WAIT_MS", { String($0.lockWaitMilliseconds) }),

@@ -34,6 +34,16 @@ public struct Settings: Sendable {
     /// A fan-out whose owner renewed nothing for this long is resumed by another instance.
     public var eventFanoutLeaseMilliseconds: Int64 = 30_000
     public var feedCacheTTLSeconds: Int64 = 30
+    /// Notifications older than this many days are removed; 0 keeps them for ever.
+    public var feedRetentionDays = 90
+    /// A user's notifications beyond their newest this many are removed; 0: no cap.
+    public var feedMaxPerUser = 10_000
+    /// How often each instance tries to take the retention remover's lease and run a pass.
+    /// Not an environment variable (the contract's bound is 60 s); tests shorten it.
+    public var retentionInterval: Duration = .seconds(15)
+    /// Notifications an all-at-once operation changes within the request; beyond, it goes on
+    /// in the background.
+    public var bulkSyncLimit = 10_000
     /// Hot feed pages and counts also kept in process, exact through Redis invalidations; off
     /// by default because another instance's write reaches it only after the invalidation's delivery.
     public var feedNearCache = false
@@ -141,6 +151,9 @@ public struct Settings: Sendable {
         streamMaxConnections = try reader.integer("STREAM_MAX_CONNECTIONS", default: streamMaxConnections, in: 1...1_000_000)
         streamRetryMaxMilliseconds = try reader.integer("STREAM_RETRY_MAX_MS", default: streamRetryMaxMilliseconds, in: 1000...3_600_000)
         feedCacheTTLSeconds = try reader.integer("FEED_CACHE_TTL_SECONDS", default: feedCacheTTLSeconds, in: 1...86_400)
+        feedRetentionDays = try reader.integer("FEED_RETENTION_DAYS", default: feedRetentionDays, in: 0...36_500)
+        feedMaxPerUser = try reader.integer("FEED_MAX_PER_USER", default: feedMaxPerUser, in: 0...100_000_000)
+        bulkSyncLimit = try reader.integer("BULK_SYNC_LIMIT", default: bulkSyncLimit, in: 1...10_000_000)
         feedNearCache = try reader.bool("FEED_NEAR_CACHE", default: feedNearCache)
         feedNearCacheMaxBytes = try reader.integer("FEED_NEAR_CACHE_MAX_BYTES", default: feedNearCacheMaxBytes, in: (1 << 20)...(1 << 40))
         lockTTLMilliseconds = try reader.integer("LOCK_TTL_MS", default: lockTTLMilliseconds, in: 10...3_600_000)

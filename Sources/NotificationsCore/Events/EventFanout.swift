@@ -87,7 +87,8 @@ struct EventFanout: Sendable {
     func batchLimit(_ event: NewEvent) async throws -> Int {
         let sample = Notification(
             id: ObjectIDs.derived(at: clock.now(), from: event.id), recipientId: event.actorId, type: event.type, actorId: event.actorId,
-            title: event.title, body: event.body, dataJSON: event.dataJSON, createdAt: clock.now(), readAt: nil)
+            title: event.title, body: event.body, dataJSON: event.dataJSON, createdAt: clock.now(), readAt: nil,
+            expiresAt: event.expiresAt)
         return min(Self.batchSize, try await writer.notificationsPerInsert(like: sample))
     }
 
@@ -136,7 +137,8 @@ struct EventFanout: Sendable {
         let notifications = eligible.map { recipient in
             Notification(
                 id: ObjectIDs.derived(at: time, from: "\(record.key)\n\(recipient)"), recipientId: recipient, type: event.type,
-                actorId: event.actorId, title: event.title, body: event.body, dataJSON: event.dataJSON, createdAt: time, readAt: nil)
+                actorId: event.actorId, title: event.title, body: event.body, dataJSON: event.dataJSON, createdAt: time, readAt: nil,
+                expiresAt: event.expiresAt)
         }
         _ = try await writer.fanout(notifications, resumed: resumed, candidates: candidates, marker: Self.marker(record))
         if resumed { logger.info("Resumed an interrupted fan-out batch", metadata: ["event": "\(record.key)", "batch": "\(record.batch)"]) }

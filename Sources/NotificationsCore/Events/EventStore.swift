@@ -144,6 +144,8 @@ public struct EventStore: Sendable {
             "_id": .string(record.key), "eventId": .string(record.eventId), "type": .string(record.event.type),
             "actorId": .string(record.event.actorId), "title": record.event.title.map(BSONValue.string) ?? .null,
             "body": record.event.body.map(BSONValue.string) ?? .null, "data": .string(record.event.dataJSON), "audience": .document(audience),
+            // `expiresAt` is the record's own retention; this is the notifications'.
+            "notificationsExpireAt": record.event.expiresAt.map { .datetime($0.milliseconds) } ?? .null,
             "status": .string(record.status), "created": .int64(Int64(record.created)), "batch": .int64(Int64(record.batch)),
             "cursor": record.cursor, "batchTime": record.batchTime.map { .datetime($0.milliseconds) } ?? .null, "batchEnd": record.batchEnd ?? .null,
             "leaseToken": .string(record.leaseToken), "leaseUntil": .datetime(record.leaseUntil.milliseconds),
@@ -164,7 +166,7 @@ public struct EventStore: Sendable {
         }
         let event = NewEvent(
             id: eventId, type: type, actorId: actorId, audience: audience, title: document["title"]?.string, body: document["body"]?.string,
-            dataJSON: document["data"]?.string ?? "{}")
+            dataJSON: document["data"]?.string ?? "{}", expiresAt: document["notificationsExpireAt"]?.datetime.map(Timestamp.init(milliseconds:)))
         return EventRecord(
             key: key, eventId: eventId, event: event, status: status, created: Int(document["created"]?.int64 ?? 0),
             batch: Int(document["batch"]?.int64 ?? 0), cursor: document["cursor"] ?? .null,

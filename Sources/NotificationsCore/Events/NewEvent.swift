@@ -15,8 +15,14 @@ public struct NewEvent: Sendable, Equatable {
     public var title: String?
     public var body: String?
     public var dataJSON: String
+    /// Every notification of the event expires then.
+    public var expiresAt: Timestamp?
 
-    public init(id: String, type: String, actorId: String, audience: Audience, title: String? = nil, body: String? = nil, dataJSON: String = "{}") {
+    public init(
+        id: String, type: String, actorId: String, audience: Audience, title: String? = nil, body: String? = nil, dataJSON: String = "{}",
+        expiresAt: Timestamp? = nil
+    ) {
+        self.expiresAt = expiresAt
         self.id = id
         self.type = type
         self.actorId = actorId
@@ -26,9 +32,9 @@ public struct NewEvent: Sendable, Equatable {
         self.dataJSON = dataJSON
     }
 
-    static let fields: Set<String> = ["id", "type", "actorId", "audience", "title", "body", "data"]
+    static let fields: Set<String> = ["id", "type", "actorId", "audience", "title", "body", "data", "expiresAt"]
 
-    public init(json: JSONValue) throws(ValidationError) {
+    public init(json: JSONValue, now: Timestamp = SystemWallClock().now()) throws(ValidationError) {
         let reader = try JSONObjectReader(json, allowed: Self.fields)
         let id = try Validation.userID(reader.requiredString("id"), field: "id")
         let type = try Validation.notificationType(reader.requiredString("type"))
@@ -37,11 +43,13 @@ public struct NewEvent: Sendable, Equatable {
         let audience = try Self.audience(.object(audienceObject))
         // The notification fields follow the rules of POST /v1/notifications.
         var fields: [String: JSONValue] = ["recipientId": .string(actorId), "type": .string(type)]
-        for name in ["title", "body", "data"] where reader.has(name) {
+        for name in ["title", "body", "data", "expiresAt"] where reader.has(name) {
             if case .object(let members) = json { fields[name] = members[name] }
         }
-        let content = try NewNotification(json: .object(fields))
-        self.init(id: id, type: type, actorId: actorId, audience: audience, title: content.title, body: content.body, dataJSON: content.dataJSON)
+        let content = try NewNotification(json: .object(fields), now: now)
+        self.init(
+            id: id, type: type, actorId: actorId, audience: audience, title: content.title, body: content.body, dataJSON: content.dataJSON,
+            expiresAt: content.expiresAt)
     }
 
     /// Exactly one of `{"userIds": [1...1000 ids]}` and `{"followersOf": id}`.

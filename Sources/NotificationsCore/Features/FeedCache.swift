@@ -41,7 +41,7 @@ public final class FeedCache: Sendable {
     /// The key prefix, and so the versions: a cache of another namespace is invalidated on its
     /// own (preferences are not dropped by every notification created for their user).
     let namespace: String
-    private let inFlight = Mutex<[String: Task<[UInt8], any Error>]>([:])
+    private let inFlight = Mutex<[String: Task<Fill, any Error>]>([:])
     /// This instance's copy of hot entries (`FEED_NEAR_CACHE`), in front of Redis.
     let near: NearCache?
 
@@ -72,8 +72,20 @@ public final class FeedCache: Sendable {
         return {version, redis.call('GET', entry), redis.call('PTTL', entry)}
         """)
 
+    /// A body loaded for the cache, and how long it stays true when that is shorter than the
+    /// cache's lifetime (a page holding a notification that expires sooner).
+    public struct Fill: Sendable {
+        public var body: [UInt8]
+        public var lifetime: Duration?
+    }
+
     /// The cached body of `variant` for `user`, or `load()`'s, stored for the next reader.
     public func cached(user: String, variant: String, load: @escaping @Sendable () async throws -> [UInt8]) async throws -> CachedJSON {
+        try await cached(user: user, variant: variant, fill: { Fill(body: try await load(), lifetime: nil) })
+    }
+
+    /// As `cached(user:variant:load:)`, for bodies that may stop being true before the cache's lifetime.
+    public func cached(user: String, variant: String, fill load: @escaping @Sendable () async throws -> Fill) async throws -> CachedJSON {
         if let body = near?.lookup(user: user, variant: variant) { return CachedJSON(body: body, cache: .hit, tier: .local) }
         let prefix = entryPrefix(user)
         let version: String
@@ -91,7 +103,7 @@ public final class FeedCache: Sendable {
                 try await pool.evaluate(Self.lookup, keys: [versionKey(user)], arguments: [prefix, variant])
             }
             guard let found, let parts = found.array, parts.count >= 2, let foundVersion = parts[0].string else {
-                return CachedJSON(body: try await load(), cache: .bypass)
+                return CachedJSON(body: try await load().body, cache: .bypass)
             }
             if case .bulkString(let body) = parts[1] {
                 let remaining = parts.count >= 3 ? Self.lifetime(pttl: parts[2]) : nil
@@ -100,11 +112,15 @@ public final class FeedCache: Sendable {
             version = foundVersion
         }
         let entryKey = prefix + version + ":" + variant
-        let body = try await singleFlight(entryKey, load)
-        _ = await gateway.call(.feedCache) { [ttlSeconds] pool in
-            try await pool.send(RedisCommand([Array("SET".utf8), Array(entryKey.utf8), body, Array("EX".utf8), Array(String(ttlSeconds).utf8)]))
+        let fill = try await singleFlight(entryKey, load)
+        let lifetime = min(.seconds(ttlSeconds), fill.lifetime ?? .seconds(ttlSeconds))
+        // Not stored when it is already past its lifetime: the next read loads it again.
+        guard lifetime >= .milliseconds(1) else { return CachedJSON(body: fill.body, cache: .miss) }
+        _ = await gateway.call(.feedCache) { pool in
+            try await pool.send(
+                RedisCommand([Array("SET".utf8), Array(entryKey.utf8), fill.body, Array("PX".utf8), Array(String(lifetime.milliseconds).utf8)]))
         }
-        return keptNear(CachedJSON(body: body, cache: .miss), user: user, variant: variant, ticket: ticket)
+        return keptNear(CachedJSON(body: fill.body, cache: .miss), user: user, variant: variant, ticket: ticket, remaining: fill.lifetime.map { _ in lifetime })
     }
 
     /// What is left of an entry's lifetime, from its `PTTL` (negative: no entry, or no expiry).
@@ -207,8 +223,8 @@ public final class FeedCache: Sendable {
     /// Concurrent misses of one entry on this instance share a single load. The load is detached:
     /// it serves every waiter, so it must not carry the first one's task-locals (its Redis
     /// request scope, its request id).
-    private func singleFlight(_ key: String, _ load: @escaping @Sendable () async throws -> [UInt8]) async throws -> [UInt8] {
-        let (task, owner) = inFlight.withLock { tasks -> (Task<[UInt8], any Error>, Bool) in
+    private func singleFlight(_ key: String, _ load: @escaping @Sendable () async throws -> Fill) async throws -> Fill {
+        let (task, owner) = inFlight.withLock { tasks -> (Task<Fill, any Error>, Bool) in
             if let running = tasks[key] { return (running, false) }
             let task = Task.detached { try await load() }
             tasks[key] = task

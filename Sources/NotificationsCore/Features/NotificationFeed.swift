@@ -97,7 +97,8 @@ public struct NotificationFeed: Sendable {
         let createdAt = ObjectIDs.time(of: id) ?? clock.now()
         let notification = Notification(
             id: id, recipientId: request.recipientId, type: request.type, actorId: request.actorId,
-            title: request.title, body: request.body, dataJSON: request.dataJSON, createdAt: createdAt, readAt: nil)
+            title: request.title, body: request.body, dataJSON: request.dataJSON, createdAt: createdAt, readAt: nil,
+            expiresAt: request.expiresAt)
         return try await writer.create(notification).notification
     }
 
@@ -116,9 +117,13 @@ public struct NotificationFeed: Sendable {
 
     /// A feed page as response JSON, from the feed cache when it has it.
     public func page(userId: String, limit: Int, cursor: FeedCursor?, filter: FeedFilter = .inbox) async throws -> CachedJSON {
-        try await cache.cached(user: userId, variant: Self.pageVariant(limit: limit, cursor: cursor, filter: filter)) { [self] in
-            try await loadPage(userId: userId, limit: limit, cursor: cursor, filter: filter).json
-        }
+        try await cache.cached(user: userId, variant: Self.pageVariant(limit: limit, cursor: cursor, filter: filter), fill: { [self] in
+            let page = try await loadPage(userId: userId, limit: limit, cursor: cursor, filter: filter)
+            // A page must not be served from the cache after one of its items expired.
+            let firstExpiry = page.items.compactMap(\.expiresAt).min()
+            let now = clock.now()
+            return FeedCache.Fill(body: page.json, lifetime: firstExpiry.map { .milliseconds(max(0, $0.milliseconds - now.milliseconds)) })
+        })
     }
 
     func loadPage(userId: String, limit: Int, cursor: FeedCursor?, filter: FeedFilter) async throws -> FeedPage {
@@ -200,6 +205,14 @@ public struct NotificationFeed: Sendable {
         let updated = try await invalidating(userId) { try await store.bulk(action, recipientId: userId, selection: .ids(ids), at: clock.now()) }
         if updated > 0 { await streams.countChanged(user: userId) }
         return updated
+    }
+
+    /// After the retention remover deleted some of these users' notifications: their cached
+    /// feeds are dropped and their streams get the new counts.
+    func removed(from users: [String]) async {
+        guard !users.isEmpty else { return }
+        await cache.invalidateMany(users: users)
+        await streams.publish(users.map { ($0, .countChanged) })
     }
 
     public func delete(userId: String, id: String) async throws -> Bool {

@@ -52,10 +52,10 @@ public struct JSONObjectReader {
 }
 
 extension NewNotification {
-    static let fields: Set<String> = ["recipientId", "type", "actorId", "title", "body", "data"]
+    static let fields: Set<String> = ["recipientId", "type", "actorId", "title", "body", "data", "expiresAt"]
 
-    /// Validates a `POST /v1/notifications` body.
-    public init(json: JSONValue) throws(ValidationError) {
+    /// Validates a `POST /v1/notifications` body (`now` judges `expiresAt`).
+    public init(json: JSONValue, now: Timestamp = SystemWallClock().now()) throws(ValidationError) {
         let reader = try JSONObjectReader(json, allowed: Self.fields)
         let recipientId = try Validation.userID(reader.requiredString("recipientId"), field: "recipientId")
         let type = try Validation.notificationType(reader.requiredString("type"))
@@ -71,6 +71,7 @@ extension NewNotification {
         guard data.bytes.count <= Validation.maxDataBytes else {
             throw ValidationError(field: "data", "must be at most \(Validation.maxDataBytes) bytes as JSON")
         }
-        self.init(recipientId: recipientId, type: type, actorId: actorId, title: title, body: body, dataJSON: data.string)
+        let expiresAt = try reader.optionalString("expiresAt").map { (text: String) throws(ValidationError) in try Validation.expiry(text, now: now) }
+        self.init(recipientId: recipientId, type: type, actorId: actorId, title: title, body: body, dataJSON: data.string, expiresAt: expiresAt)
     }
 }

@@ -64,8 +64,13 @@ public struct NewNotification: Sendable, Equatable {
     public var title: String?
     public var body: String?
     public var dataJSON: String
+    public var expiresAt: Timestamp?
 
-    public init(recipientId: String, type: String, actorId: String? = nil, title: String? = nil, body: String? = nil, dataJSON: String = "{}") {
+    public init(
+        recipientId: String, type: String, actorId: String? = nil, title: String? = nil, body: String? = nil, dataJSON: String = "{}",
+        expiresAt: Timestamp? = nil
+    ) {
+        self.expiresAt = expiresAt
         self.recipientId = recipientId
         self.type = type
         self.actorId = actorId

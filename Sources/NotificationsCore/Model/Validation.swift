@@ -26,6 +26,17 @@ public enum Validation {
         return value
     }
 
+    /// How far ahead a notification's `expiresAt` may be.
+    public static let maxExpiry: Duration = .seconds(365 * 86_400)
+
+    /// `expiresAt`: an RFC 3339 date-time after `now` and at most 365 days ahead.
+    public static func expiry(_ text: String, now: Timestamp, field: String = "expiresAt") throws(ValidationError) -> Timestamp {
+        guard let time = Timestamp(rfc3339: text) else { throw ValidationError(field: field, "must be an RFC 3339 date-time") }
+        guard time > now else { throw ValidationError(field: field, "must be in the future") }
+        guard time <= now.advanced(by: maxExpiry) else { throw ValidationError(field: field, "must be at most 365 days ahead") }
+        return time
+    }
+
     /// Notification types: `^[a-z0-9_.-]{1,64}$`.
     public static func notificationType(_ value: String, field: String = "type") throws(ValidationError) -> String {
         guard (1...64).contains(value.utf8.count), value.utf8.allSatisfy(isTypeByte) else {

@@ -8,6 +8,7 @@ public enum MetricHelp {
         "redis_operations_fallback_total": "Operations served without Redis (in-memory limiter, MongoDB, no lock, polling), by operation.",
         "rate_limit_bypass_total": "Requests let through by the in-memory limiter because Redis was unusable (fail-open).",
         "notifications_created_total": "Notifications stored, by single create and by event fan-out.",
+        "notifications_removed_total": "Notifications deleted by the retention remover, by reason (expired, retention, cap).",
         "http_requests_total": "HTTP requests answered, by method, route template and status.",
         "http_request_duration_seconds": "Time to answer an HTTP request (until its response head), by method and route template.",
         "http_requests_shed_total": "Requests answered 503 overloaded without being processed, by reason.",

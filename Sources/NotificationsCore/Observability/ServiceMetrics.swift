@@ -37,6 +37,16 @@ public final class ServiceMetrics: Sendable {
     }
 
     /// The `reason` label values of `http_requests_shed_total`: why a request got 503 `overloaded`.
+    /// Why the retention remover deleted notifications (`notifications_removed_total{reason}`).
+    public enum RemovalReason: String, Sendable, CaseIterable {
+        /// Past their own `expiresAt`.
+        case expired
+        /// Older than `FEED_RETENTION_DAYS`.
+        case retention
+        /// Beyond the user's newest `FEED_MAX_PER_USER`.
+        case cap
+    }
+
     public enum ShedReason: String, Sendable, CaseIterable {
         /// `MAX_IN_FLIGHT` `/v1` requests were already in flight on this instance.
         case inFlight = "in_flight"
@@ -52,6 +62,7 @@ public final class ServiceMetrics: Sendable {
     private let fallbacks: [Operation: Counter]
     private let rateLimitBypass: Counter
     private let notificationsCreatedCounter: Counter
+    private let notificationsRemovedCounters: [RemovalReason: Counter]
     private let backgroundPending: [BackgroundQueue: Gauge]
     private let events: [EventOutcome: Counter]
     private let fanoutDuration: Timer
@@ -88,6 +99,9 @@ public final class ServiceMetrics: Sendable {
         self.fallbacks = fallbacks
         rateLimitBypass = Counter(label: "rate_limit_bypass_total", factory: factory)
         notificationsCreatedCounter = Counter(label: "notifications_created_total", factory: factory)
+        notificationsRemovedCounters = Dictionary(uniqueKeysWithValues: RemovalReason.allCases.map { reason in
+            (reason, Counter(label: "notifications_removed_total", dimensions: [("reason", reason.rawValue)], factory: factory))
+        })
         var pending: [BackgroundQueue: Gauge] = [:]
         var dropped: [BackgroundQueue: Counter] = [:]
         for queue in BackgroundQueue.allCases {
@@ -141,6 +155,7 @@ public final class ServiceMetrics: Sendable {
     public func fallback(_ operation: Operation) { fallbacks[operation]?.increment() }
     public func rateLimitBypassed() { rateLimitBypass.increment() }
     public func notificationsCreated(_ count: Int) { notificationsCreatedCounter.increment(by: count) }
+    public func notificationsRemoved(_ count: Int, reason: RemovalReason) { if count > 0 { notificationsRemovedCounters[reason]?.increment(by: count) } }
     public func event(_ outcome: EventOutcome) { events[outcome]?.increment() }
     public func eventRecipientsSuppressed(_ count: Int) { if count > 0 { events[.suppressed]?.increment(by: count) } }
     public func eventFanout(_ duration: Duration) { fanoutDuration.recordNanoseconds(duration.nanoseconds) }

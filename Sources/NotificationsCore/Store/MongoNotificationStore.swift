@@ -50,10 +50,17 @@ public struct MongoNotificationStore: NotificationStore {
                 // Feed filters: `sc` is the state class (StateClass.code); a filter is points on it.
                 .init(name: "recipient_class", keys: ["recipientId": 1, "sc": 1, "_id": -1]),
                 .init(name: "recipient_type_class", keys: ["recipientId": 1, "type": 1, "sc": 1, "_id": -1]),
+                // The retention remover: what expired, earliest first. Not a TTL index: a server
+                // deleting on its own would leave the counts behind.
+                .init(name: "expires", keys: ["expiresAt": 1]),
             ])
             try await addStateClasses()
             // The sweep of unsettled announcements reads only counters that have some.
-            try await counters.counters.createIndexes([.init(name: "inflight", keys: ["inflight": 1])])
+            try await counters.counters.createIndexes([
+                .init(name: "inflight", keys: ["inflight": 1]),
+                // The remover's users over the cap (`usersPossiblyOver`).
+                .init(name: "total", keys: ["total": 1]), .init(name: "archived", keys: ["archived": 1]),
+            ])
         }
     }
 

@@ -96,6 +96,13 @@ public struct AppEnvironment: Sendable {
     }
 
     /// Every MongoDB index the service relies on (idempotent).
+    /// The retention remover of this instance (`FEED_RETENTION_DAYS`, `FEED_MAX_PER_USER`, `expiresAt`).
+    public func retentionSweeper() -> RetentionSweeper {
+        RetentionSweeper(
+            store: store, feed: services.feed, metrics: services.metrics, interval: settings.retentionInterval,
+            retentionDays: settings.feedRetentionDays, maxPerUser: settings.feedMaxPerUser)
+    }
+
     public func createIndexes() async throws {
         try await store.createIndexes()
         try await services.idempotency.createIndexes()
