@@ -254,6 +254,8 @@ class E2E(unittest.TestCase):
         self.assertIn('"unreadCount"', output)
         self.assertIn("event: notification", output)
         self.assertIn('"status":"duplicate"', output)
+        # The bell opened (seen-all), then the read one archived: out of the inbox's counts.
+        self.assertIn('{"unreadCount":2,"unseenCount":0,"totalCount":2,"archivedCount":1}', output)
 
     def test_readme_error_example_runs_verbatim(self):
         output = self.run_documented_block("README.md", "errors")

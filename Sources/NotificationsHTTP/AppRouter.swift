@@ -7,6 +7,8 @@ public import Resilience
 public struct AppServices: Sendable {
     public var settings: Settings
     public var feed: NotificationFeed
+    /// `seen-all`, `read-all`, `archive-all`, in the background past `BULK_SYNC_LIMIT`.
+    public var bulk: AllAtOnceOperations
     public var health: HealthMonitor
     public var redis: RedisGateway
     public var limiter: RateLimiter
@@ -23,7 +25,7 @@ public struct AppServices: Sendable {
     public var inFlight: Bulkhead
 
     public init(
-        settings: Settings, feed: NotificationFeed, health: HealthMonitor, redis: RedisGateway, limiter: RateLimiter,
+        settings: Settings, feed: NotificationFeed, bulk: AllAtOnceOperations, health: HealthMonitor, redis: RedisGateway, limiter: RateLimiter,
         idempotency: IdempotencyStore, events: EventService, followers: FollowerStore, preferences: PreferenceService, cache: FeedCache,
         streams: StreamHub, store: any NotificationStore, metrics: ServiceMetrics, registry: PrometheusCollectorRegistry,
         inFlight: Bulkhead
@@ -38,6 +40,7 @@ public struct AppServices: Sendable {
         self.store = store
         self.settings = settings
         self.feed = feed
+        self.bulk = bulk
         self.health = health
         self.redis = redis
         self.limiter = limiter
@@ -77,7 +80,7 @@ public func buildRouter(_ services: AppServices) -> Router<AppRequestContext> {
         IdempotencyMiddleware(store: services.idempotency, metrics: services.metrics)
     }
     let v1Routes = RouteRegistrar(methods: v1, table: table, prefix: "/v1")
-    NotificationRoutes(feed: services.feed).register(on: v1Routes)
+    NotificationRoutes(feed: services.feed, bulk: services.bulk).register(on: v1Routes)
     StreamRoutes(
         feed: services.feed, store: services.store, hub: services.streams, heartbeat: .seconds(services.settings.streamHeartbeatSeconds),
         pollInterval: .milliseconds(services.settings.streamPollIntervalMilliseconds), metrics: services.metrics

@@ -51,7 +51,7 @@ struct Serve: AsyncParsableCommand {
                 .init(service: environment.redisPool),
                 .init(service: environment.subscriber),
                 .init(service: RedisRecoveryProbe(gateway: environment.gateway)),
-                .init(service: FanoutSweeper(service: environment.services.events)),
+                .init(service: ResumeSweeper([environment.services.events, environment.services.bulk], logger: logger)),
                 .init(service: CounterSweeper(store: environment.store)),
                 .init(service: environment.retentionSweeper()),
                 .init(service: app),

@@ -104,7 +104,7 @@ struct NearCacheIntegrationTests {
                 for round in 0..<20 {
                     _ = try await harness.client.create(recipient: "far")
                     #expect(try await Self.servedLocally(harness, "far") == (1, "local"), "round \(round)")
-                    #expect(try await other.services.feed.applyAll(.read, userId: "far") == 1)
+                    #expect(try await other.services.bulk.apply(.read, userId: "far") == .done(updated: 1))
                     let written = ContinuousClock.now
                     var seen = try await Self.unreadCount(harness, "far")
                     while seen.count != 0 && ContinuousClock.now - written < .seconds(2) {
@@ -142,7 +142,7 @@ struct NearCacheIntegrationTests {
                     print("near cache: flushed \(ContinuousClock.now - killed) after CLIENT KILL \(kill.joined(separator: " "))")
                     #expect(near.bytes == 0)
                     // A write while this instance is not told about writes.
-                    #expect(try await other.services.feed.applyAll(.read, userId: user) == 1)
+                    #expect(try await other.services.bulk.apply(.read, userId: user) == .done(updated: 1))
                     #expect(try await Self.unreadCount(harness, user).count == 0)
                     try await Self.waitUntilActive(near)
                     #expect(try await Self.servedLocally(harness, user) == (0, "local"))

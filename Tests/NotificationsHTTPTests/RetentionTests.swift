@@ -98,7 +98,10 @@ struct RetentionTests {
     /// `FEED_MAX_PER_USER=100`, 250 creates: the newest 100 remain within 60 s (here the
     /// remover runs every second), and the counts are those of what remains.
     @Test func aUserBeyondTheCapKeepsTheirNewest() async throws {
-        try await withHarness(configure: { $0.feedMaxPerUser = 100 }) { harness in
+        try await withHarness(configure: {
+            $0.feedMaxPerUser = 100
+            $0.retentionInterval = .seconds(1)
+        }) { harness in
             let user = "capped"
             let feed = harness.environment.services.feed
             // Ten writers at once (group commit), as a busy producer would.
@@ -128,7 +131,10 @@ struct RetentionTests {
     }
 
     @Test func notificationsOlderThanTheRetentionAreRemoved() async throws {
-        try await withHarness(configure: { $0.feedRetentionDays = 1 }) { harness in
+        try await withHarness(configure: {
+            $0.feedRetentionDays = 1
+            $0.retentionInterval = .seconds(1)
+        }) { harness in
             let user = "ageing"
             let feed = harness.environment.services.feed
             let old = SystemWallClock().now().advanced(by: .seconds(-2 * 86_400))

@@ -41,7 +41,7 @@ func withHarness(configure: (inout Settings) -> Void = { _ in }, _ test: @Sendab
     settings.mongoOperationTimeoutMilliseconds = 1500
     settings.redisOperationTimeoutMilliseconds = 500
     settings.rateLimitPolicies = [RateLimitPolicy(name: "*", limit: 10_000, windowMilliseconds: 1000)]
-    settings.retentionInterval = .seconds(1)
+    settings.retentionInterval = .seconds(5)
     configure(&settings)
     try await TestServers.fixtures.withPermit { [settings] in try await runHarness(settings, test) }
 }
@@ -67,7 +67,7 @@ private func runHarness(_ configured: Settings, _ test: @Sendable (Harness) asyn
         router: buildRouter(environment.services), configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: logger)
     try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await RedisRecoveryProbe(gateway: environment.gateway, interval: .milliseconds(100)).run() }
-        group.addTask { try await FanoutSweeper(service: environment.services.events).run() }
+        group.addTask { try await ResumeSweeper([environment.services.events, environment.services.bulk], logger: logger).run() }
         group.addTask { try await CounterSweeper(store: environment.store, interval: .milliseconds(500)).run() }
         group.addTask { try await environment.retentionSweeper().run() }
         group.addTask { try await environment.subscriber.run() }

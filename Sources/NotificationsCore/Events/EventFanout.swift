@@ -37,20 +37,12 @@ struct EventFanout: Sendable {
 
     static let batchSize = 1000
 
-    enum Outcome: Sendable, Equatable {
-        case completed(created: Int)
-        /// Asked to stop between batches (shutdown): resumable by any instance after the lease.
-        case stopped(created: Int)
-        /// Someone else holds the fan-out now.
-        case leaseLost
-    }
-
     /// Runs batches until the fan-out is complete, the lease is lost, or `stop()` is true.
-    func run(_ start: EventRecord, stop: @Sendable () -> Bool = { false }) async throws -> Outcome {
+    func run(_ start: EventRecord, stop: @Sendable () -> Bool = { false }) async throws -> BackgroundOutcome {
         var record = start
         let limit = try await batchLimit(record.event)
         while true {
-            if stop() { return .stopped(created: record.created) }
+            if stop() { return .stopped(count: record.created) }
             let resumed = record.batchTime != nil
             let (recipients, next) = try await resumed ? sameBatch(record, limit: limit) : nextBatch(record, limit: limit)
             let now = clock.now()
@@ -58,7 +50,7 @@ struct EventFanout: Sendable {
             // unfollowed meanwhile) is a batch like another, and the pages after it remain.
             guard !recipients.isEmpty || resumed else {
                 guard try await events.complete(record, at: now) else { return .leaseLost }
-                return .completed(created: record.created)
+                return .completed(count: record.created)
             }
             let time = record.batchTime ?? now
             guard try await events.startBatch(record, time: time, end: next, leaseUntil: now.advanced(by: lease)) else { return .leaseLost }

@@ -7,14 +7,14 @@ internal import MongoStore
 /// written, so concurrent copies on any number of instances, with Redis up or down, give one
 /// `accepted` and `duplicate` for the rest. A `userIds` audience, or followers up to
 /// `EVENT_SYNC_FANOUT_LIMIT`, is fanned out within the request; a larger one answers
-/// `in_progress` and goes on in the background (`FanoutRunner`). A fan-out interrupted by a
+/// `in_progress` and goes on in the background (`BackgroundRunner`). A fan-out interrupted by a
 /// failure, a crash or a shutdown is resumed by any instance once its lease runs out
-/// (`FanoutSweeper`).
+/// (`ResumeSweeper`).
 public struct EventService: Sendable {
     let events: EventStore
     let followers: FollowerStore
     let fanout: EventFanout
-    let runner: FanoutRunner
+    let runner: BackgroundRunner
     let retention: Duration
     let syncLimit: Int
     let clock: any WallClock
@@ -33,7 +33,7 @@ public struct EventService: Sendable {
     }
 
     public init(
-        events: EventStore, followers: FollowerStore, preferences: PreferenceService, writer: NotificationWriter, runner: FanoutRunner, settings: Settings, metrics: ServiceMetrics, logger: Logger,
+        events: EventStore, followers: FollowerStore, preferences: PreferenceService, writer: NotificationWriter, runner: BackgroundRunner, settings: Settings, metrics: ServiceMetrics, logger: Logger,
         clock: any WallClock = SystemWallClock()
     ) {
         self.events = events
@@ -58,14 +58,14 @@ public struct EventService: Sendable {
         let now = clock.now()
         let record = EventRecord(
             key: Self.key(scope: scope, eventId: event.id), eventId: event.id, event: event, status: "in_progress", created: 0, batch: 0,
-            cursor: .null, batchTime: nil, batchEnd: nil, leaseToken: FanoutRunner.newToken(), leaseUntil: now.advanced(by: fanout.lease), createdAt: now,
+            cursor: .null, batchTime: nil, batchEnd: nil, leaseToken: LeasedJobs.newToken(), leaseUntil: now.advanced(by: fanout.lease), createdAt: now,
             expiresAt: now.advanced(by: retention))
         if case .existing = try await events.claim(record, now: now) {
             metrics.event(.duplicate)
             return Answer(eventId: event.id, status: .duplicate, notificationsCreated: 0)
         }
         if case .followersOf(let user) = event.audience, try await followers.page(user: user, after: nil, limit: syncLimit + 1).count > syncLimit {
-            runner.start(record, fanout: fanout)
+            start(record)
             metrics.event(.inProgress)
             return Answer(eventId: event.id, status: .inProgress, notificationsCreated: 0)
         }
@@ -75,7 +75,7 @@ public struct EventService: Sendable {
             metrics.eventFanout(ContinuousClock.now - started)
             metrics.event(.accepted)
             return Answer(eventId: event.id, status: .accepted, notificationsCreated: created)
-        case .stopped(let created):
+        case .stopped(count: let created):
             return Answer(eventId: event.id, status: .inProgress, notificationsCreated: created)
         case .leaseLost:
             let current = try await events.find(key: record.key)
@@ -88,6 +88,31 @@ public struct EventService: Sendable {
         guard let record = try await events.find(key: Self.key(scope: scope, eventId: eventId)), record.expiresAt > clock.now() else { return nil }
         return record
     }
+}
+
+extension EventService: Resumable {
+    public var lease: Duration { fanout.lease }
+
+    /// Fan-out in the background, on this instance.
+    func start(_ record: EventRecord) {
+        runner.start(key: record.key, { [fanout] stop in try await fanout.run(record, stop: stop) }) { [metrics] _, duration in
+            metrics.eventFanout(duration)
+            metrics.event(.accepted)
+        }
+    }
+
+    public func resumeAbandoned() async throws {
+        for record in try await events.abandoned(now: clock.now(), limit: 5) {
+            guard !runner.isStopping else { return }
+            let takenAt = clock.now()
+            if let taken = try await events.takeOver(record, now: takenAt, token: LeasedJobs.newToken(), leaseUntil: takenAt.advanced(by: fanout.lease)) {
+                logger.notice("Resuming a fan-out whose owner stopped", metadata: ["event": "\(taken.key)", "batch": "\(taken.batch)"])
+                start(taken)
+            }
+        }
+    }
+
+    public func stopRunning() { runner.stop() }
 }
 
 extension EventService.Answer {

@@ -23,24 +23,26 @@ public struct EventRecord: Sendable, Equatable {
     public var leaseUntil: Timestamp
     public var createdAt: Timestamp
     public var expiresAt: Timestamp
+
+    var lease: JobLease { JobLease(key: key, token: leaseToken, batch: batch) }
 }
 
-/// The `events` collection: exactly-once claims and fenced progress of fan-outs.
-///
-/// Every progress write is conditional on the lease token (and the batch index), so an owner
-/// that froze and lost its lease cannot move the progress; a taker sets a new token.
+/// The `events` collection: exactly-once claims and fenced progress of fan-outs (`LeasedJobs`).
 public struct EventStore: Sendable {
     let events: MongoCollection
+    /// The fan-outs' leases and progress, as for every resumable background work.
+    let jobs: LeasedJobs
 
     public init(pool: MongoClientPool) {
         events = pool.collection("events")
+        jobs = LeasedJobs(collection: events, countField: "created")
     }
 
     public func createIndexes() async throws {
         try await mongoOperation {
             try await events.createIndexes([
                 .init(name: "expires", keys: ["expiresAt": 1], expireAfterSeconds: 0),
-                .init(name: "fanout_leases", keys: ["status": 1, "leaseUntil": 1]),
+                LeasedJobs.leaseIndex,
             ])
         }
     }
@@ -79,58 +81,35 @@ public struct EventStore: Sendable {
 
     /// Fixes the batch's time and exact range and renews the lease, if the lease is still ours.
     func startBatch(_ record: EventRecord, time: Timestamp, end: BSONValue, leaseUntil: Timestamp) async throws -> Bool {
-        try await fenced(record, [
-            "$set": ["batchTime": .datetime(time.milliseconds), "batchEnd": end, "leaseUntil": .datetime(leaseUntil.milliseconds)],
-        ])
+        try await mongoOperation {
+            try await jobs.startBatch(record.lease, end: end, leaseUntil: leaseUntil, also: ["batchTime": .datetime(time.milliseconds)])
+        }
     }
 
     /// Extends the lease of the batch in flight, if the lease is still ours.
     func renewLease(_ record: EventRecord, until leaseUntil: Timestamp) async throws -> Bool {
-        try await fenced(record, ["$set": ["leaseUntil": .datetime(leaseUntil.milliseconds)]])
+        try await mongoOperation { try await jobs.renew(record.lease, until: leaseUntil) }
     }
 
     /// Records a written batch: the next cursor, the count, no batch in flight.
     func finishBatch(_ record: EventRecord, cursor: BSONValue, created: Int, leaseUntil: Timestamp) async throws -> Bool {
-        try await fenced(record, [
-            "$set": ["batch": .int64(Int64(record.batch + 1)), "cursor": cursor, "batchTime": .null, "batchEnd": .null, "leaseUntil": .datetime(leaseUntil.milliseconds)],
-            "$inc": ["created": .int64(Int64(created))],
-        ])
+        try await mongoOperation {
+            try await jobs.finishBatch(record.lease, cursor: cursor, count: created, leaseUntil: leaseUntil, also: ["batchTime": .null])
+        }
     }
 
     func complete(_ record: EventRecord, at time: Timestamp) async throws -> Bool {
-        try await fenced(record, ["$set": ["status": "completed", "batchTime": .null, "batchEnd": .null, "completedAt": .datetime(time.milliseconds)]])
+        try await mongoOperation { try await jobs.complete(record.lease, at: time, also: ["batchTime": .null]) }
     }
 
-    private func fenced(_ record: EventRecord, _ update: BSONDocument) async throws -> Bool {
-        try await mongoOperation {
-            try await events.update(
-                ["_id": .string(record.key), "leaseToken": .string(record.leaseToken), "batch": .int64(Int64(record.batch))], update
-            ).matched > 0
-        }
-    }
-
-    /// Fan-outs whose owner stopped renewing its lease (sorted on the lease index).
+    /// Fan-outs whose owner stopped renewing its lease.
     func abandoned(now: Timestamp, limit: Int) async throws -> [EventRecord] {
-        try await mongoOperation {
-            try await events.find(
-                ["status": "in_progress", "leaseUntil": ["$lt": .datetime(now.milliseconds)]], sort: ["status": 1, "leaseUntil": 1], limit: limit
-            ).compactMap(Self.record)
-        }
+        try await mongoOperation { try await jobs.abandoned(now: now, limit: limit).compactMap(Self.record) }
     }
 
-    /// Takes an abandoned fan-out over with a new lease token; nil if someone else did first, or
-    /// if its lease does not run out before `now` after all (the owner renewed it since the
-    /// sweep read it: a live fan-out is never taken).
+    /// Takes an abandoned fan-out over with a new lease token (`LeasedJobs.takeOver`).
     func takeOver(_ record: EventRecord, now: Timestamp, token: String, leaseUntil: Timestamp) async throws -> EventRecord? {
-        try await mongoOperation {
-            try await events.findAndModify(
-                [
-                    "_id": .string(record.key), "leaseToken": .string(record.leaseToken), "status": "in_progress",
-                    "leaseUntil": ["$lt": .datetime(now.milliseconds)],
-                ],
-                update: ["$set": ["leaseToken": .string(token), "leaseUntil": .datetime(leaseUntil.milliseconds)]], returnNew: true
-            ).flatMap(Self.record)
-        }
+        try await mongoOperation { try await jobs.takeOver(record.lease, now: now, token: token, leaseUntil: leaseUntil).flatMap(Self.record) }
     }
 
     // MARK: Mapping, explicit in both directions

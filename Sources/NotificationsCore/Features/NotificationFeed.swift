@@ -187,22 +187,9 @@ public struct NotificationFeed: Sendable {
         return changed
     }
 
-    /// `seen-all`, `read-all`, `archive-all`: under the distributed lock `bulk:{userId}` (shared
-    /// by all of them), so concurrent ones of one user do the work once.
-    public func applyAll(_ action: StateAction, userId: String, type: String? = nil, before: Timestamp? = nil) async throws -> Int {
-        // The work is idempotent by its filters: a lost lease needs no fencing here.
-        let updated = try await invalidating(userId) {
-            try await locks.withLock("bulk:\(userId)") { [store, clock] _ in
-                try await store.bulk(.state(action), recipientId: userId, selection: .all(type: type, before: before), at: clock.now())
-            }
-        }
-        if updated > 0 { await streams.countChanged(user: userId) }
-        return updated
-    }
-
     /// `POST …/notifications/batch`: `action` on these ids (unknown ones and other users' skipped).
     public func batch(_ action: BulkAction, userId: String, ids: [String]) async throws -> Int {
-        let updated = try await invalidating(userId) { try await store.bulk(action, recipientId: userId, selection: .ids(ids), at: clock.now()) }
+        let updated = try await invalidating(userId) { try await store.bulk(action, recipientId: userId, ids: ids, at: clock.now()) }
         if updated > 0 { await streams.countChanged(user: userId) }
         return updated
     }

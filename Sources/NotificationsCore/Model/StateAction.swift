@@ -28,12 +28,3 @@ public enum BulkAction: Sendable, Equatable {
         }
     }
 }
-
-/// Which of a user's notifications a bulk write selects.
-public enum BulkSelection: Sendable, Equatable {
-    /// These ids (1–1000; unknown ones and other users' are skipped).
-    case ids([String])
-    /// Every non-archived one created before the request, optionally only of `type` and only
-    /// created before `before` (seen-all, read-all, archive-all).
-    case all(type: String?, before: Timestamp?)
-}

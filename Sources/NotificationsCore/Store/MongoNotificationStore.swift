@@ -313,30 +313,14 @@ public struct MongoNotificationStore: NotificationStore {
     /// How often a state change reads the item again when concurrent requests keep changing it.
     static let stateChangeAttempts = 5
 
-    public func bulk(_ action: BulkAction, recipientId: String, selection: BulkSelection, at: Timestamp) async throws -> Int {
-        var scope: BSONDocument = ["recipientId": .string(recipientId)]
-        let classes: [StateClass]
-        switch selection {
-        case .ids(let ids):
-            scope["_id"] = ["$in": .array(ids.compactMap(ObjectID.init(hex:)).map(BSONValue.objectID))]
-            classes = StateClass.allCases
-        case .all(let type, let before):
-            // Only what was created before the request (and before `before`): one created
-            // meanwhile is not touched.
-            var last = at
-            if let before {
-                // Nothing was created before the epoch (an id's time is never negative).
-                guard before.milliseconds > 0 else { return 0 }
-                last = min(at, Timestamp(milliseconds: before.milliseconds - 1))
-            }
-            scope["_id"] = ["$lte": .objectID(ObjectIDs.upperBound(at: last))]
-            if let type { scope["type"] = .string(type) }
-            classes = StateClass.live
-        }
+    public func bulk(_ action: BulkAction, recipientId: String, ids: [String], at: Timestamp) async throws -> Int {
+        let scope: BSONDocument = [
+            "recipientId": .string(recipientId), "_id": ["$in": .array(ids.compactMap(ObjectID.init(hex:)).map(BSONValue.objectID))],
+        ]
         return try await countingWrite(recipientId) { () throws(MongoError) in
             var change = Counts()
             var changed = 0
-            for stateClass in classes {
+            for stateClass in StateClass.allCases {
                 var filter = scope
                 for (key, value) in stateClass.filter.fields { filter[key] = value }
                 switch action {
@@ -367,7 +351,7 @@ public struct MongoNotificationStore: NotificationStore {
     /// on the counter before it is sent, settled after. When the write's outcome (or its
     /// settle's) is unknown, or the instance dies before settling, the announcement is resolved
     /// (the counter recounted) by this instance or by any instance's sweep.
-    private func countingWrite<T>(_ user: String, _ write: () async throws(MongoError) -> (T, change: Counts)) async throws -> T {
+    func countingWrite<T>(_ user: String, _ write: () async throws(MongoError) -> (T, change: Counts)) async throws -> T {
         let token = UnreadCounters.newToken()
         do throws(MongoError) {
             try await counters.announce([user], token: token, inserts: false)

@@ -35,10 +35,10 @@ public protocol NotificationStore: Sendable {
     /// Applies `action` to one notification (a repeat changes nothing and keeps the times);
     /// nil when the recipient has no such notification.
     func setState(_ action: StateAction, recipientId: String, id: String, at: Timestamp) async throws -> Notification?
-    /// Applies `action` to the recipient's notifications in `selection`, in a constant number of
+    /// Applies `action` to the recipient's notifications with these ids (at most 1000; unknown ones and other users' skipped), in a constant number of
     /// commands (one per state class it changes), never a statement per notification; returns
     /// how many changed.
-    func bulk(_ action: BulkAction, recipientId: String, selection: BulkSelection, at: Timestamp) async throws -> Int
+    func bulk(_ action: BulkAction, recipientId: String, ids: [String], at: Timestamp) async throws -> Int
     /// False when the recipient has no such notification.
     func delete(recipientId: String, id: String) async throws -> Bool
 }

@@ -8,6 +8,7 @@ internal import NotificationsCore
 /// `NotificationFeed`, encode. No rules live here.
 struct NotificationRoutes {
     let feed: NotificationFeed
+    let bulk: AllAtOnceOperations
 
     func register(on routes: RouteRegistrar<some RouterMethods<AppRequestContext>>) {
         routes.on(.post, "/notifications", create)
@@ -27,6 +28,7 @@ struct NotificationRoutes {
                 try await applyAll(action, request, context: context)
             }
         }
+        routes.on(.get, "/users/{userId}/notifications/operations/{operationId}", operation)
         routes.on(.post, "/users/{userId}/notifications/batch", batch)
         for action in StateAction.allCases {
             routes.on(.post, "/users/{userId}/notifications/{id}/\(action.rawValue)") { request, context in
@@ -104,8 +106,28 @@ struct NotificationRoutes {
         var request = request
         let body = try await RequestBody.collect(&request)
         let filter = body.readableBytes == 0 ? AllAtOnceFilter() : try AllAtOnceFilter(json: try await RequestBody.json(request, context: context))
-        let updated = try await feed.applyAll(action, userId: userId, type: filter.type, before: filter.before)
-        return .json { $0.object { $0.integer("updated", updated) } }
+        switch try await bulk.apply(action, userId: userId, type: filter.type, before: filter.before) {
+        case .done(let updated):
+            return .json { $0.object { $0.integer("updated", updated) } }
+        case .inProgress(let operationId, let updated):
+            return .json(.accepted, headers: [.location: "/v1/users/\(userId)/notifications/operations/\(operationId)"]) {
+                $0.object {
+                    $0.string("operationId", operationId)
+                    $0.string("status", "in_progress")
+                    $0.integer("updated", updated)
+                }
+            }
+        }
+    }
+
+    /// `GET …/operations/{operationId}`: an all-at-once operation gone to the background.
+    @Sendable func operation(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let userId = try Self.userID(context)
+        let operationId = try Validation.notificationID(context.parameters.get("operationId") ?? "", field: "operationId")
+        guard let operation = try await bulk.status(userId: userId, operationId: operationId) else {
+            throw Problem.notFound("User \(userId) has no operation \(operationId).")
+        }
+        return .json { operation.write(to: &$0) }
     }
 
     @Sendable func batch(_ request: Request, context: AppRequestContext) async throws -> Response {

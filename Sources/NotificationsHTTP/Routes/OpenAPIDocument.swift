@@ -151,6 +151,9 @@ paths:
         - $ref: "#/components/parameters/Limit"
         - $ref: "#/components/parameters/FeedCursor"
         - $ref: "#/components/parameters/UnreadOnly"
+        - $ref: "#/components/parameters/FeedStatus"
+        - $ref: "#/components/parameters/FeedArchived"
+        - $ref: "#/components/parameters/FeedType"
       responses: &feedResponses
         "200": { $ref: "#/components/responses/FeedPage" }
         "400": { $ref: "#/components/responses/BadRequest" }
@@ -314,6 +317,8 @@ paths:
         Over the user's non-archived notifications created before the request; the optional body
         narrows it to one type and/or those created before a time (any other field: 400, so a
         misspelt filter never widens to everything). seen-all and archive-all share the lock.
+        Done in batches of at most 1000; when more than BULK_SYNC_LIMIT would change, 202 with an
+        operationId to poll, and the rest in the background.
         A caller that finds the lock held waits up to LOCK_WAIT_MS, then gets 409 lock_busy with
         Retry-After: 1. With Redis down and REDIS_FAIL_OPEN=false: 503 lock_unavailable.
       parameters: &allParameters
@@ -351,6 +356,32 @@ paths:
             GetUnreadFeed:
               operationId: getFeed
               parameters: { userId: "$request.path.userId", unreadOnly: "true" }
+        "202":
+          description: More than BULK_SYNC_LIMIT notifications to change; the operation goes on in the background (resumed by any instance if this one stops)
+          headers:
+            Location: { description: "…/operations/{operationId}", schema: { type: string } }
+            Idempotency-Replay: { $ref: "#/components/headers/IdempotencyReplay" }
+            X-Request-Id: { $ref: "#/components/headers/XRequestId" }
+            RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
+            RateLimit: { $ref: "#/components/headers/RateLimit" }
+            X-RateLimit-Limit: { $ref: "#/components/headers/XRateLimitLimit" }
+            X-RateLimit-Remaining: { $ref: "#/components/headers/XRateLimitRemaining" }
+            X-RateLimit-Reset: { $ref: "#/components/headers/XRateLimitReset" }
+            X-RateLimit-Status: { $ref: "#/components/headers/XRateLimitStatus" }
+          content:
+            application/json:
+              schema:
+                type: object
+                additionalProperties: false
+                required: [operationId, status, updated]
+                properties:
+                  operationId: { type: string, pattern: "^[0-9a-f]{24}$" }
+                  status: { type: string, enum: [in_progress] }
+                  updated: { type: integer, minimum: 0, description: changed so far }
+          links:
+            GetOperation:
+              operationId: getOperation
+              parameters: { userId: "$request.path.userId", operationId: "$response.body#/operationId" }
         "400": { $ref: "#/components/responses/BadRequestWithBody" }
         "401": { $ref: "#/components/responses/Unauthorized" }
         "409": { $ref: "#/components/responses/Busy" }
@@ -526,6 +557,51 @@ paths:
         "422": { $ref: "#/components/responses/IdempotencyKeyReused" }
         "429": { $ref: "#/components/responses/RateLimited" }
         "503": { $ref: "#/components/responses/Unavailable" }
+  /v1/users/{userId}/notifications/operations/{operationId}:
+    get:
+      operationId: getOperation
+      tags: [notifications]
+      summary: An all-at-once operation gone to the background
+      parameters: &operationParameters
+        - $ref: "#/components/parameters/UserId"
+        - name: operationId
+          in: path
+          required: true
+          description: The operationId of a 202 answer (24 hexadecimal digits).
+          schema: { type: string, pattern: "^[0-9a-fA-F]{24}$" }
+      responses: &operationResponses
+        "200":
+          description: The operation; `updated` is exact once completed, whatever failed on the way
+          headers:
+            X-Request-Id: { $ref: "#/components/headers/XRequestId" }
+            RateLimit-Policy: { $ref: "#/components/headers/RateLimitPolicy" }
+            RateLimit: { $ref: "#/components/headers/RateLimit" }
+            X-RateLimit-Limit: { $ref: "#/components/headers/XRateLimitLimit" }
+            X-RateLimit-Remaining: { $ref: "#/components/headers/XRateLimitRemaining" }
+            X-RateLimit-Reset: { $ref: "#/components/headers/XRateLimitReset" }
+            X-RateLimit-Status: { $ref: "#/components/headers/XRateLimitStatus" }
+          content:
+            application/json:
+              schema:
+                type: object
+                additionalProperties: false
+                required: [operationId, action, status, updated]
+                properties:
+                  operationId: { type: string, pattern: "^[0-9a-f]{24}$" }
+                  action: { type: string, enum: [seen-all, read-all, archive-all] }
+                  status: { type: string, enum: [in_progress, completed] }
+                  updated: { type: integer, minimum: 0 }
+        "400": { $ref: "#/components/responses/BadRequest" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "404": { $ref: "#/components/responses/NotFound" }
+        "429": { $ref: "#/components/responses/RateLimited" }
+        "503": { $ref: "#/components/responses/Unavailable" }
+    head:
+      operationId: headOperation
+      tags: [notifications]
+      summary: GET without the body
+      parameters: *operationParameters
+      responses: *operationResponses
   /v1/events/{eventId}:
     get:
       operationId: getEvent
@@ -908,8 +984,23 @@ components:
     UnreadOnly:
       name: unreadOnly
       in: query
-      description: Only unread notifications (`true` or `false`).
+      description: "`true` is `status=unread` (kept from before the filters); with any other `status`: 400."
       schema: { type: boolean, default: false }
+    FeedStatus:
+      name: status
+      in: query
+      description: Only unread (`readAt` null), read, unseen (`seenAt` null) or seen notifications; `all` by default.
+      schema: { type: string, enum: [all, unread, read, unseen, seen], default: all }
+    FeedArchived:
+      name: archived
+      in: query
+      description: Archived notifications left out (default), included, or alone.
+      schema: { type: string, enum: [exclude, include, only], default: exclude }
+    FeedType:
+      name: type
+      in: query
+      description: Only notifications of this type.
+      schema: { $ref: "#/components/schemas/Type" }
     LastEventId:
       name: Last-Event-ID
       in: header
@@ -1311,6 +1402,10 @@ components:
         title: { type: [string, "null"], maxLength: 200, description: "at most 200 characters (as a reader counts them; see the top)" }
         body: { type: [string, "null"], maxLength: 2000, description: "at most 2000 characters (as a reader counts them; see the top)" }
         data: { type: [object, "null"], description: "at most 16 KiB as JSON" }
+        expiresAt:
+          type: string
+          format: date-time
+          description: "RFC 3339, in the future and at most 365 days ahead: from then on the notification is gone from feeds, resumes and polls (and from the counts within 60 s)"
       example: { recipientId: alice, type: comment, actorId: bob, title: Bob commented, body: Nice photo!, data: { postId: p1 } }
     Notification:
       type: object
@@ -1376,6 +1471,10 @@ components:
         title: { type: [string, "null"], maxLength: 200, description: "at most 200 characters (as a reader counts them; see the top)" }
         body: { type: [string, "null"], maxLength: 2000, description: "at most 2000 characters (as a reader counts them; see the top)" }
         data: { type: [object, "null"], description: "at most 16 KiB as JSON" }
+        expiresAt:
+          type: string
+          format: date-time
+          description: "RFC 3339, in the future and at most 365 days ahead: from then on its notifications are gone from feeds, resumes and polls (and from the counts within 60 s)"
       example: { id: post-42-liked, type: like, actorId: bob, audience: { followersOf: bob }, title: Bob liked a post }
     EventAnswer:
       type: object

@@ -72,14 +72,15 @@ public struct AppEnvironment: Sendable {
         let writer = NotificationWriter(store: store, cache: cache, streams: publisher, metrics: metrics)
         let healthPingTimeout = TimeAmount.milliseconds(min(settings.mongoOperationTimeoutMilliseconds, 2000))
         let health = HealthMonitor(mongoPing: { await mongoPool.ping(timeout: healthPingTimeout) }, redis: gateway)
+        let locks = LockManager(
+            gateway: gateway, ttl: .milliseconds(settings.lockTTLMilliseconds), wait: .milliseconds(settings.lockWaitMilliseconds), logger: logger)
+        let bulk = AllAtOnceOperations(
+            store: store, operations: BulkOperationStore(pool: mongoPool), runner: BackgroundRunner(kind: "bulk operation", logger: logger),
+            locks: locks, cache: cache, streams: publisher, settings: settings, logger: logger)
         let services = AppServices(
             settings: settings,
-            feed: NotificationFeed(
-                store: store, writer: writer,
-                locks: LockManager(
-                    gateway: gateway, ttl: .milliseconds(settings.lockTTLMilliseconds), wait: .milliseconds(settings.lockWaitMilliseconds),
-                    logger: logger),
-                cache: cache, preferences: preferences, streams: publisher),
+            feed: NotificationFeed(store: store, writer: writer, locks: locks, cache: cache, preferences: preferences, streams: publisher),
+            bulk: bulk,
             health: health, redis: gateway,
             limiter: RateLimiter(policies: settings.allRateLimitPolicies, gateway: gateway, metrics: metrics, logger: logger),
             idempotency: IdempotencyStore(
@@ -87,7 +88,7 @@ public struct AppEnvironment: Sendable {
                 claimLease: .milliseconds(settings.idempotencyClaimLeaseMilliseconds), metrics: metrics, logger: logger),
             events: EventService(
                 events: events, followers: followers, preferences: preferences, writer: writer,
-                runner: FanoutRunner(metrics: metrics, logger: logger), settings: settings, metrics: metrics, logger: logger),
+                runner: BackgroundRunner(kind: "fan-out", logger: logger, inProgress: metrics.fanoutsInProgress), settings: settings, metrics: metrics, logger: logger),
             followers: followers, preferences: preferences, cache: cache, streams: streams, store: store,
             metrics: metrics, registry: registry, inFlight: Bulkhead(capacity: settings.maxInFlight))
         return AppEnvironment(
@@ -95,7 +96,6 @@ public struct AppEnvironment: Sendable {
             eventStore: events, subscriber: subscriber, sentinelWatcher: sentinelWatcher)
     }
 
-    /// Every MongoDB index the service relies on (idempotent).
     /// The retention remover of this instance (`FEED_RETENTION_DAYS`, `FEED_MAX_PER_USER`, `expiresAt`).
     public func retentionSweeper() -> RetentionSweeper {
         RetentionSweeper(
@@ -103,10 +103,12 @@ public struct AppEnvironment: Sendable {
             retentionDays: settings.feedRetentionDays, maxPerUser: settings.feedMaxPerUser)
     }
 
+    /// Every MongoDB index the service relies on (idempotent).
     public func createIndexes() async throws {
         try await store.createIndexes()
         try await services.idempotency.createIndexes()
         try await services.followers.createIndexes()
         try await eventStore.createIndexes()
+        try await services.bulk.createIndexes()
     }
 }
