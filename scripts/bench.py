@@ -173,6 +173,8 @@ def main():
         # id, metrics, errors, Redis scope), against the bare server with the same body.
         read_row("floor: GET /health/live (outer middleware, no work)", service, bare_port, "/health/live", "bench-secret")
         read_row("cached feed, unlimited key (Redis hit)", service, bare_port, feed, "bench-secret")
+        read_row("cached feed, status=unseen (Redis hit)", service, bare_port, feed + "&status=unseen", "bench-secret",
+                 "a filtered page: same path through the cache")
         limited = read_row("cached feed, rate-limited key", service, bare_port, feed, "limited-secret")
         # A second instance with the near cache on, on the same Redis and MongoDB.
         near = e2e.Service(servers, API_KEYS="bench:bench-secret,limited:limited-secret",
@@ -214,6 +216,13 @@ def main():
             raise SystemExit(f"bench_fanout.py failed ({fanout.returncode})")
         figures = json.loads(fanout.stdout.strip().splitlines()[-1])
         rows.append({"row": "event fan-out to 1000 recipients", **figures})
+
+        inbox = subprocess.run([os.path.join(e2e.ROOT, ".venv/bin/python"), os.path.join(e2e.ROOT, "scripts/bench_inbox.py"),
+                                str(service.port), str(servers.mongo_port), "bench-secret"], capture_output=True, text=True)
+        print(inbox.stdout + inbox.stderr, file=sys.stderr, end="", flush=True)
+        if inbox.returncode != 0:
+            raise SystemExit(f"bench_inbox.py failed ({inbox.returncode})")
+        rows.append({"row": "inbox states: one item, batch of 1000, seen-all over 1000", **json.loads(inbox.stdout.strip().splitlines()[-1])})
 
         admin = {"Authorization": "Bearer bench-admin"}
         e2e.call(service.port, "POST", "/admin/circuit-breaker/redis/open", headers=admin)

@@ -102,9 +102,13 @@ struct CounterUnknownOutcomeTests {
     @Test func aRecountRacingCreatesNeitherLosesNorDoublesThem() async throws {
         try await withHarness(configure: { $0.feedCacheTTLSeconds = 1 }) { harness in
             let user = "racing"
-            for _ in 0..<3 { _ = try await harness.client.create(recipient: user) }
+            var ids: [String] = []
+            for _ in 0..<3 { ids.append(try await harness.client.create(recipient: user)["id"] as? String ?? "") }
             harness.mongo.pause()
-            let frozen = try await harness.client.execute(uri: "/v1/users/\(user)/notifications/read-all", method: .post, headers: authorized)
+            // A counting write (announced before it is sent) whose outcome is unknown. (A read-all
+            // now reads which batch to change first, so a frozen server fails it before any write.)
+            let frozen = try await InboxStateTests.post(
+                harness, "/v1/users/\(user)/notifications/batch", #"{"action": "read", "ids": [\#(ids.map { "\"\($0)\"" }.joined(separator: ","))]}"#)
             harness.mongo.resume()
             #expect(frozen.status == .serviceUnavailable)
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -120,7 +124,7 @@ struct CounterUnknownOutcomeTests {
                 try await group.waitForAll()
             }
             let truth = try await Self.truth(harness, user)
-            #expect(truth == 15 || truth == 12, "the read-all was applied entirely or not at all")
+            #expect(truth == 15 || truth == 12, "the batch was applied entirely or not at all")
             let counter = try await Self.reconciledCounter(harness, user)
             #expect(counter?["stale"]?.bool == false)
             #expect(counter?["unread"]?.int64 == Int64(truth))
