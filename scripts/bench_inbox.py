@@ -18,9 +18,11 @@ import os
 import statistics
 import sys
 import time
-import urllib.request
 
 from pymongo import MongoClient
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e  # noqa: E402  (HTTP helpers shared with the end-to-end checks)
 
 service_port, mongo_port, api_key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 ROUNDS = int(os.environ.get("INBOX_ROUNDS", "5"))
@@ -28,11 +30,8 @@ db = MongoClient(f"mongodb://127.0.0.1:{mongo_port}/?directConnection=true", max
 
 
 def call(method, path, body=None):
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{service_port}{path}", method=method, data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return response.status, json.loads(response.read() or b"{}")
+    status, _, answer = e2e.call(service_port, method, path, body, headers=e2e.auth(api_key))
+    return status, answer
 
 
 def timed(action):

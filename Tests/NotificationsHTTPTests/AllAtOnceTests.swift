@@ -27,16 +27,37 @@ struct AllAtOnceTests {
                 createdAt: time, readAt: nil)
         }
         let collection = harness.environment.mongoPool.collection("notifications")
-        for start in stride(from: 0, to: notifications.count, by: 500) {
-            _ = try await collection.insert(notifications[start..<min(start + 500, notifications.count)].map(MongoNotificationStore.document))
+        // In commands of 200, each tried again when it times out (a busy machine runs the whole
+        // suite at once): a document already stored is reported as a duplicate, not thrown.
+        for start in stride(from: 0, to: notifications.count, by: 200) {
+            let chunk = notifications[start..<min(start + 200, notifications.count)].map(MongoNotificationStore.document)
+            _ = try await retryingOnTimeout { try await collection.insert(chunk) }
         }
         // The counter as the writes would have left it (a fresh user): no recount of thousands
         // on the first read, which a busy test machine may not finish within the deadline.
         var counter: BSONDocument = ["_id": .string(user), "seq": .int64(1)]
         for (field, value) in Counts.created(count).document.fields { counter[field] = value }
-        try await harness.environment.mongoPool.collection("user_counters").insertOne(counter)
+        try await retryingOnTimeout {
+            do {
+                try await harness.environment.mongoPool.collection("user_counters").insertOne(counter)
+            } catch MongoError.duplicateKey {
+                // Stored by an earlier try whose answer was lost.
+            }
+        }
         await harness.environment.services.cache.invalidate(user: user)
         return notifications.map(\.id)
+    }
+
+    /// `body`, tried up to ten times while MongoDB does not answer within the deadline.
+    static func retryingOnTimeout<T>(_ body: () async throws -> T) async throws -> T {
+        for _ in 0..<9 {
+            do {
+                return try await body()
+            } catch let error as MongoError where error.isUnavailable {
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
+        return try await body()
     }
 
     static func operation(_ harness: Harness, _ user: String, _ id: String) async throws -> (HTTPResponse.Status, [String: Any]) {
@@ -47,8 +68,8 @@ struct AllAtOnceTests {
     @Test func aLargeReadAllGoesToTheBackgroundAndReportsTheExactCount() async throws {
         try await withHarness(configure: { $0.bulkSyncLimit = 50 }) { harness in
             let user = "many-unread"
-            _ = try await Self.seed(harness, user, count: 2500)
-            #expect(try await InboxStateTests.counts(harness, user) == Counts(unread: 2500, unseen: 2500, total: 2500))
+            _ = try await Self.seed(harness, user, count: 1200)
+            #expect(try await InboxStateTests.counts(harness, user) == Counts(unread: 1200, unseen: 1200, total: 1200))
             let response = try await InboxStateTests.post(harness, "/v1/users/\(user)/notifications/read-all", nil)
             #expect(response.status == .accepted, "\(response.text)")
             let accepted = try response.jsonObject()
@@ -61,9 +82,9 @@ struct AllAtOnceTests {
                 $0.1["status"] as? String == "completed"
             }
             #expect(done.0 == .ok)
-            #expect(done.1["updated"] as? Int == 2500 && done.1["action"] as? String == "read-all" && done.1["operationId"] as? String == id)
+            #expect(done.1["updated"] as? Int == 1200 && done.1["action"] as? String == "read-all" && done.1["operationId"] as? String == id)
             let truth = try await InboxStateTests.truth(harness, user)
-            #expect(truth == Counts(unread: 1, unseen: 1, total: 2501))
+            #expect(truth == Counts(unread: 1, unseen: 1, total: 1201))
             #expect(try await InboxStateTests.counts(harness, user) == truth)
             let item = try await harness.client.get("/v1/users/\(user)/notifications?limit=1").jsonObject()
             #expect((item["items"] as? [[String: Any]])?.first?["id"] as? String == later)
@@ -88,7 +109,7 @@ struct AllAtOnceTests {
             $0.mongoOperationTimeoutMilliseconds = 5000
         }) { harness in
             let user = "killed-mid-seen-all"
-            _ = try await Self.seed(harness, user, count: 3500)
+            _ = try await Self.seed(harness, user, count: 2100)
             let (owner, port) = try await EventCrashTests.startOwner(
                 harness, overrides: ["BULK_SYNC_LIMIT": "100", "EVENT_FANOUT_LEASE_MS": "2000", "MONGODB_OPERATION_TIMEOUT_MS": "5000"])
             defer {
@@ -113,9 +134,9 @@ struct AllAtOnceTests {
             let done = try await retrying(for: .seconds(120), every: .milliseconds(300)) { try await Self.operation(harness, user, id) } until: {
                 $0.1["status"] as? String == "completed"
             }
-            #expect(done.1["updated"] as? Int == 3500, "each notification counted once: \(done.1)")
+            #expect(done.1["updated"] as? Int == 2100, "each notification counted once: \(done.1)")
             let truth = try await InboxStateTests.truth(harness, user)
-            #expect(truth == Counts(unread: 3500, unseen: 0, total: 3500))
+            #expect(truth == Counts(unread: 2100, unseen: 0, total: 2100))
             let counts = try await retrying(for: .seconds(15), every: .milliseconds(300)) { try await InboxStateTests.counts(harness, user) } until: {
                 $0 == truth
             }

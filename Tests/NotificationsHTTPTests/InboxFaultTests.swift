@@ -14,13 +14,13 @@ import TestSupport
 /// stored documents within 15 s, and a background operation reports exactly what it changed.
 @Suite("Inbox writes under faults")
 struct InboxFaultTests {
-    static let seeded = 700
+    static let seeded = 300
 
     /// The request of `operation` for `user`: path and body.
     static func request(_ operation: String, _ user: String, ids: [String]) -> (String, String?) {
         switch operation {
         case "batch":
-            let chosen = ids.prefix(600).map { "\"\($0)\"" }.joined(separator: ",")
+            let chosen = ids.prefix(250).map { "\"\($0)\"" }.joined(separator: ",")
             return ("/v1/users/\(user)/notifications/batch", #"{"action": "read", "ids": [\#(chosen)]}"#)
         case "read-all-background": return ("/v1/users/\(user)/notifications/read-all", nil)
         default: return ("/v1/users/\(user)/notifications/\(operation)", nil)
@@ -50,7 +50,7 @@ struct InboxFaultTests {
     @Test(arguments: ["batch", "seen-all", "archive-all", "read-all-background"])
     func mongoDBFrozenMidWriteThenThawedLeavesExactCounts(operation: String) async throws {
         try await withHarness(configure: {
-            $0.bulkSyncLimit = 300
+            $0.bulkSyncLimit = 100
             $0.eventFanoutLeaseMilliseconds = 2000
         }) { harness in
             let user = "frozen-\(operation)"

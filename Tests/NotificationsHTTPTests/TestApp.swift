@@ -41,7 +41,7 @@ func withHarness(configure: (inout Settings) -> Void = { _ in }, _ test: @Sendab
     settings.mongoOperationTimeoutMilliseconds = 1500
     settings.redisOperationTimeoutMilliseconds = 500
     settings.rateLimitPolicies = [RateLimitPolicy(name: "*", limit: 10_000, windowMilliseconds: 1000)]
-    settings.retentionInterval = .seconds(5)
+    settings.retentionInterval = .seconds(30)
     configure(&settings)
     try await TestServers.fixtures.withPermit { [settings] in try await runHarness(settings, test) }
 }
