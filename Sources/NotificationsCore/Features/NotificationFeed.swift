@@ -55,7 +55,6 @@ extension Counts {
 public struct NotificationFeed: Sendable {
     let store: any NotificationStore
     let clock: any WallClock
-    let locks: LockManager
     let cache: FeedCache
     let preferences: PreferenceService
     let streams: StreamPublisher
@@ -63,13 +62,12 @@ public struct NotificationFeed: Sendable {
     let writer: NotificationWriter
 
     public init(
-        store: any NotificationStore, writer: NotificationWriter, locks: LockManager, cache: FeedCache, preferences: PreferenceService,
+        store: any NotificationStore, writer: NotificationWriter, cache: FeedCache, preferences: PreferenceService,
         streams: StreamPublisher, clock: any WallClock = SystemWallClock()
     ) {
         self.streams = streams
         self.store = store
         self.writer = writer
-        self.locks = locks
         self.cache = cache
         self.preferences = preferences
         self.clock = clock

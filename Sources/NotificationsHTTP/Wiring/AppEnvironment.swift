@@ -79,7 +79,7 @@ public struct AppEnvironment: Sendable {
             locks: locks, cache: cache, streams: publisher, settings: settings, logger: logger)
         let services = AppServices(
             settings: settings,
-            feed: NotificationFeed(store: store, writer: writer, locks: locks, cache: cache, preferences: preferences, streams: publisher),
+            feed: NotificationFeed(store: store, writer: writer, cache: cache, preferences: preferences, streams: publisher),
             bulk: bulk,
             health: health, redis: gateway,
             limiter: RateLimiter(policies: settings.allRateLimitPolicies, gateway: gateway, metrics: metrics, logger: logger),
