@@ -34,7 +34,8 @@ def seed(db, user, count, now_ms):
         documents = []
         for index in range(start, min(start + 1000, count)):
             created = datetime.datetime.fromtimestamp((now_ms - count + index) / 1000, datetime.timezone.utc)
-            documents.append({"_id": ObjectId.from_datetime(created), "recipientId": user, "type": "bulk", "actorId": None,
+            # As the service makes them: the time in milliseconds in the first six bytes.
+            documents.append({"_id": ObjectId((now_ms - count + index).to_bytes(6, "big") + os.urandom(6)), "recipientId": user, "type": "bulk", "actorId": None,
                               "title": f"n{index}", "body": None, "data": "{}", "createdAt": created, "readAt": None,
                               "seenAt": None, "archivedAt": None, "expiresAt": None, "sc": 0})
         db.notifications.insert_many(documents, ordered=False)
