@@ -21,6 +21,7 @@ import time
 
 from bson import ObjectId
 from pymongo import MongoClient
+from pymongo.errors import BulkWriteError, OperationFailure
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2e  # noqa: E402
@@ -38,8 +39,26 @@ def seed(db, user, count, now_ms):
             documents.append({"_id": ObjectId((now_ms - count + index).to_bytes(6, "big") + os.urandom(6)), "recipientId": user, "type": "bulk", "actorId": None,
                               "title": f"n{index}", "body": None, "data": "{}", "createdAt": created, "readAt": None,
                               "seenAt": None, "archivedAt": None, "expiresAt": None, "sc": 0})
-        db.notifications.insert_many(documents, ordered=False)
-    db.user_counters.insert_one({"_id": user, "unread": count, "unseen": count, "total": count, "archived": 0, "seq": 1})
+        insert_when_ready(db.notifications, documents)
+    insert_when_ready(db.user_counters, [{"_id": user, "unread": count, "unseen": count, "total": count, "archived": 0, "seq": 1}])
+
+
+def insert_when_ready(collection, documents):
+    """A fresh dev database answers "busy" while the service builds its indexes: wait it out."""
+    for _ in range(240):
+        try:
+            collection.insert_many(documents, ordered=False)
+            return
+        except BulkWriteError as error:
+            # A try cut short by "busy" stored part of it: those are duplicates now.
+            if any(e["code"] != 11000 for e in error.details["writeErrors"]):
+                raise
+            return
+        except OperationFailure as error:
+            if error.code != 112:
+                raise
+            time.sleep(0.5)
+    raise SystemExit("the dev server stayed busy")
 
 
 def percentiles(values):
