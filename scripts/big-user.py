@@ -100,8 +100,8 @@ def main():
         seed(db, "small", 100, now_ms)
         seeded_s = time.monotonic() - started
         print(f"seeded {count} + 100 in {seeded_s:.0f} s", file=sys.stderr, flush=True)
-        big_ids = [str(d["_id"]) for d in db.notifications.find({"recipientId": "big"}, {"_id": 1}).sort("_id", -1).limit(5000)]
-        small_ids = [str(d["_id"]) for d in db.notifications.find({"recipientId": "small"}, {"_id": 1})]
+        big_ids = [str(d["_id"]) for d in db.notifications.find({"recipientId": "big"}, {"_id": 1}).sort([("recipientId", 1), ("_id", -1)]).limit(5000)]
+        small_ids = [str(d["_id"]) for d in db.notifications.find({"recipientId": "small"}, {"_id": 1}).sort([("recipientId", 1), ("_id", -1)])]
         figures = {"count": count, "seed_s": seeded_s, "small": page_reads(service, "small", small_ids),
                    "big": page_reads(service, "big", big_ids)}
         print(json.dumps(figures), file=sys.stderr, flush=True)
