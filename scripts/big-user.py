@@ -90,7 +90,10 @@ def main():
     servers = e2e.Servers()
     service = None
     try:
-        service = e2e.Service(servers, LOG_LEVEL="warning", RATE_LIMIT_POLICIES="*:unlimited", MONGODB_OPERATION_TIMEOUT_MS="20000")
+        # No cap: with the default FEED_MAX_PER_USER (10000) the remover would trim `big` to its
+        # newest 10000 while it is measured (its first run did, and starved the reads).
+        service = e2e.Service(servers, LOG_LEVEL="warning", RATE_LIMIT_POLICIES="*:unlimited", MONGODB_OPERATION_TIMEOUT_MS="20000",
+                              FEED_MAX_PER_USER="0")
         while e2e.call(service.port, "GET", "/health/ready")[0] != 200:
             time.sleep(0.5)
         db = MongoClient(f"mongodb://127.0.0.1:{servers.mongo_port}/?directConnection=true", maxPoolSize=2).notifications
