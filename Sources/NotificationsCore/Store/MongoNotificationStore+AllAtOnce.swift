@@ -26,7 +26,7 @@ public struct AllAtOnceScope: Sendable, Equatable {
     }
 }
 
-/// All-at-once operations in batches of at most 1000 (`AllAtOnceRunner`): each batch's range
+/// All-at-once operations in batches of at most 1000 (`AllAtOnceOperations`): each batch's range
 /// is fixed first from the notifications themselves (the id of the last one it covers), then
 /// changed with one update per state class, so a batch run again covers the same items, and
 /// what it changed is counted exactly.
