@@ -34,9 +34,13 @@ def seed(db, user, count, now_ms):
     for start in range(0, count, 1000):
         documents = []
         for index in range(start, min(start + 1000, count)):
-            created = datetime.datetime.fromtimestamp((now_ms - count + index) / 1000, datetime.timezone.utc)
-            # As the service makes them: the time in milliseconds in the first six bytes.
-            documents.append({"_id": ObjectId((now_ms - count + index).to_bytes(6, "big") + os.urandom(6)), "recipientId": user, "type": "bulk", "actorId": None,
+            millis = now_ms - count + index
+            created = datetime.datetime.fromtimestamp(millis / 1000, datetime.timezone.utc)
+            # As the service makes them (ObjectID.make): seconds in four bytes, then the millisecond
+            # in two, then six more. (Milliseconds in all six bytes read as 1970: the retention
+            # remover took them for 56 years old.)
+            head = (millis // 1000).to_bytes(4, "big") + (millis % 1000).to_bytes(2, "big")
+            documents.append({"_id": ObjectId(head + os.urandom(6)), "recipientId": user, "type": "bulk", "actorId": None,
                               "title": f"n{index}", "body": None, "data": "{}", "createdAt": created, "readAt": None,
                               "seenAt": None, "archivedAt": None, "expiresAt": None, "sc": 0})
         insert_when_ready(db.notifications, documents)

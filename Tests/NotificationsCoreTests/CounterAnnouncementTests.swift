@@ -16,8 +16,8 @@ import TestSupport
 @Suite("Counter announcements: repairs owed by a dead writer are made by another instance")
 struct CounterAnnouncementTests {
     /// `counterSettle` of one second (no deadline, the clock skew), so announcements age quickly.
-    static func counters(_ pool: MongoClientPool, repaired: @escaping @Sendable ([String]) async -> Void = { _ in }) -> UnreadCounters {
-        UnreadCounters(
+    static func counters(_ pool: MongoClientPool, repaired: @escaping @Sendable ([String]) async -> Void = { _ in }) -> UserCounters {
+        UserCounters(
             notifications: pool.collection("notifications"), counters: pool.collection("user_counters"), timing: WriteTiming(writeDeadline: .zero),
             metrics: ServiceMetrics(factory: NOOPMetricsHandler.instance), logger: Logger(label: "test"), repaired: repaired)
     }
@@ -33,7 +33,7 @@ struct CounterAnnouncementTests {
     }
 
     /// Sweeps until the user's counter holds no announcement (two steps, a confirmation gap apart).
-    static func sweepUntilResolved(_ sweeper: UnreadCounters, _ pool: MongoClientPool, _ user: String) async throws -> BSONDocument? {
+    static func sweepUntilResolved(_ sweeper: UserCounters, _ pool: MongoClientPool, _ user: String) async throws -> BSONDocument? {
         try await retrying(for: .seconds(15), every: .milliseconds(250)) {
             _ = try await sweeper.sweep()
             return try await counter(pool, user)

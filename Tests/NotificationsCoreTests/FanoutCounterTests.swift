@@ -76,14 +76,15 @@ struct FanoutTakeoverTests {
                 expiresAt: now.advanced(by: .seconds(3600)))
             _ = try await events.claim(record, now: now)
             // What a sweep read: the lease had run out.
-            let seen = try #require(try await events.abandoned(now: now, limit: 5).first)
+            let seen = try #require(try await events.jobs.abandoned(now: now, limit: 5).first.flatMap(EventStore.record))
             // The owner was alive after all and renews before the takeover lands.
             #expect(try await events.renewLease(record, until: now.advanced(by: .seconds(30))))
-            #expect(try await events.takeOver(seen, now: now, token: "taker", leaseUntil: now.advanced(by: .seconds(30))) == nil)
+            #expect(try await events.jobs.takeOver(seen.lease, now: now, token: "taker", leaseUntil: now.advanced(by: .seconds(30))) == nil)
             #expect(try await events.find(key: "test:ev")?.leaseToken == "owner")
             // Once it really runs out, it is taken.
             let later = now.advanced(by: .seconds(31))
-            #expect(try await events.takeOver(seen, now: later, token: "taker", leaseUntil: later.advanced(by: .seconds(30)))?.leaseToken == "taker")
+            let taken = try await events.jobs.takeOver(seen.lease, now: later, token: "taker", leaseUntil: later.advanced(by: .seconds(30)))
+            #expect(taken.flatMap(EventStore.record)?.leaseToken == "taker")
         }
     }
 }

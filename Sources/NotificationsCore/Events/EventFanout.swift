@@ -17,7 +17,7 @@ internal import Resilience
 ///    and the batch time, so a batch written again skips what is already there; it goes
 ///    through the writer that single creates use (`NotificationWriter`), together with
 ///    whatever creates are waiting;
-/// 4. counters in a constant number of commands (`UnreadCounters`), and one Redis round trip
+/// 4. counters in a constant number of commands (`UserCounters`), and one Redis round trip
 ///    to drop the recipients' cached feeds, one to publish to open streams;
 /// 5. move the cursor and the count, again only under our lease.
 /// A batch found with its time already fixed was interrupted (crash, outage, a frozen owner):

@@ -102,10 +102,9 @@ extension EventService: Resumable {
     }
 
     public func resumeAbandoned() async throws {
-        for record in try await events.abandoned(now: clock.now(), limit: 5) {
-            guard !runner.isStopping else { return }
-            let takenAt = clock.now()
-            if let taken = try await events.takeOver(record, now: takenAt, token: LeasedJobs.newToken(), leaseUntil: takenAt.advanced(by: fanout.lease)) {
+        try await mongoOperation {
+            try await events.jobs.takeOverAbandoned(clock: clock, lease: fanout.lease, limit: 5, stopping: { runner.isStopping }) { document in
+                guard let taken = EventStore.record(document) else { return }
                 logger.notice("Resuming a fan-out whose owner stopped", metadata: ["event": "\(taken.key)", "batch": "\(taken.batch)"])
                 start(taken)
             }

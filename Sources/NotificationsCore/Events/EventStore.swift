@@ -102,16 +102,6 @@ public struct EventStore: Sendable {
         try await mongoOperation { try await jobs.complete(record.lease, at: time, also: ["batchTime": .null]) }
     }
 
-    /// Fan-outs whose owner stopped renewing its lease.
-    func abandoned(now: Timestamp, limit: Int) async throws -> [EventRecord] {
-        try await mongoOperation { try await jobs.abandoned(now: now, limit: limit).compactMap(Self.record) }
-    }
-
-    /// Takes an abandoned fan-out over with a new lease token (`LeasedJobs.takeOver`).
-    func takeOver(_ record: EventRecord, now: Timestamp, token: String, leaseUntil: Timestamp) async throws -> EventRecord? {
-        try await mongoOperation { try await jobs.takeOver(record.lease, now: now, token: token, leaseUntil: leaseUntil).flatMap(Self.record) }
-    }
-
     // MARK: Mapping, explicit in both directions
 
     static func document(_ record: EventRecord) -> BSONDocument {

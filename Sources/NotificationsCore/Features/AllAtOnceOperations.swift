@@ -67,10 +67,19 @@ public struct AllAtOnceOperations: Resumable {
             let operation = BulkOperation(
                 id: ObjectIDs.new(at: now), scope: scope, status: "in_progress", updated: 0, batch: 0, cursor: upper, batchEnd: nil, time: now,
                 leaseToken: LeasedJobs.newToken(), leaseUntil: now.advanced(by: lease), createdAt: now, expiresAt: now.advanced(by: retention))
-            // More than the limit to change: the (limit + 1)-th exists.
-            guard try await store.batchEnd(scope, below: upper, limit: syncLimit + 1) != nil else {
+            // The first batch (no larger than the limit), and from it whether more than the limit
+            // are to change: one more query only when the limit is beyond a batch and the batch is full.
+            let probe = min(syncLimit, Self.batchSize)
+            let first = try await store.nextBatch(scope, below: upper, limit: probe)
+            var background = first.lower != nil
+            if background, syncLimit > Self.batchSize { background = try await store.exceeds(scope, below: upper, limit: syncLimit) }
+            // It is the operation's first batch when it is a whole one, or all there is.
+            let plan = first.lower == nil || probe == Self.batchSize ? first : nil
+            guard background else {
                 do {
-                    guard case .completed(let updated) = try await run(operation, recorded: false) else { return Answer.done(updated: 0) }
+                    guard case .completed(let updated) = try await run(operation, recorded: false, first: plan) else {
+                        return Answer.done(updated: 0)
+                    }
                     return Answer.done(updated: updated)
                 } catch {
                     // Whatever was written before the failure is visible: drop the cached feed.
@@ -79,7 +88,7 @@ public struct AllAtOnceOperations: Resumable {
                 }
             }
             try await operations.insert(operation)
-            start(operation)
+            start(operation, first: plan)
             return Answer.inProgress(operationId: operation.id, updated: 0)
         }
         return answer
@@ -99,14 +108,23 @@ public struct AllAtOnceOperations: Resumable {
 
     /// Runs the operation's batches until it is complete, its lease is lost, or `stop()` is true.
     /// `recorded`: its record exists, and every step of its progress is fenced on the lease.
-    func run(_ start: BulkOperation, recorded: Bool, stop: @Sendable () -> Bool = { false }) async throws -> BackgroundOutcome {
+    /// `first`: its first batch, when just looked up.
+    func run(_ start: BulkOperation, recorded: Bool, first: AllAtOnceBatch? = nil, stop: @Sendable () -> Bool = { false }) async throws
+        -> BackgroundOutcome
+    {
         var operation = start
+        var planned = first
         let jobs = operations.jobs
         while true {
             if stop() { return .stopped(count: operation.updated) }
             let resumed = operation.batchEnd != nil
-            let lower = try await resumed ? operation.batchEnd.flatMap { $0 == .zero ? nil : $0 } : store.batchEnd(
-                operation.scope, below: operation.cursor, limit: Self.batchSize)
+            var batch = planned
+            planned = nil
+            if !resumed, batch == nil {
+                batch = try await store.nextBatch(operation.scope, below: operation.cursor, limit: Self.batchSize)
+            }
+            // A batch run again keeps the range its first run fixed; its classes are looked up.
+            let lower: ObjectID? = if let batch { batch.lower } else { operation.batchEnd.flatMap { $0 == .zero ? nil : $0 } }
             if recorded {
                 guard try await jobs.startBatch(operation.lease, end: .objectID(lower ?? .zero), leaseUntil: clock.now().advanced(by: lease)) else {
                     return .leaseLost
@@ -116,7 +134,8 @@ public struct AllAtOnceOperations: Resumable {
                 guard recorded else { return false }
                 return (try? await jobs.renew(operation.lease, until: clock.now().advanced(by: lease))) != false
             }) {
-                try await store.applyRange(operation.scope, from: lower, below: operation.cursor, marker: operation.id, at: operation.time)
+                try await store.applyRange(
+                    operation.scope, present: batch?.classes, from: lower, below: operation.cursor, marker: operation.id, at: operation.time)
             }
             // A batch run again: what all its runs changed is what carries the operation's mark.
             let count = resumed ? try await store.marked(operation.scope, from: lower, below: operation.cursor, marker: operation.id) : changed
@@ -145,18 +164,14 @@ public struct AllAtOnceOperations: Resumable {
         await streams.countChanged(user: user)
     }
 
-    func start(_ operation: BulkOperation) {
-        runner.start(key: operation.id) { [self] stop in try await run(operation, recorded: true, stop: stop) }
+    func start(_ operation: BulkOperation, first: AllAtOnceBatch? = nil) {
+        runner.start(key: operation.id) { [self] stop in try await run(operation, recorded: true, first: first, stop: stop) }
     }
 
     public func resumeAbandoned() async throws {
-        for document in try await mongoOperation({ try await operations.jobs.abandoned(now: clock.now(), limit: 5) }) {
-            guard !runner.isStopping, let operation = BulkOperationStore.operation(document) else { continue }
-            let takenAt = clock.now()
-            let taken = try await mongoOperation {
-                try await operations.jobs.takeOver(operation.lease, now: takenAt, token: LeasedJobs.newToken(), leaseUntil: takenAt.advanced(by: lease))
-            }
-            if let taken = taken.flatMap(BulkOperationStore.operation) {
+        try await mongoOperation {
+            try await operations.jobs.takeOverAbandoned(clock: clock, lease: lease, limit: 5, stopping: { runner.isStopping }) { document in
+                guard let taken = BulkOperationStore.operation(document) else { return }
                 logger.notice("Resuming a bulk operation whose owner stopped", metadata: ["operation": "\(taken.id)", "batch": "\(taken.batch)"])
                 start(taken)
             }

@@ -11,10 +11,10 @@ struct PendingWrite: Sendable, Hashable {
 }
 
 /// Announcements: what a write owes its counters, stored on them before the write is sent
-/// (see `UnreadCounters`). An announcement is `pending.<token>: {at, ins, resolvedAt?}`, and
+/// (see `UserCounters`). An announcement is `pending.<token>: {at, ins, resolvedAt?}`, and
 /// `inflight` counts a counter's announcements, so the sweep finds them through an index
 /// without reading every counter.
-extension UnreadCounters {
+extension UserCounters {
     /// Records the write `token` on each user's counter (creating missing counters), before
     /// the write is sent. When this throws, the write must not be sent; the announcement may
     /// still land (its outcome unknown), and is then resolved like any other (`owe`).

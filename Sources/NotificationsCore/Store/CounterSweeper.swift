@@ -3,7 +3,7 @@ public import ServiceLifecycle
 
 /// On every instance: resolves the counter announcements no live writer will settle (its
 /// write timed out and it could not resolve them, or it died), once they are older than
-/// `WriteTiming.counterSettle` (`UnreadCounters.sweep`). So a repair owed by an instance
+/// `WriteTiming.counterSettle` (`UserCounters.sweep`). So a repair owed by an instance
 /// killed during a MongoDB outage is made by the others as soon as MongoDB answers.
 public struct CounterSweeper: Service {
     let store: MongoNotificationStore

@@ -79,6 +79,23 @@ struct LeasedJobs: Sendable {
             update: ["$set": ["leaseToken": .string(token), "leaseUntil": .datetime(leaseUntil.milliseconds)]], returnNew: true)
     }
 
+    /// Takes over at most `limit` pieces of abandoned work, each with a new token and a lease of
+    /// `lease` from its take, handing each record as taken to `resume`; stops when `stopping()`.
+    func takeOverAbandoned(
+        clock: any WallClock, lease: Duration, limit: Int, stopping: () -> Bool, resume: (BSONDocument) -> Void
+    ) async throws(MongoError) {
+        for document in try await abandoned(now: clock.now(), limit: limit) {
+            guard !stopping() else { return }
+            guard let key = document["_id"]?.string, let token = document["leaseToken"]?.string, let batch = document["batch"]?.int64
+            else { continue }
+            let takenAt = clock.now()
+            let abandonedLease = JobLease(key: key, token: token, batch: Int(batch))
+            if let taken = try await takeOver(abandonedLease, now: takenAt, token: Self.newToken(), leaseUntil: takenAt.advanced(by: lease)) {
+                resume(taken)
+            }
+        }
+    }
+
     static func newToken() -> String {
         (0..<2).map { _ in String(UInt64.random(in: 0...UInt64.max), radix: 36) }.joined(separator: "-")
     }

@@ -1,4 +1,3 @@
-internal import Logging
 internal import MongoStore
 
 /// Removal of notifications in batches (`RetentionSweeper`): expired, older than the
@@ -51,17 +50,10 @@ extension MongoNotificationStore {
         let byClass = Dictionary(grouping: documents) { StateClass(document: $0) }
         let users = Set(documents.compactMap { $0["recipientId"]?.string })
         guard !users.isEmpty else { return (0, []) }
-        let token = UnreadCounters.newToken()
-        do {
-            try await counters.announce(Array(users), token: token, inserts: false)
-        } catch {
-            if error.isUnavailable { counters.owe(Array(users), token: token, inserts: false) }
-            throw error
-        }
-        var changes: [String: Counts] = [:]
-        var unsure = Set<String>()
-        var removed = 0
-        do {
+        let removed = try await countingWrite(Array(users)) { () throws(MongoError) in
+            var changes: [String: Counts] = [:]
+            var unsure = Set<String>()
+            var removed = 0
             for (stateClass, group) in byClass.sorted(by: { $0.key.code < $1.key.code }) {
                 var filter = stateClass.filter
                 filter["_id"] = ["$in": .array(group.compactMap { $0["_id"] })]
@@ -74,15 +66,7 @@ extension MongoNotificationStore {
                     unsure.formUnion(owners)
                 }
             }
-        } catch {
-            counters.owe(Array(users), token: token, inserts: false)
-            throw error
-        }
-        let exact = changes.filter { !unsure.contains($0.key) }
-        if !unsure.isEmpty { counters.owe(Array(unsure), token: token, inserts: false) }
-        if (try? await counters.settle(exact, token: token)) != true {
-            logger.warning("Counters of removed notifications will be recounted", metadata: ["users": "\(exact.count)"])
-            counters.owe(Array(exact.keys), token: token, inserts: false)
+            return (removed, changes, unsure)
         }
         return (removed, users)
     }

@@ -9,7 +9,7 @@ public import MongoStore
 /// document per user holding the unread count, so no read ever runs a count query).
 ///
 /// The notification document is the commit point of every write; the counter follows it
-/// (`UnreadCounters`). Every write that changes unread counts is announced on the counters
+/// (`UserCounters`). Every write that changes unread counts is announced on the counters
 /// before it is sent and settled after it, so a write whose outcome is unknown (timed out,
 /// connection lost: the server may still apply it), or whose instance died, is made harmless
 /// by whichever instance resolves its announcement: what a create inserted is deleted, and
@@ -18,7 +18,7 @@ public struct MongoNotificationStore: NotificationStore {
     let notifications: MongoCollection
     let pool: MongoClientPool
     let logger: Logger
-    let counters: UnreadCounters
+    let counters: UserCounters
     let clock: any WallClock
 
     /// - Parameter counterRepaired: called when a user's counter was marked for a recount in the
@@ -32,7 +32,7 @@ public struct MongoNotificationStore: NotificationStore {
         self.logger = logger
         let notifications = pool.collection("notifications")
         self.notifications = notifications
-        self.counters = UnreadCounters(
+        self.counters = UserCounters(
             notifications: notifications, counters: pool.collection("user_counters"),
             timing: WriteTiming(writeDeadline: .milliseconds(pool.operationTimeoutMilliseconds)), metrics: metrics, logger: logger,
             repaired: counterRepaired)
@@ -104,7 +104,7 @@ public struct MongoNotificationStore: NotificationStore {
     /// if this one dies), by this write's run token.
     public func insert(creates: [Notification], batches: [FanoutBatch], within timeout: Duration) async -> InsertAnswers {
         // This write's token: its creates' documents carry it as `run`, and their counters' announcement as its key.
-        let run = UnreadCounters.newToken()
+        let run = UserCounters.newToken()
         // When this write was sent: a stream's check finds it by this, whatever its id's time
         // (a resumed fan-out batch keeps the ids, and so the time, its first run planned).
         let writtenAt = BSONValue.datetime(SystemWallClock().now().milliseconds)
@@ -317,27 +317,64 @@ public struct MongoNotificationStore: NotificationStore {
         let scope: BSONDocument = [
             "recipientId": .string(recipientId), "_id": ["$in": .array(ids.compactMap(ObjectID.init(hex:)).map(BSONValue.objectID))],
         ]
+        let changeable = switch action {
+        case .delete: StateClass.allCases
+        case .state(let state): StateClass.allCases.filter { $0.after(state) != nil }
+        }
         return try await countingWrite(recipientId) { () throws(MongoError) in
-            var change = Counts()
-            var changed = 0
-            for stateClass in StateClass.allCases {
-                var filter = scope
-                for (key, value) in stateClass.filter.fields { filter[key] = value }
+            // No sort: the ids are points on `_id`, whichever index the server takes.
+            try await updateByClass(scope, sort: nil, changeable: changeable, present: nil) { (stateClass, filter) throws(MongoError) in
                 switch action {
                 case .delete:
                     let removed = try await notifications.delete(filter, limit: 0)
-                    change = change - stateClass.counts * removed
-                    changed += removed
+                    return (removed, Counts() - stateClass.counts * removed)
                 case .state(let state):
-                    guard let (after, set) = stateClass.applying(state, at: at) else { continue }
+                    guard let (after, set) = stateClass.applying(state, at: at) else { return (0, Counts()) }
                     let modified = try await notifications.update(filter, ["$set": .document(set)], multi: true).modified
-                    change += (after.counts - stateClass.counts) * modified
-                    changed += modified
+                    return (modified, (after.counts - stateClass.counts) * modified)
                 }
             }
-            return (changed, change)
         }
     }
+
+    /// A bulk write as one statement per state class (`write`, given the class and the filter of
+    /// `scope`'s notifications in it), so that what each changed is counted exactly from its
+    /// count alone. It starts from the classes `present` in the scope (one query for them when
+    /// nil) and goes in `StateClass.updateOrder`; when no order is safe against concurrent
+    /// class changes, it looks again after its updates and goes over what is left, at most
+    /// `classRounds` times (beyond that only a request changing the same items non-stop escapes).
+    /// Returns how many it changed and the change to the counts.
+    func updateByClass(
+        _ scope: BSONDocument, sort: BSONDocument?, changeable: [StateClass], present: Set<StateClass>?,
+        _ write: (StateClass, BSONDocument) async throws(MongoError) -> (Int, Counts)
+    ) async throws(MongoError) -> (Int, Counts) {
+        func classes() async throws(MongoError) -> Set<StateClass> {
+            var filter = scope
+            filter["sc"] = ["$in": .array(changeable.map { .int32($0.code) })]
+            let found = try await notifications.find(filter, sort: sort, projection: ["_id": 0, "sc": 1])
+            return Set(found.compactMap { $0["sc"]?.int64.flatMap(StateClass.init(code:)) })
+        }
+        var left: Set<StateClass>
+        if let present { left = present } else { left = try await classes() }
+        var changed = 0
+        var change = Counts()
+        for round in 1...Self.classRounds where !left.isEmpty {
+            let order = StateClass.updateOrder(changeable: changeable, present: left)
+            for stateClass in order ?? changeable.filter(left.contains) {
+                var filter = scope
+                for (key, value) in stateClass.filter.fields { filter[key] = value }
+                let (count, classChange) = try await write(stateClass, filter)
+                changed += count
+                change += classChange
+            }
+            guard order == nil, round < Self.classRounds else { break }
+            left = try await classes()
+        }
+        return (changed, change)
+    }
+
+    /// How often `updateByClass` goes over what concurrent class changes left behind.
+    static let classRounds = 3
 
     public func delete(recipientId: String, id: String) async throws -> Bool {
         guard let objectID = ObjectID(hex: id) else { return false }
@@ -352,24 +389,41 @@ public struct MongoNotificationStore: NotificationStore {
     /// settle's) is unknown, or the instance dies before settling, the announcement is resolved
     /// (the counter recounted) by this instance or by any instance's sweep.
     func countingWrite<T>(_ user: String, _ write: () async throws(MongoError) -> (T, change: Counts)) async throws -> T {
-        let token = UnreadCounters.newToken()
         do throws(MongoError) {
-            try await counters.announce([user], token: token, inserts: false)
+            return try await countingWrite([user]) { () throws(MongoError) in
+                let (result, change) = try await write()
+                return (result, [user: change], [])
+            }
         } catch {
-            if error.isUnavailable { counters.owe([user], token: token, inserts: false) }
             throw StoreError(error)
         }
-        let (result, change): (T, Counts)
-        do throws(MongoError) {
-            (result, change) = try await write()
+    }
+
+    /// A counting write over several users' counters (`countingWrite(_:_:)`): the write returns
+    /// each user's change, and the users whose change it could not know (they are recounted).
+    func countingWrite<T>(
+        _ users: [String], _ write: () async throws(MongoError) -> (T, changes: [String: Counts], unsure: Set<String>)
+    ) async throws(MongoError) -> T {
+        let token = UserCounters.newToken()
+        do {
+            try await counters.announce(users, token: token, inserts: false)
         } catch {
-            counters.owe([user], token: token, inserts: false)
-            throw StoreError(error)
+            if error.isUnavailable { counters.owe(users, token: token, inserts: false) }
+            throw error
         }
+        let (result, changes, unsure): (T, [String: Counts], Set<String>)
+        do {
+            (result, changes, unsure) = try await write()
+        } catch {
+            counters.owe(users, token: token, inserts: false)
+            throw error
+        }
+        if !unsure.isEmpty { counters.owe(Array(unsure), token: token, inserts: false) }
         // The write is done: a counter that cannot follow it is recounted instead.
-        if (try? await counters.settle([user: change], token: token)) != true {
-            logger.warning("Unread counter update failed; it will be recounted", metadata: ["user": "\(user)"])
-            counters.owe([user], token: token, inserts: false)
+        let exact = changes.filter { !unsure.contains($0.key) }
+        if (try? await counters.settle(exact, token: token)) != true {
+            logger.warning("Counter update failed; it will be recounted", metadata: ["users": "\(exact.keys.sorted().prefix(5))"])
+            counters.owe(Array(exact.keys), token: token, inserts: false)
         }
         return result
     }

@@ -52,7 +52,7 @@ public struct FanoutBatch: Sendable {
     /// each counter its first run may have incremented is recounted.
     public var candidates: [String] = []
     /// Names this batch (event and batch index) in the counters it increments, so its `+1`s
-    /// land once per user however many times it runs (`UnreadCounters`).
+    /// land once per user however many times it runs (`UserCounters`).
     public var marker: String
 }
 

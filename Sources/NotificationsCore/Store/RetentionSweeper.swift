@@ -54,7 +54,7 @@ public struct RetentionSweeper: Service {
 
     /// One pass, if this instance gets the lease: how many it removed, by reason.
     func pass() async throws -> [ServiceMetrics.RemovalReason: Int] {
-        let token = UnreadCounters.newToken()
+        let token = UserCounters.newToken()
         guard try await lease.acquire(token: token) else { return [:] }
         var removed: [ServiceMetrics.RemovalReason: Int] = [:]
         var budget = Self.batchesPerPass

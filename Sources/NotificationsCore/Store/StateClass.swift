@@ -54,37 +54,28 @@ struct StateClass: Hashable, CaseIterable {
         return Counts(unread: read ? 0 : 1, unseen: seen ? 0 : 1, total: 1)
     }
 
-    /// The class `action` takes a notification of this class to, and the fields it sets; nil
-    /// when the action changes nothing here (a repeat).
-    func applying(_ action: StateAction, at time: Timestamp) -> (after: StateClass, set: BSONDocument)? {
-        let now: BSONValue = .datetime(time.milliseconds)
+    /// The class `action` takes a notification of this class to; nil when the action changes
+    /// nothing here (a repeat). `read` marks the item seen as well.
+    func after(_ action: StateAction) -> StateClass? {
         var after = self
-        var set = BSONDocument()
         switch action {
-        case .seen:
-            guard !seen else { return nil }
-            after.seen = true
-            set["seenAt"] = now
-        case .read:
-            guard !read else { return nil }
-            after.read = true
-            set["readAt"] = now
-            if !seen {
-                after.seen = true
-                set["seenAt"] = now
-            }
-        case .unread:
-            guard read else { return nil }
-            after.read = false
-            set["readAt"] = .null
-        case .archive:
-            guard !archived else { return nil }
-            after.archived = true
-            set["archivedAt"] = now
-        case .unarchive:
-            guard archived else { return nil }
-            after.archived = false
-            set["archivedAt"] = .null
+        case .seen: after.seen = true
+        case .read: (after.read, after.seen) = (true, true)
+        case .unread: after.read = false
+        case .archive: after.archived = true
+        case .unarchive: after.archived = false
+        }
+        return after == self ? nil : after
+    }
+
+    /// The class `action` takes a notification of this class to, and the fields that get it there:
+    /// each state that becomes set gets `time`, each that becomes unset gets null. Nil for a repeat.
+    func applying(_ action: StateAction, at time: Timestamp) -> (after: StateClass, set: BSONDocument)? {
+        guard let after = after(action) else { return nil }
+        var set = BSONDocument()
+        for (field, was, becomes) in [("readAt", read, after.read), ("seenAt", seen, after.seen), ("archivedAt", archived, after.archived)]
+        where was != becomes {
+            set[field] = becomes ? .datetime(time.milliseconds) : .null
         }
         set["sc"] = .int32(after.code)
         return (after, set)
@@ -92,6 +83,46 @@ struct StateClass: Hashable, CaseIterable {
 }
 
 extension StateClass {
+    /// The order in which a write that changes the notifications of the `changeable` classes, one
+    /// statement per class, updates them when those of `present` are there to change, such that
+    /// no notification escapes it by changing class under a concurrent request: every class a
+    /// concurrent action can move one of them to (while it is still the write's to change) is
+    /// updated after the class it left, and is updated even when nothing was in it before.
+    ///
+    /// Nil when such moves can go round in a circle (archiving while another request toggles
+    /// read and unread): no order is safe, so the write updates the `present` classes, then
+    /// looks again for what is left (`MongoNotificationStore.updateByClass`).
+    static func updateOrder(changeable: [StateClass], present: Set<StateClass>) -> [StateClass]? {
+        let allowed = Set(changeable)
+        var reached = present.intersection(allowed)
+        var pending = Array(reached)
+        var edges: [StateClass: Set<StateClass>] = [:]
+        while let from = pending.popLast() {
+            for action in StateAction.allCases {
+                guard let to = from.after(action), allowed.contains(to) else { continue }
+                edges[from, default: []].insert(to)
+                if reached.insert(to).inserted { pending.append(to) }
+            }
+        }
+        // Kahn's topological order, ties broken by `changeable`'s order so that it is stable.
+        var incoming = Dictionary(uniqueKeysWithValues: reached.map { ($0, 0) })
+        for targets in edges.values { for to in targets { incoming[to, default: 0] += 1 } }
+        var order: [StateClass] = []
+        while let next = changeable.first(where: { reached.contains($0) && incoming[$0] == 0 && !order.contains($0) }) {
+            order.append(next)
+            for to in edges[next] ?? [] { incoming[to, default: 0] -= 1 }
+        }
+        return order.count == reached.count ? order : nil
+    }
+}
+
+extension StateClass {
+    /// The class a stored `sc` names; nil for anything that is not a class's code.
+    init?(code: Int64) {
+        guard (0...7).contains(code) else { return nil }
+        self.init(archived: code & 4 != 0, read: code & 2 != 0, seen: code & 1 != 0)
+    }
+
     /// The class of a stored notification document (a missing state field reads as null).
     init(document: BSONDocument) {
         func set(_ field: String) -> Bool { !(document[field]?.isNull ?? true) }

@@ -27,7 +27,7 @@ public struct WriteTiming: Sendable, Equatable {
     /// How long a counter's `seq` must stay unchanged before a recount of it is trusted (every
     /// `$inc` of a write the recount counted has landed by then), and how old an announcement
     /// must be before any instance resolves it (its writer has settled or given up by then)
-    /// (`UnreadCounters`).
+    /// (`UserCounters`).
     public var counterSettle: Duration {
         writeDeadline * Self.callsAfterCommit + Self.clockSkew
     }

@@ -7,14 +7,14 @@ import Testing
 import TestSupport
 
 @Suite("Unread counters: reconciling a stale counter against a racing $inc")
-struct UnreadCountersTests {
+struct UserCountersTests {
     /// A write commits before the recount counts it, but its `$inc` lands after the recount read
     /// the counter: a one-step reconcile (set the count, clear stale) would end one too high.
     @Test func aRecountRacingAnIncNeitherLosesNorDoublesIt() async throws {
         try await withMongoPool { pool in
             let notifications = pool.collection("notifications")
             let counterDocuments = pool.collection("user_counters")
-            let counters = UnreadCounters(
+            let counters = UserCounters(
                 notifications: notifications, counters: counterDocuments, timing: WriteTiming(writeDeadline: .zero),
                 metrics: ServiceMetrics(factory: NOOPMetricsHandler.instance), logger: Logger(label: "test")
             ) { _ in }

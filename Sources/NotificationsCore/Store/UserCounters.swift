@@ -37,7 +37,7 @@ internal import Synchronization
 /// mark. So the `+1` of a batch lands at most once per user, and never after its resume took
 /// the count over. (Fan-out batches need no announcement: the event's record in MongoDB owes
 /// the batch until it is finished, and a resumed batch recounts every candidate.)
-final class UnreadCounters: Sendable {
+final class UserCounters: Sendable {
     let counters: MongoCollection
     let notifications: MongoCollection
     let timing: WriteTiming
@@ -183,17 +183,11 @@ final class UnreadCounters: Sendable {
     }
 
     /// The counts from the stored notifications themselves: one sorted query on the feed index
-    /// per count (only while a counter is not trusted).
+    /// for the user's state fields (only while a counter is not trusted).
     func recount(_ user: String) async throws(MongoError) -> Counts {
-        let recipient: BSONValue = .string(user)
-        func count(_ filter: BSONDocument) async throws(MongoError) -> Int {
-            var query: BSONDocument = ["recipientId": recipient]
-            for (key, value) in filter.fields { query[key] = value }
-            return try await notifications.find(query, sort: MongoNotificationStore.feedSort, projection: ["_id": 1]).count
-        }
-        return Counts(
-            unread: try await count(["readAt": .null, "archivedAt": .null]), unseen: try await count(["seenAt": .null, "archivedAt": .null]),
-            total: try await count(["archivedAt": .null]), archived: try await count(["archivedAt": ["$ne": .null]]))
+        let found = try await notifications.find(
+            ["recipientId": .string(user)], sort: MongoNotificationStore.feedSort, projection: ["_id": 0, "readAt": 1, "seenAt": 1, "archivedAt": 1])
+        return found.reduce(into: Counts()) { $0 += Counts.of(document: $1) }
     }
 
     /// Marks the users' counters stale (creating those missing), and with a batch's `marker` pushes
