@@ -26,6 +26,9 @@ import unittest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = None
 KEY = "dev-secret"
+TOKEN_SECRET = "e2e-user-token-secret-of-32-bytes-or-more"
+# Every user token a test was given: none may appear in any log (`test_zz_no_secret_in_any_log`).
+ISSUED_TOKENS = []
 ADMIN_TOKEN = "e2e-admin-token-secret"
 # Every service log of the run, so the last test can check that no secret ever reached one.
 SERVICE_LOGS = []
@@ -515,9 +518,46 @@ class E2E(unittest.TestCase):
         self.assertTrue(tagged, "the request's access line names its id")
         self.assertEqual(tagged[0]["metadata"]["path"], "/v1/users/e2e-log/notifications")
 
+    def test_user_tokens_open_one_inbox_and_never_reach_a_log(self):
+        service = self.start(LOG_LEVEL="debug", USER_TOKEN_KEYS=f"k1:{TOKEN_SECRET}", CORS_ALLOWED_ORIGINS="https://app.example.com")
+        status, headers, minted = call(service.port, "POST", "/v1/users/e2e-tok/tokens", {"ttlSeconds": 120}, auth())
+        self.assertEqual(status, 201, minted)
+        self.assertEqual(minted["scopes"], ["feed:read", "feed:write", "preferences:write"])
+        token = minted["token"]
+        ISSUED_TOKENS.append(token)
+        bearer = {"Authorization": f"Bearer {token}", "Origin": "https://app.example.com"}
+        status, headers, _ = call(service.port, "GET", "/v1/users/e2e-tok/notifications", headers=bearer)
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["access-control-allow-origin"], "https://app.example.com")
+        self.assertEqual(call(service.port, "GET", "/v1/users/someone-else/notifications", headers=bearer)[0], 403)
+        self.assertEqual(call(service.port, "POST", "/v1/notifications", {"recipientId": "e2e-tok", "type": "x"}, bearer)[0], 403)
+        # The stream takes the token in its query (an EventSource sends no headers); nothing else does.
+        connection = http.client.HTTPConnection("127.0.0.1", service.port, timeout=10)
+        connection.request("GET", f"/v1/users/e2e-tok/notifications/stream?access_token={token}")
+        response = connection.getresponse()
+        self.assertEqual(response.status, 200)
+        self.assertIn(b"event:", response.read1(65536))
+        status, _, problem = call(service.port, "GET", f"/v1/users/e2e-tok/notifications?access_token={token}")
+        self.assertEqual(status, 401)
+        self.assertNotIn(token, json.dumps(problem))
+        # Revoked: the open stream ends, the token is refused.
+        self.assertEqual(call(service.port, "POST", "/v1/users/e2e-tok/tokens/revoke", headers=auth())[0], 204)
+        started = time.monotonic()
+        response.read()  # to the body's end (the socket's 10 s timeout fails the test first)
+        self.assertLess(time.monotonic() - started, 5, "the stream outlived the revocation")
+        connection.close()
+        status, headers, _ = call(service.port, "GET", "/v1/users/e2e-tok/notifications", headers=bearer)
+        self.assertEqual(status, 401)
+        self.assertEqual(headers["www-authenticate"], 'Bearer error="invalid_token"')
+        service.stop()
+        log = service.logs()
+        self.assertIn("User token refused", log)
+        self.assertNotIn(token, log)
+        self.assertNotIn(TOKEN_SECRET, log)
+
     def test_zz_no_secret_in_any_log(self):
         """Runs last (alphabetical order): greps the logs of every instance this run started."""
-        secrets = [KEY, "other-secret", ADMIN_TOKEN, "not-a-key"]
+        secrets = [KEY, "other-secret", ADMIN_TOKEN, "not-a-key", TOKEN_SECRET] + ISSUED_TOKENS
         self.assertGreater(len(SERVICE_LOGS), 5, "run with the whole suite")
         for path in SERVICE_LOGS:
             with open(path, errors="replace") as handle:

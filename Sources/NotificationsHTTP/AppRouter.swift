@@ -6,6 +6,9 @@ public import Resilience
 /// What the HTTP layer needs from the rest of the service.
 public struct AppServices: Sendable {
     public var settings: Settings
+    /// User tokens (`USER_TOKEN_KEYS`) and their revocations.
+    public var tokens: UserTokens
+    public var revocations: TokenRevocations
     public var feed: NotificationFeed
     /// `seen-all`, `read-all`, `archive-all`, in the background past `BULK_SYNC_LIMIT`.
     public var bulk: AllAtOnceOperations
@@ -25,12 +28,14 @@ public struct AppServices: Sendable {
     public var inFlight: Bulkhead
 
     public init(
-        settings: Settings, feed: NotificationFeed, bulk: AllAtOnceOperations, health: HealthMonitor, redis: RedisGateway, limiter: RateLimiter,
+        settings: Settings, tokens: UserTokens, revocations: TokenRevocations, feed: NotificationFeed, bulk: AllAtOnceOperations, health: HealthMonitor, redis: RedisGateway, limiter: RateLimiter,
         idempotency: IdempotencyStore, events: EventService, followers: FollowerStore, preferences: PreferenceService, cache: FeedCache,
         streams: StreamHub, store: any NotificationStore, metrics: ServiceMetrics, registry: PrometheusCollectorRegistry,
         inFlight: Bulkhead
     ) {
         self.inFlight = inFlight
+        self.tokens = tokens
+        self.revocations = revocations
         self.idempotency = idempotency
         self.events = events
         self.followers = followers
@@ -49,9 +54,9 @@ public struct AppServices: Sendable {
     }
 }
 
-/// Builds the router. Middleware, outermost first: request log → metrics → problem+json → Redis
-/// scope; then per group: `/v1` load shedding → auth → rate limit → idempotency, `/admin` admin
-/// auth. Health and metrics have neither auth nor rate limits, and are never shed. Every GET
+/// Builds the router. Middleware, outermost first: request log → metrics → CORS → problem+json →
+/// Redis scope; then per group: `/v1` load shedding → auth → rate limit → access (what a user
+/// token may call) → idempotency, `/admin` admin auth. Health and metrics have neither auth nor rate limits, and are never shed. Every GET
 /// route answers HEAD too: Hummingbird runs the GET handler, SwiftNIO's encoder sends no body.
 public func buildRouter(_ services: AppServices) -> Router<AppRequestContext> {
     let router = Router(context: AppRequestContext.self, options: .autoGenerateHeadEndpoints)
@@ -62,6 +67,7 @@ public func buildRouter(_ services: AppServices) -> Router<AppRequestContext> {
     router.addMiddleware {
         RequestLogMiddleware()
         MetricsMiddleware(metrics: services.metrics)
+        CORSMiddleware(origins: services.settings.corsAllowedOrigins)
         ProblemMiddleware(routes: table, metrics: services.metrics)
         RedisScopeMiddleware()
     }
@@ -69,22 +75,26 @@ public func buildRouter(_ services: AppServices) -> Router<AppRequestContext> {
     HealthRoutes(health: services.health).register(on: root)
     MetricsRoute(registry: services.registry).register(on: root)
     OpenAPIRoute().register(on: root)
+    if services.settings.demoUI { DemoRoutes(tokens: services.tokens, clock: SystemWallClock()).register(on: root) }
 
     let admin = router.group("admin").add(middleware: AdminAuthMiddleware(token: services.settings.adminToken))
     AdminRoutes(gateway: services.redis).register(on: RouteRegistrar(methods: admin, table: table, prefix: "/admin"))
 
     let v1 = router.group("v1").addMiddleware {
         LoadSheddingMiddleware(slots: services.inFlight, metrics: services.metrics)
-        AuthMiddleware(keys: services.settings.apiKeys)
+        AuthMiddleware(keys: services.settings.apiKeys, tokens: services.tokens, revocations: services.revocations, routes: table)
         RateLimitMiddleware(limiter: services.limiter, metrics: services.metrics, routes: table)
+        AccessMiddleware(routes: table)
         IdempotencyMiddleware(store: services.idempotency, metrics: services.metrics)
     }
     let v1Routes = RouteRegistrar(methods: v1, table: table, prefix: "/v1")
     NotificationRoutes(feed: services.feed, bulk: services.bulk).register(on: v1Routes)
     StreamRoutes(
         feed: services.feed, store: services.store, hub: services.streams, heartbeat: .seconds(services.settings.streamHeartbeatSeconds),
-        pollInterval: .milliseconds(services.settings.streamPollIntervalMilliseconds), metrics: services.metrics
+        pollInterval: .milliseconds(services.settings.streamPollIntervalMilliseconds), metrics: services.metrics,
+        revocations: services.revocations
     ).register(on: v1Routes)
+    TokenRoutes(tokens: services.tokens, revocations: services.revocations, clock: SystemWallClock()).register(on: v1Routes)
     EventRoutes(events: services.events).register(on: v1Routes)
     UserRoutes(followers: services.followers, preferences: services.preferences, cache: services.cache, clock: SystemWallClock())
         .register(on: v1Routes)

@@ -252,7 +252,7 @@ struct StreamTests {
             let user = "tabs"
             @Sendable func openStream() -> NotificationStream? {
                 NotificationStream.open(
-                    user: user, store: services.store, feed: services.feed, hub: services.streams, heartbeat: .seconds(15), pollInterval: .seconds(2))
+                    user: user, credentialSecond: nil, revocations: nil, store: services.store, feed: services.feed, hub: services.streams, heartbeat: .seconds(15), pollInterval: .seconds(2))
             }
             try await harness.withRedisAdmin { admin in
                 func subscribers() async throws -> Int64? {

@@ -29,6 +29,16 @@ public struct RateLimitPolicies: Sendable, Equatable {
         return plain(global.first { $0.name == "*" } ?? RateLimitPolicy(name: "*", limit: 100, windowMilliseconds: 1000))
     }
 
+    /// The policy of user tokens: `user` for the route group, else `user` globally, else
+    /// `user:20/1s` (never `*`: a browser's user is not a backend key).
+    public func userPolicy(group: RouteGroup) -> Resolved {
+        if let policy = (byGroup[group] ?? []).first(where: { $0.name == Self.userPolicyName }) { return grouped(policy, group) }
+        return plain(global.first { $0.name == Self.userPolicyName } ?? Self.defaultUserPolicy)
+    }
+
+    public static let userPolicyName = "user"
+    public static let defaultUserPolicy = RateLimitPolicy(name: userPolicyName, limit: 20, windowMilliseconds: 1000)
+
     private func grouped(_ policy: RateLimitPolicy, _ group: RouteGroup) -> Resolved {
         Resolved(policy: policy, name: "\(group.rawValue)-\(Self.display(policy))", scope: "\(group.rawValue):\(policy.name)")
     }

@@ -17,6 +17,8 @@ extension Settings {
         ("IDEMPOTENCY_TTL_SECONDS", { String($0.idempotencyTTLSeconds) }),
         ("API_KEYS", { $0.apiKeys.map { "\($0.name):\(mask)" }.joined(separator: ",") }),
         ("ADMIN_TOKEN", { $0.adminToken == nil ? "(unset: admin from loopback only)" : mask }),
+        ("USER_TOKEN_KEYS", { $0.userTokenKeys.isEmpty ? "(unset: user tokens off)" : $0.userTokenKeys.map { "\($0.kid):\(mask)" }.joined(separator: ",") }),
+        ("CORS_ALLOWED_ORIGINS", { $0.corsAllowedOrigins.joined(separator: ",") }), ("DEMO_UI", { String($0.demoUI) }),
         ("RATE_LIMIT_POLICIES", { describe($0.rateLimitPolicies) }),
         ("EVENT_RETENTION_SECONDS", { String($0.eventRetentionSeconds) }),
         ("EVENT_SYNC_FANOUT_LIMIT", { String($0.eventSyncFanoutLimit) }),

@@ -25,6 +25,13 @@ public struct Settings: Sendable {
     public var idempotencyClaimLeaseMilliseconds: Int64 = 60_000
     public var apiKeys: [APIKey] = []
     public var adminToken: String?
+    /// `USER_TOKEN_KEYS`: the keys user tokens are signed with (the first) and verified with
+    /// (all); none: user tokens are off.
+    public var userTokenKeys: [UserTokenKey] = []
+    /// `CORS_ALLOWED_ORIGINS`: exact origins; none: no CORS headers at all.
+    public var corsAllowedOrigins: [String] = []
+    /// `DEMO_UI`: serves the inbox demo page at `/demo/` (to loopback clients only).
+    public var demoUI = false
     public var rateLimitPolicies: [RateLimitPolicy] = [RateLimitPolicy(name: "*", limit: 100, windowMilliseconds: 1000)]
     /// From the config file's `routeGroupPolicies`: `{"read": "*:200/1s", "write": "*:20/1s"}`.
     public var routeGroupPolicies: [RouteGroup: [RateLimitPolicy]] = [:]
@@ -77,7 +84,7 @@ public struct Settings: Sendable {
 
     /// Variables whose values are secrets: marked as such for swift-configuration (its access
     /// log redacts them) and masked by `check-config`.
-    public static let secretNames: Set<String> = ["API_KEYS", "ADMIN_TOKEN", "REDIS_URL", "MONGODB_URI"]
+    public static let secretNames: Set<String> = ["API_KEYS", "ADMIN_TOKEN", "USER_TOKEN_KEYS", "REDIS_URL", "MONGODB_URI"]
 
     /// Builds settings from an environment and the config file it may name, read through
     /// swift-configuration: the environment provider first (it wins), then the file's.
@@ -141,6 +148,9 @@ public struct Settings: Sendable {
         }
         apiKeys = try reader.apiKeys("API_KEYS")
         adminToken = try reader.optionalSecret("ADMIN_TOKEN")
+        userTokenKeys = try reader.userTokenKeys("USER_TOKEN_KEYS")
+        corsAllowedOrigins = try reader.origins("CORS_ALLOWED_ORIGINS")
+        demoUI = try reader.bool("DEMO_UI", default: demoUI)
         rateLimitPolicies = try reader.policies("RATE_LIMIT_POLICIES", default: rateLimitPolicies)
         routeGroupPolicies = try reader.routeGroupPolicies("routeGroupPolicies")
         eventRetentionSeconds = try reader.integer("EVENT_RETENTION_SECONDS", default: eventRetentionSeconds, in: 1...315_360_000)
@@ -179,6 +189,19 @@ public struct SettingsError: Error, Sendable, CustomStringConvertible {
     public var reason: String
 
     public var description: String { "invalid \(variable): \(reason)" }
+}
+
+/// A key from `USER_TOKEN_KEYS`: `kid` names it in a token's header.
+public struct UserTokenKey: Sendable, Equatable {
+    public var kid: String
+    public var secret: String
+    /// An HMAC-SHA256 key shorter than the hash's output is below the algorithm's strength.
+    public static let minimumSecretBytes = 32
+
+    public init(kid: String, secret: String) {
+        self.kid = kid
+        self.secret = secret
+    }
 }
 
 /// An API key from `API_KEYS`: the name labels policies and logs, the secret is the bearer token.

@@ -65,21 +65,53 @@ struct SettingsReader {
 
     /// `name:secret,name:secret`; names and secrets non-empty, names unique.
     func apiKeys(_ name: String) throws(SettingsError) -> [APIKey] {
+        try namedSecrets(name, what: "key").map { APIKey(name: $0.name, secret: $0.secret) }
+    }
+
+    /// `kid:secret,kid:secret` (`USER_TOKEN_KEYS`): as API keys, and each secret at least
+    /// `UserTokenKey.minimumSecretBytes` long (an HS256 key shorter than its hash is weak).
+    func userTokenKeys(_ name: String) throws(SettingsError) -> [UserTokenKey] {
+        try namedSecrets(name, what: "kid").map { entry throws(SettingsError) in
+            guard entry.secret.utf8.count >= UserTokenKey.minimumSecretBytes else {
+                throw SettingsError(variable: name, reason: "the secret of \"\(entry.name)\" must be at least \(UserTokenKey.minimumSecretBytes) bytes")
+            }
+            return UserTokenKey(kid: entry.name, secret: entry.secret)
+        }
+    }
+
+    private func namedSecrets(_ name: String, what: String) throws(SettingsError) -> [(name: String, secret: String)] {
         guard let text = value(name) else { return [] }
-        var keys: [APIKey] = []
+        var entries: [(name: String, secret: String)] = []
         for (index, entry) in text.split(separator: ",", omittingEmptySubsequences: false).enumerated() {
             let parts = entry.trimmingSpaces.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
             guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty,
                 parts[0].utf8.allSatisfy({ $0 > 32 && $0 < 127 }), parts[1].utf8.allSatisfy({ $0 > 32 && $0 < 127 })
             else {
-                throw SettingsError(variable: name, reason: "entry \(index + 1) must be name:secret (printable ASCII, no spaces)")
+                throw SettingsError(variable: name, reason: "entry \(index + 1) must be \(what):secret (printable ASCII, no spaces)")
             }
-            guard !keys.contains(where: { $0.name == String(parts[0]) }) else {
-                throw SettingsError(variable: name, reason: "key name \"\(parts[0])\" appears twice")
+            guard !entries.contains(where: { $0.name == String(parts[0]) }) else {
+                throw SettingsError(variable: name, reason: "\(what) \"\(parts[0])\" appears twice")
             }
-            keys.append(APIKey(name: String(parts[0]), secret: String(parts[1])))
+            entries.append((String(parts[0]), String(parts[1])))
         }
-        return keys
+        return entries
+    }
+
+    /// Comma-separated exact origins (`CORS_ALLOWED_ORIGINS`): `scheme://host[:port]`, no path,
+    /// no wildcard (the contract never answers `*`).
+    func origins(_ name: String) throws(SettingsError) -> [String] {
+        guard let text = value(name) else { return [] }
+        var origins: [String] = []
+        for entry in text.split(separator: ",").map({ String($0.trimmingSpaces) }) where !entry.isEmpty {
+            let scheme = entry.hasPrefix("https://") ? "https://" : entry.hasPrefix("http://") ? "http://" : nil
+            guard let scheme, entry.count > scheme.count, !entry.dropFirst(scheme.count).contains("/"), !entry.contains("*"),
+                entry.utf8.allSatisfy({ $0 > 32 && $0 < 127 })
+            else {
+                throw SettingsError(variable: name, reason: "\"\(entry)\" is not an origin (scheme://host[:port], no path, no wildcard)")
+            }
+            if !origins.contains(entry) { origins.append(entry) }
+        }
+        return origins
     }
 
     func policies(_ name: String, default fallback: [RateLimitPolicy]) throws(SettingsError) -> [RateLimitPolicy] {

@@ -42,6 +42,9 @@ public struct JSONObjectReader {
 
     public func has(_ name: String) -> Bool { members[name] != nil }
 
+    /// The raw value of a field (nil when absent), for types read case by case.
+    public func value(_ name: String) -> JSONValue? { members[name] }
+
     public func optionalObject(_ name: String) throws(ValidationError) -> [String: JSONValue]? {
         switch members[name] {
         case nil, .null?: return nil

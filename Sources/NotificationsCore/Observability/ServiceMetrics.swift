@@ -13,6 +13,8 @@ public final class ServiceMetrics: Sendable {
         case healthCheck = "health_check"
         /// A stream polling MongoDB instead of Redis push, and publishes Redis did not take.
         case stream
+        /// A user token's revocation read from MongoDB, or a revocation Redis did not take.
+        case tokenRevocation = "token_revocation"
     }
 
     /// The `queue` label values of `background_writes_pending` and `background_writes_dropped_total`:

@@ -21,6 +21,10 @@ public struct NotificationStream: Sendable {
     let mailbox: StreamMailbox
     let heartbeat: Duration
     let pollInterval: Duration
+    /// When the stream's credential was issued (`StreamHub.open`), and where its revocation is
+    /// read while push is down (with push, the revocation's message ends the stream).
+    let credentialSecond: Int64
+    let revocations: TokenRevocations?
     let clock: any WallClock
 
     /// A push-mode stream still checks MongoDB this often (a lost publish arrives late, not never).
@@ -29,13 +33,17 @@ public struct NotificationStream: Sendable {
     static let pollLimit = 200
 
     /// A stream for `user`, registered with the hub; nil beyond `STREAM_MAX_CONNECTIONS`.
+    /// `credentialSecond`: a user token's `iat`, nil for an API key (the stream's own start).
     public static func open(
-        user: String, store: any NotificationStore, feed: NotificationFeed, hub: StreamHub, heartbeat: Duration, pollInterval: Duration
+        user: String, credentialSecond: Int64?, revocations: TokenRevocations?, store: any NotificationStore, feed: NotificationFeed,
+        hub: StreamHub, heartbeat: Duration, pollInterval: Duration
     ) -> NotificationStream? {
-        guard let mailbox = hub.open(user: user) else { return nil }
+        let clock = SystemWallClock()
+        let credential = credentialSecond ?? clock.now().milliseconds / 1000
+        guard let mailbox = hub.open(user: user, credentialSecond: credential) else { return nil }
         return NotificationStream(
             user: user, store: store, feed: feed, hub: hub, mailbox: mailbox, heartbeat: heartbeat, pollInterval: pollInterval,
-            clock: SystemWallClock())
+            credentialSecond: credential, revocations: revocations, clock: clock)
     }
 
     /// Unregisters the stream (its user's channel is unsubscribed with the last one).
@@ -149,11 +157,20 @@ public struct NotificationStream: Sendable {
                     try await sendCount(force: false)
                 case .countChanged:
                     try await sendCount(force: false)
+                case .revoked:
+                    break  // The hub ends the stream (`StreamHub.revoked`); never posted.
                 }
             }
             let interval = (push ? Self.pushCheckInterval : pollInterval) * spread
             if catchUp || monotonic.now - lastCheck >= interval {
-                if !push { hub.metrics.fallback(.stream) }
+                if !push {
+                    hub.metrics.fallback(.stream)
+                    // No push, so no revocation message: read it (cached, within the 30 s bound).
+                    if let revocations, (try? await revocations.revokedAt(user: user)) ?? 0 >= credentialSecond {
+                        try? await send(hub.retryLine())
+                        return
+                    }
+                }
                 let now = clock.now()
                 if !(try await look(since: lastCheckAt, limit: Self.pollLimit)) { try await reset() }
                 try await sendCount(force: false)

@@ -72,11 +72,13 @@ public final class StreamHub: Sendable {
     var pushAvailable: Bool { state.withLock { $0.subscribed } && gateway.state == .closed }
 
     /// A mailbox for a new stream of `user`; nil beyond `STREAM_MAX_CONNECTIONS` or while shutting down.
-    func open(user: String) -> StreamMailbox? {
+    /// `credentialSecond`: when the stream's credential was issued (a user token's `iat`; for an
+    /// API key, the second the stream opened): a revocation at or after it ends the stream.
+    func open(user: String, credentialSecond: Int64) -> StreamMailbox? {
         let (mailbox, count) = state.withLock { state -> (StreamMailbox?, Int) in
             guard !state.closed, state.count < maxConnections else { return (nil, state.count) }
             state.nextID &+= 1
-            let mailbox = StreamMailbox(id: state.nextID, user: user)
+            let mailbox = StreamMailbox(id: state.nextID, user: user, credentialSecond: credentialSecond)
             if state.streams[user] == nil { subscriberBox.withLock { $0 }?.subscribe(StreamMessage.channel(user)) }
             state.streams[user, default: [:]][mailbox.id] = mailbox
             state.count += 1
@@ -123,8 +125,19 @@ public final class StreamHub: Sendable {
 
     private func deliver(channel: String, payload: [UInt8]) {
         guard let user = StreamMessage.user(ofChannel: channel), let message = StreamMessage(payload: payload) else { return }
+        if case .revoked(let second) = message {
+            revoked(user: user, atSecond: second)
+            return
+        }
         let mailboxes = state.withLock { $0.streams[user].map { Array($0.values) } ?? [] }
         for mailbox in mailboxes { mailbox.post(message) }
+    }
+
+    /// The user's tokens up to `second` are revoked: the streams they opened end (and those
+    /// opened with an API key up to then: "the user's open streams end").
+    public func revoked(user: String, atSecond second: Int64) {
+        let ending = state.withLock { $0.streams[user].map { $0.values.filter { $0.credentialSecond <= second } } ?? [] }
+        for mailbox in ending { mailbox.finish() }
     }
 
     private func subscriberConnected(_ up: Bool) {
@@ -157,11 +170,14 @@ final class StreamMailbox: Sendable {
 
     let id: UInt64
     let user: String
+    /// When the stream's credential was issued, in seconds (`StreamHub.open`).
+    let credentialSecond: Int64
     private let state = Mutex(State())
 
-    init(id: UInt64, user: String) {
+    init(id: UInt64, user: String, credentialSecond: Int64) {
         self.id = id
         self.user = user
+        self.credentialSecond = credentialSecond
     }
 
     func post(_ message: StreamMessage) {

@@ -1,9 +1,11 @@
 /// What travels on a user's stream channel (`stream:{userId}`), published after the MongoDB
-/// write returned: a new notification (its time, id and JSON, one line) or "the unread count
-/// changed". Compact text, parsed without a JSON parser on the hot path.
+/// write returned: a new notification (its time, id and JSON, one line), "the unread count
+/// changed", or "the user's tokens up to this second are revoked" (their streams end).
+/// Compact text, parsed without a JSON parser on the hot path.
 public enum StreamMessage: Sendable, Equatable {
     case notification(id: String, createdAtMilliseconds: Int64, json: String)
     case countChanged
+    case revoked(atSecond: Int64)
 
     static func channel(_ user: String) -> String { "stream:{\(user)}" }
 
@@ -16,6 +18,7 @@ public enum StreamMessage: Sendable, Equatable {
         switch self {
         case .notification(let id, let createdAt, let json): "n \(createdAt) \(id) \(json)"
         case .countChanged: "c"
+        case .revoked(let second): "r \(second)"
         }
     }
 
@@ -23,6 +26,10 @@ public enum StreamMessage: Sendable, Equatable {
         let text = String(decoding: bytes, as: UTF8.self)
         if text == "c" {
             self = .countChanged
+            return
+        }
+        if text.hasPrefix("r "), let second = Int64(text.dropFirst(2)) {
+            self = .revoked(atSecond: second)
             return
         }
         let parts = text.split(separator: " ", maxSplits: 3, omittingEmptySubsequences: false)

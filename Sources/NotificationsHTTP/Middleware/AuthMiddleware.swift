@@ -3,23 +3,61 @@ public import Hummingbird
 public import NotificationsCore
 internal import Logging
 
-/// `/v1/*`: `Authorization: Bearer <secret>` against `API_KEYS`, compared in constant time.
-/// The key's name (never its secret) goes into the context and the request's log metadata.
+/// `/v1/*`: who is calling. `Authorization: Bearer <secret>` against `API_KEYS` (compared in
+/// constant time), else a user token (`UserTokens`, then `TokenRevocations`); on the stream
+/// route only, the token may come as `?access_token=` instead. The key's name, or `user:<sub>`,
+/// (never a secret or a token) goes into the context and the request's log metadata. What the
+/// caller may do is decided after the rate limit, by `AccessMiddleware`.
 public struct AuthMiddleware: RouterMiddleware {
     public typealias Context = AppRequestContext
     let keys: [APIKey]
+    let tokens: UserTokens
+    let revocations: TokenRevocations
+    let routes: RouteTable
+    let clock: any WallClock
 
-    public init(keys: [APIKey]) {
+    public init(keys: [APIKey], tokens: UserTokens, revocations: TokenRevocations, routes: RouteTable, clock: any WallClock = SystemWallClock()) {
         self.keys = keys
+        self.tokens = tokens
+        self.revocations = revocations
+        self.routes = routes
+        self.clock = clock
     }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let token = BearerToken.parse(request.headers[.authorization]), let key = match(token) else {
+        var context = context
+        let queryToken = request.uri.queryParameters.get("access_token")
+        if queryToken != nil, routes.access(request.method, template: context.endpointPath) != .userOrQueryToken(.feedRead) {
+            // Accepted on the stream only: anywhere else it would end up in logs and caches.
+            throw Problem.invalidToken("A token in the query is accepted on the stream route only.")
+        }
+        if let bearer = BearerToken.parse(request.headers[.authorization]) {
+            if let key = match(bearer) {
+                context.apiKey = key
+                return try await RequestID.$apiKeyName.withValue(key.name) { try await next(request, context) }
+            }
+            guard tokens.enabled else { throw Problem.unauthorized() }
+            context.userToken = try await verify(bearer, context: context)
+        } else if let queryToken, tokens.enabled {
+            context.userToken = try await verify(queryToken, context: context)
+        } else {
             throw Problem.unauthorized()
         }
-        var context = context
-        context.apiKey = key
-        return try await RequestID.$apiKeyName.withValue(key.name) { try await next(request, context) }
+        return try await RequestID.$apiKeyName.withValue(context.principalName) { try await next(request, context) }
+    }
+
+    private func verify(_ token: String, context: Context) async throws -> UserToken {
+        switch await tokens.verify(token, now: clock.now()) {
+        case .success(let verified):
+            guard try await !revocations.isRevoked(verified) else {
+                context.logger.debug("User token refused", metadata: ["reason": "revoked"])
+                throw Problem.invalidToken("The token was revoked.")
+            }
+            return verified
+        case .failure(let rejection):
+            context.logger.debug("User token refused", metadata: ["reason": .string(rejection.rawValue)])
+            throw Problem.invalidToken("The token is not valid: \(rejection.detail).")
+        }
     }
 
     /// Compares against every key, always, so timing reveals neither which key nor how much matched.
@@ -29,6 +67,23 @@ public struct AuthMiddleware: RouterMiddleware {
             found = key
         }
         return found
+    }
+}
+
+extension UserTokenRejection {
+    /// What a client is told (no more than which check failed).
+    var detail: String {
+        switch self {
+        case .malformed: "malformed, or a required claim (sub, iat, exp, aud) is missing"
+        case .algorithm: "only HS256 is accepted"
+        case .unknownKey: "unknown kid"
+        case .signature: "bad signature"
+        case .expired: "expired"
+        case .notYetValid: "not valid yet"
+        case .audience: "wrong audience"
+        case .revoked: "revoked"
+        case .disabled: "user tokens are not enabled"
+        }
     }
 }
 

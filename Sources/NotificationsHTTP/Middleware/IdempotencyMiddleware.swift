@@ -22,7 +22,8 @@ public struct IdempotencyMiddleware: RouterMiddleware {
         guard Self.isValid(key) else {
             throw Problem.validation(ValidationError(field: "Idempotency-Key", "must be 1 to 255 printable ASCII characters"))
         }
-        guard let scope = context.apiKey?.name else { throw Problem.unauthorized() }
+        // Keys are the caller's own: an API key's, or a user's (all of that user's tokens).
+        guard let scope = context.principalName else { throw Problem.unauthorized() }
         var request = request
         let body = try await RequestBody.collect(&request)
         let fingerprint = IdempotencyStore.fingerprint(method: request.method.rawValue, path: request.uri.path, body: Array(body.readableBytesView))

@@ -2,7 +2,8 @@ internal import HTTPTypes
 public import Hummingbird
 public import NotificationsCore
 
-/// Rate limiting on `/v1` (after auth: the key's name picks the policy). Every response it
+/// Rate limiting on `/v1` (after auth: the key's name picks the policy; every user token's is
+/// `user`, one bucket per user). Every response it
 /// lets through or produces carries the rate-limit headers, errors included; a fail-closed
 /// 503 carries `Retry-After` only. A cached read's cache lookup goes out with the check (one
 /// Redis round trip per request, see `CacheReadAhead`).
@@ -20,11 +21,18 @@ public struct RateLimitMiddleware: RouterMiddleware {
     }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let key = context.apiKey else { throw Problem.unauthorized() }
         let group: RouteGroup = request.method == .get || request.method == .head ? .read : .write
         var context = context
         let probe = routes.probe(request, context: &context)
-        let (decision, readAhead) = await limiter.check(keyName: key.name, group: group, readingAhead: probe)
+        // An API key's policy is its own; a user token's is `user`, with one bucket per user.
+        let (decision, readAhead): (RateLimitDecision, CacheReadAhead?)
+        if let key = context.apiKey {
+            (decision, readAhead) = await limiter.check(keyName: key.name, group: group, readingAhead: probe)
+        } else if let token = context.userToken {
+            (decision, readAhead) = await limiter.check(user: token.userId, group: group, readingAhead: probe)
+        } else {
+            throw Problem.unauthorized()
+        }
         var response: Response
         switch decision.outcome {
         case .unavailable(let retryAfter):

@@ -12,30 +12,30 @@ struct NotificationRoutes {
 
     func register(on routes: RouteRegistrar<some RouterMethods<AppRequestContext>>) {
         routes.on(.post, "/notifications", create)
-        routes.on(.get, "/users/{userId}/notifications", list) { [feed] request, context in
+        routes.on(.get, "/users/{userId}/notifications", access: .user(.feedRead), list) { [feed] request, context in
             guard let query = try? Self.pageQuery(request, context: context) else { return nil }
             context.pageQuery = query
             return feed.pageProbe(userId: query.userId, limit: query.limit, cursor: query.cursor, filter: query.filter)
         }
-        routes.on(.get, "/users/{userId}/notifications/unread-count", unreadCount) { [feed] _, context in
+        routes.on(.get, "/users/{userId}/notifications/unread-count", access: .user(.feedRead), unreadCount) { [feed] _, context in
             (try? Self.userID(context)).flatMap { feed.unreadCountProbe(userId: $0) }
         }
-        routes.on(.get, "/users/{userId}/notifications/counts", counts) { [feed] _, context in
+        routes.on(.get, "/users/{userId}/notifications/counts", access: .user(.feedRead), counts) { [feed] _, context in
             (try? Self.userID(context)).flatMap { feed.countsProbe(userId: $0) }
         }
         for action in [StateAction.seen, .read, .archive] {
-            routes.on(.post, "/users/{userId}/notifications/\(action.rawValue)-all") { request, context in
+            routes.on(.post, "/users/{userId}/notifications/\(action.rawValue)-all", access: .user(.feedWrite)) { request, context in
                 try await applyAll(action, request, context: context)
             }
         }
-        routes.on(.get, "/users/{userId}/notifications/operations/{operationId}", operation)
-        routes.on(.post, "/users/{userId}/notifications/batch", batch)
+        routes.on(.get, "/users/{userId}/notifications/operations/{operationId}", access: .user(.feedRead), operation)
+        routes.on(.post, "/users/{userId}/notifications/batch", access: .user(.feedWrite), batch)
         for action in StateAction.allCases {
-            routes.on(.post, "/users/{userId}/notifications/{id}/\(action.rawValue)") { request, context in
+            routes.on(.post, "/users/{userId}/notifications/{id}/\(action.rawValue)", access: .user(.feedWrite)) { request, context in
                 try await setState(action, request, context: context)
             }
         }
-        routes.on(.delete, "/users/{userId}/notifications/{id}", delete)
+        routes.on(.delete, "/users/{userId}/notifications/{id}", access: .user(.feedWrite), delete)
     }
 
     @Sendable func create(_ request: Request, context: AppRequestContext) async throws -> Response {

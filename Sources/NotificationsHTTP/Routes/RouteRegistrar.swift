@@ -8,14 +8,16 @@ struct RouteRegistrar<Methods: RouterMethods<AppRequestContext>> {
     /// The group's prefix, e.g. "/v1", so the table holds full templates.
     let prefix: String
 
-    /// - Parameter probe: for a GET whose handler reads through `FeedCache`, the lookup it
-    ///   will make, so the rate-limit check can do it in the same Redis round trip.
+    /// - Parameters:
+    ///   - access: who may call it (`AccessMiddleware`); API keys only unless a user scope is named.
+    ///   - probe: for a GET whose handler reads through `FeedCache`, the lookup it will make, so
+    ///     the rate-limit check can do it in the same Redis round trip.
     func on(
-        _ method: HTTPRequest.Method, _ path: String,
+        _ method: HTTPRequest.Method, _ path: String, access: RouteAccess = .apiKey,
         _ handler: @escaping @Sendable (Request, AppRequestContext) async throws -> Response,
         probe: CacheProbeBuilder? = nil
     ) {
-        table.add(method, prefix + path, probe: probe)
+        table.add(method, prefix + path, access: access, probe: probe)
         methods.on(RouterPath(path), method: method, use: handler)
     }
 }

@@ -12,9 +12,10 @@ struct StreamRoutes {
     let heartbeat: Duration
     let pollInterval: Duration
     let metrics: ServiceMetrics
+    let revocations: TokenRevocations
 
     func register(on routes: RouteRegistrar<some RouterMethods<AppRequestContext>>) {
-        routes.on(.get, "/users/{userId}/notifications/stream", stream)
+        routes.on(.get, "/users/{userId}/notifications/stream", access: .userOrQueryToken(.feedRead), stream)
     }
 
     @Sendable func stream(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -29,7 +30,11 @@ struct StreamRoutes {
             guard hub.hasRoom else { throw Self.tooManyStreams() }
             return Response(status: .ok, headers: headers)
         }
-        guard let stream = NotificationStream.open(user: user, store: store, feed: feed, hub: hub, heartbeat: heartbeat, pollInterval: pollInterval) else {
+        guard
+            let stream = NotificationStream.open(
+                user: user, credentialSecond: context.userToken?.issuedAt, revocations: revocations, store: store, feed: feed, hub: hub,
+                heartbeat: heartbeat, pollInterval: pollInterval)
+        else {
             metrics.requestShed(.streams)
             throw Self.tooManyStreams()
         }

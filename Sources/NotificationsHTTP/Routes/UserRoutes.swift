@@ -18,10 +18,10 @@ struct UserRoutes {
         }
         routes.on(.put, "/users/{userId}/followers/{followerId}", follow)
         routes.on(.delete, "/users/{userId}/followers/{followerId}", unfollow)
-        routes.on(.get, "/users/{userId}/preferences", getPreferences) { [preferences] _, context in
+        routes.on(.get, "/users/{userId}/preferences", access: .user(.feedRead), getPreferences) { [preferences] _, context in
             (try? NotificationRoutes.userID(context)).flatMap { preferences.probe(user: $0) }
         }
-        routes.on(.put, "/users/{userId}/preferences", putPreferences)
+        routes.on(.put, "/users/{userId}/preferences", access: .user(.preferencesWrite), putPreferences)
     }
 
     @Sendable func follow(_ request: Request, context: AppRequestContext) async throws -> Response {

@@ -63,6 +63,12 @@ extension Problem {
                 headers: [.wwwAuthenticate: "Bearer"])
     }
 
+    /// A user token that cannot be used (RFC 6750's `invalid_token`).
+    public static func invalidToken(_ detail: String) -> Problem {
+        Problem(.unauthorized, code: "unauthorized", title: "Unauthorized", detail: detail,
+                headers: [.wwwAuthenticate: #"Bearer error="invalid_token""#])
+    }
+
     public static func forbidden(_ detail: String) -> Problem {
         Problem(.forbidden, code: "forbidden", title: "Forbidden", detail: detail)
     }

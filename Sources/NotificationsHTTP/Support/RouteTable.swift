@@ -16,14 +16,26 @@ public final class RouteTable: @unchecked Sendable {
     private var routes: [(method: HTTPRequest.Method, components: [Substring])] = []
     /// By full template (`context.endpointPath`): see `RateLimitMiddleware`.
     private var probes: [String: CacheProbeBuilder] = [:]
+    /// By method and full template: see `AccessMiddleware`.
+    private var accesses: [String: RouteAccess] = [:]
 
     public init() {}
 
     /// A GET route answers HEAD too (the router generates it), so `Allow` lists both.
-    func add(_ method: HTTPRequest.Method, _ template: String, probe: CacheProbeBuilder? = nil) {
+    func add(_ method: HTTPRequest.Method, _ template: String, access: RouteAccess = .apiKey, probe: CacheProbeBuilder? = nil) {
         routes.append((method, template.split(separator: "/")))
-        if method == .get { routes.append((.head, template.split(separator: "/"))) }
+        accesses["\(method.rawValue) \(template)"] = access
+        if method == .get {
+            routes.append((.head, template.split(separator: "/")))
+            accesses["HEAD \(template)"] = access
+        }
         if let probe { probes[template] = probe }
+    }
+
+    /// Who may call this route (API keys only when the route is unknown: nothing more is granted by mistake).
+    func access(_ method: HTTPRequest.Method, template: String?) -> RouteAccess {
+        guard let template else { return .apiKey }
+        return accesses["\(method.rawValue) \(template)"] ?? .apiKey
     }
 
     /// The cache lookup the handler of this request's route will make, if it makes one.

@@ -77,8 +77,9 @@ public struct AppEnvironment: Sendable {
         let bulk = AllAtOnceOperations(
             store: store, operations: BulkOperationStore(pool: mongoPool), runner: BackgroundRunner(kind: "bulk operation", logger: logger),
             locks: locks, cache: cache, streams: publisher, settings: settings, logger: logger)
+        let revocations = TokenRevocations(pool: mongoPool, gateway: gateway, hub: streams, metrics: metrics, logger: logger)
         let services = AppServices(
-            settings: settings,
+            settings: settings, tokens: UserTokens(keys: settings.userTokenKeys), revocations: revocations,
             feed: NotificationFeed(store: store, writer: writer, cache: cache, preferences: preferences, streams: publisher),
             bulk: bulk,
             health: health, redis: gateway,
