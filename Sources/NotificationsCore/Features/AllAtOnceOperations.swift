@@ -3,7 +3,7 @@ internal import MongoStore
 internal import Resilience
 
 /// `seen-all`, `read-all`, `archive-all`: under the user's distributed lock `bulk:{userId}`,
-/// in batches of at most 1000 (`MongoNotificationStore.applyRange`).
+/// in batches of at most 1000 (`MongoNotificationStore.apply(_:batch:marker:at:)`).
 ///
 /// When more than `BULK_SYNC_LIMIT` notifications would change, the request answers
 /// `in_progress` with an operation id and the work goes on in the background, with its record
@@ -118,13 +118,19 @@ public struct AllAtOnceOperations: Resumable {
         while true {
             if stop() { return .stopped(count: operation.updated) }
             let resumed = operation.batchEnd != nil
-            var batch = planned
-            planned = nil
-            if !resumed, batch == nil {
+            // A batch run again keeps the range its first run fixed, and finds in it what is
+            // still to change; a new one is fixed from the notifications (or was, by `apply`).
+            let batch: AllAtOnceBatch
+            if resumed {
+                batch = try await store.batch(
+                    operation.scope, from: operation.batchEnd.flatMap { $0 == .zero ? nil : $0 }, below: operation.cursor)
+            } else if let planned {
+                batch = planned
+            } else {
                 batch = try await store.nextBatch(operation.scope, below: operation.cursor, limit: Self.batchSize)
             }
-            // A batch run again keeps the range its first run fixed; its classes are looked up.
-            let lower: ObjectID? = if let batch { batch.lower } else { operation.batchEnd.flatMap { $0 == .zero ? nil : $0 } }
+            planned = nil
+            let lower = batch.lower
             if recorded {
                 guard try await jobs.startBatch(operation.lease, end: .objectID(lower ?? .zero), leaseUntil: clock.now().advanced(by: lease)) else {
                     return .leaseLost
@@ -134,8 +140,7 @@ public struct AllAtOnceOperations: Resumable {
                 guard recorded else { return false }
                 return (try? await jobs.renew(operation.lease, until: clock.now().advanced(by: lease))) != false
             }) {
-                try await store.applyRange(
-                    operation.scope, present: batch?.classes, from: lower, below: operation.cursor, marker: operation.id, at: operation.time)
+                try await store.apply(operation.scope, batch: batch, marker: operation.id, at: operation.time)
             }
             // A batch run again: what all its runs changed is what carries the operation's mark.
             let count = resumed ? try await store.marked(operation.scope, from: lower, below: operation.cursor, marker: operation.id) : changed

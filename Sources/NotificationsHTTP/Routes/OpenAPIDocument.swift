@@ -146,6 +146,7 @@ paths:
       operationId: getFeed
       tags: [notifications]
       summary: A page of the user's feed, newest first
+      security: [{ apiKey: [] }, { userToken: [] }]
       parameters: &feedParameters
         - $ref: "#/components/parameters/UserId"
         - $ref: "#/components/parameters/Limit"
@@ -158,12 +159,14 @@ paths:
         "200": { $ref: "#/components/responses/FeedPage" }
         "400": { $ref: "#/components/responses/BadRequest" }
         "401": { $ref: "#/components/responses/Unauthorized" }
+        "403": { $ref: "#/components/responses/Forbidden" }
         "429": { $ref: "#/components/responses/RateLimited" }
         "503": { $ref: "#/components/responses/Unavailable" }
     head:
       operationId: headFeed
       tags: [notifications]
       summary: GET without the body
+      security: [{ apiKey: [] }, { userToken: [] }]
       parameters: *feedParameters
       responses: *feedResponses
   /v1/users/{userId}/notifications/unread-count:
@@ -171,18 +174,21 @@ paths:
       operationId: getUnreadCount
       tags: [notifications]
       summary: The user's unread count
+      security: [{ apiKey: [] }, { userToken: [] }]
       parameters: &unreadCountParameters
         - $ref: "#/components/parameters/UserId"
       responses: &unreadCountResponses
         "200": { $ref: "#/components/responses/UnreadCount" }
         "400": { $ref: "#/components/responses/BadRequest" }
         "401": { $ref: "#/components/responses/Unauthorized" }
+        "403": { $ref: "#/components/responses/Forbidden" }
         "429": { $ref: "#/components/responses/RateLimited" }
         "503": { $ref: "#/components/responses/Unavailable" }
     head:
       operationId: headUnreadCount
       tags: [notifications]
       summary: GET without the body
+      security: [{ apiKey: [] }, { userToken: [] }]
       parameters: *unreadCountParameters
       responses: *unreadCountResponses
   /v1/users/{userId}/notifications/counts:
@@ -190,18 +196,21 @@ paths:
       operationId: getCounts
       tags: [notifications]
       summary: The user's counts (unread, unseen, total, archived), kept with each write
+      security: [{ apiKey: [] }, { userToken: [] }]
       parameters: &countsParameters
         - $ref: "#/components/parameters/UserId"
       responses: &countsResponses
         "200": { $ref: "#/components/responses/Counts" }
         "400": { $ref: "#/components/responses/BadRequest" }
         "401": { $ref: "#/components/responses/Unauthorized" }
+        "403": { $ref: "#/components/responses/Forbidden" }
         "429": { $ref: "#/components/responses/RateLimited" }
         "503": { $ref: "#/components/responses/Unavailable" }
     head:
       operationId: headCounts
       tags: [notifications]
       summary: GET without the body
+      security: [{ apiKey: [] }, { userToken: [] }]
       parameters: *countsParameters
       responses: *countsResponses
   /v1/users/{userId}/notifications/stream:
@@ -209,6 +218,7 @@ paths:
       operationId: streamNotifications
       tags: [notifications]
       summary: The user's notifications in real time (Server-Sent Events)
+      security: [{ apiKey: [] }, { userToken: [] }, { userTokenQuery: [] }]
       description: |
         text/event-stream. On connect `event: unread-count` with `data: {"unreadCount": N}`, then
         `event: counts` with `data: {"unreadCount", "unseenCount", "totalCount"}`;
@@ -228,12 +238,14 @@ paths:
         "200": { $ref: "#/components/responses/EventStream" }
         "400": { $ref: "#/components/responses/BadRequest" }
         "401": { $ref: "#/components/responses/Unauthorized" }
+        "403": { $ref: "#/components/responses/Forbidden" }
         "429": { $ref: "#/components/responses/RateLimited" }
         "503": { $ref: "#/components/responses/Unavailable" }
     head:
       operationId: headStream
       tags: [notifications]
       summary: Whether a stream would open (the same validation and headers), without holding one
+      security: [{ apiKey: [] }, { userToken: [] }, { userTokenQuery: [] }]
       parameters: *streamParameters
       responses: *streamResponses
   /v1/users/{userId}/notifications/{id}/read:
@@ -241,6 +253,7 @@ paths:
       operationId: markRead
       tags: [notifications]
       summary: Mark one notification read, and seen if it was not (idempotent)
+      security: [{ apiKey: [] }, { userToken: [] }]
       description: No request body is read (except to fingerprint an Idempotency-Key request).
       parameters: &stateParameters
         - $ref: "#/components/parameters/UserId"
@@ -270,6 +283,7 @@ paths:
               parameters: { userId: "$request.path.userId" }
         "400": { $ref: "#/components/responses/BadRequest" }
         "401": { $ref: "#/components/responses/Unauthorized" }
+        "403": { $ref: "#/components/responses/Forbidden" }
         "404": { $ref: "#/components/responses/NotFound" }
         "409": { $ref: "#/components/responses/IdempotencyInProgress" }
         "413": { $ref: "#/components/responses/PayloadTooLarge" }
@@ -281,6 +295,7 @@ paths:
       operationId: markSeen
       tags: [notifications]
       summary: Mark one notification seen (idempotent)
+      security: [{ apiKey: [] }, { userToken: [] }]
       description: No request body is read (except to fingerprint an Idempotency-Key request).
       parameters: *stateParameters
       responses: *stateResponses
@@ -289,6 +304,7 @@ paths:
       operationId: markUnread
       tags: [notifications]
       summary: Clear one notification's readAt (idempotent; seenAt stays)
+      security: [{ apiKey: [] }, { userToken: [] }]
       description: No request body is read (except to fingerprint an Idempotency-Key request).
       parameters: *stateParameters
       responses: *stateResponses
@@ -297,6 +313,7 @@ paths:
       operationId: archiveNotification
       tags: [notifications]
       summary: Archive one notification, taking it out of the unread, unseen and total counts (idempotent)
+      security: [{ apiKey: [] }, { userToken: [] }]
       description: No request body is read (except to fingerprint an Idempotency-Key request).
       parameters: *stateParameters
       responses: *stateResponses
@@ -305,6 +322,7 @@ paths:
       operationId: unarchiveNotification
       tags: [notifications]
       summary: Bring one archived notification back (idempotent)
+      security: [{ apiKey: [] }, { userToken: [] }]
       description: No request body is read (except to fingerprint an Idempotency-Key request).
       parameters: *stateParameters
       responses: *stateResponses
@@ -313,6 +331,7 @@ paths:
       operationId: markAllRead
       tags: [notifications]
       summary: Mark every unread non-archived notification read (and seen), under the lock bulk:{userId}
+      security: [{ apiKey: [] }, { userToken: [] }]
       description: |
         Over the user's non-archived notifications created before the request; the optional body
         narrows it to one type and/or those created before a time (any other field: 400, so a
@@ -384,6 +403,7 @@ paths:
               parameters: { userId: "$request.path.userId", operationId: "$response.body#/operationId" }
         "400": { $ref: "#/components/responses/BadRequestWithBody" }
         "401": { $ref: "#/components/responses/Unauthorized" }
+        "403": { $ref: "#/components/responses/Forbidden" }
         "409": { $ref: "#/components/responses/Busy" }
         "413": { $ref: "#/components/responses/PayloadTooLarge" }
         "415": { $ref: "#/components/responses/UnsupportedMediaType" }
@@ -395,6 +415,7 @@ paths:
       operationId: markAllSeen
       tags: [notifications]
       summary: Mark every unseen non-archived notification seen (the bell was opened), under the lock bulk:{userId}
+      security: [{ apiKey: [] }, { userToken: [] }]
       description: As read-all (filters, lock, answers).
       parameters: *allParameters
       requestBody: *allBody
@@ -404,6 +425,7 @@ paths:
       operationId: archiveAll
       tags: [notifications]
       summary: Archive every non-archived notification, under the lock bulk:{userId}
+      security: [{ apiKey: [] }, { userToken: [] }]
       description: As read-all (filters, lock, answers).
       parameters: *allParameters
       requestBody: *allBody
@@ -413,6 +435,7 @@ paths:
       operationId: batchNotifications
       tags: [notifications]
       summary: One action (seen, read, unread, archive, unarchive or delete) on 1–1000 of the user's notifications by id
+      security: [{ apiKey: [] }, { userToken: [] }]
       description: Ids that are unknown or another user's are skipped; `updated` counts the notifications whose state changed.
       parameters:
         - $ref: "#/components/parameters/UserId"
@@ -444,6 +467,7 @@ paths:
                   updated: { type: integer, minimum: 0 }
         "400": { $ref: "#/components/responses/BadRequestWithBody" }
         "401": { $ref: "#/components/responses/Unauthorized" }
+        "403": { $ref: "#/components/responses/Forbidden" }
         "409": { $ref: "#/components/responses/IdempotencyInProgress" }
         "413": { $ref: "#/components/responses/PayloadTooLarge" }
         "415": { $ref: "#/components/responses/UnsupportedMediaType" }
@@ -455,6 +479,7 @@ paths:
       operationId: deleteNotification
       tags: [notifications]
       summary: Delete one notification
+      security: [{ apiKey: [] }, { userToken: [] }]
       parameters:
         - $ref: "#/components/parameters/UserId"
         - $ref: "#/components/parameters/NotificationId"
@@ -479,6 +504,7 @@ paths:
               parameters: { userId: "$request.path.userId" }
         "400": { $ref: "#/components/responses/BadRequest" }
         "401": { $ref: "#/components/responses/Unauthorized" }
+        "403": { $ref: "#/components/responses/Forbidden" }
         "404": { $ref: "#/components/responses/NotFound" }
         "429": { $ref: "#/components/responses/RateLimited" }
         "503": { $ref: "#/components/responses/Unavailable" }
@@ -562,6 +588,7 @@ paths:
       operationId: getOperation
       tags: [notifications]
       summary: An all-at-once operation gone to the background
+      security: [{ apiKey: [] }, { userToken: [] }]
       parameters: &operationParameters
         - $ref: "#/components/parameters/UserId"
         - name: operationId
@@ -593,6 +620,7 @@ paths:
                   updated: { type: integer, minimum: 0 }
         "400": { $ref: "#/components/responses/BadRequest" }
         "401": { $ref: "#/components/responses/Unauthorized" }
+        "403": { $ref: "#/components/responses/Forbidden" }
         "404": { $ref: "#/components/responses/NotFound" }
         "429": { $ref: "#/components/responses/RateLimited" }
         "503": { $ref: "#/components/responses/Unavailable" }
@@ -600,6 +628,7 @@ paths:
       operationId: headOperation
       tags: [notifications]
       summary: GET without the body
+      security: [{ apiKey: [] }, { userToken: [] }]
       parameters: *operationParameters
       responses: *operationResponses
   /v1/events/{eventId}:
@@ -698,24 +727,28 @@ paths:
       operationId: getPreferences
       tags: [users]
       summary: The user's preferences (the defaults when never set)
+      security: [{ apiKey: [] }, { userToken: [] }]
       parameters: &preferencesParameters
         - $ref: "#/components/parameters/UserId"
       responses: &preferencesResponses
         "200": { $ref: "#/components/responses/Preferences" }
         "400": { $ref: "#/components/responses/BadRequest" }
         "401": { $ref: "#/components/responses/Unauthorized" }
+        "403": { $ref: "#/components/responses/Forbidden" }
         "429": { $ref: "#/components/responses/RateLimited" }
         "503": { $ref: "#/components/responses/Unavailable" }
     head:
       operationId: headPreferences
       tags: [users]
       summary: GET without the body
+      security: [{ apiKey: [] }, { userToken: [] }]
       parameters: *preferencesParameters
       responses: *preferencesResponses
     put:
       operationId: putPreferences
       tags: [users]
       summary: Replace the user's preferences (absent fields take the defaults; repeated types are dropped)
+      security: [{ apiKey: [] }, { userToken: [] }]
       parameters: *preferencesParameters
       requestBody:
         required: true
@@ -745,8 +778,73 @@ paths:
               parameters: { userId: "$request.path.userId" }
         "400": { $ref: "#/components/responses/BadRequestWithBody" }
         "401": { $ref: "#/components/responses/Unauthorized" }
+        "403": { $ref: "#/components/responses/Forbidden" }
         "413": { $ref: "#/components/responses/PayloadTooLarge" }
         "415": { $ref: "#/components/responses/UnsupportedMediaType" }
+        "429": { $ref: "#/components/responses/RateLimited" }
+        "503": { $ref: "#/components/responses/Unavailable" }
+  /v1/users/{userId}/tokens:
+    post:
+      operationId: createUserToken
+      tags: [users]
+      summary: Mint a user token for a browser or app (API key only)
+      description: |
+        An HS256 JWT signed with the first key of USER_TOKEN_KEYS (header `kid`; claims `sub`,
+        `iat`, `exp`, `aud` = `notifications`, `scope`), opening that user's routes its scopes
+        cover and nothing else. A backend may mint the same token itself with any JWT library.
+        Without USER_TOKEN_KEYS: 404.
+      parameters:
+        - $ref: "#/components/parameters/UserId"
+      requestBody:
+        required: false
+        content:
+          application/json:
+            schema:
+              type: object
+              additionalProperties: false
+              properties:
+                ttlSeconds: { type: integer, minimum: 60, maximum: 86400, default: 3600 }
+                scopes:
+                  type: array
+                  minItems: 1
+                  items: { $ref: "#/components/schemas/Scope" }
+                  description: Default all three.
+      responses:
+        "201":
+          description: The token
+          headers:
+            Cache-Control: { schema: { type: string, const: no-store } }
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [token, expiresAt, scopes]
+                properties:
+                  token: { type: string }
+                  expiresAt: { type: string, format: date-time }
+                  scopes: { type: array, items: { $ref: "#/components/schemas/Scope" } }
+        "400": { $ref: "#/components/responses/BadRequest" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "403": { $ref: "#/components/responses/Forbidden" }
+        "404": { $ref: "#/components/responses/NotFound" }
+        "429": { $ref: "#/components/responses/RateLimited" }
+        "503": { $ref: "#/components/responses/Unavailable" }
+  /v1/users/{userId}/tokens/revoke:
+    post:
+      operationId: revokeUserTokens
+      tags: [users]
+      summary: Refuse every token of the user issued up to now; end the user's open streams (API key only)
+      description: |
+        Every token whose `iat` is at or before this second is refused (401) by every instance
+        within 5 s while Redis is up, within 30 s while it is down. Without USER_TOKEN_KEYS: 404.
+      parameters:
+        - $ref: "#/components/parameters/UserId"
+      responses:
+        "204": { description: Revoked }
+        "400": { $ref: "#/components/responses/BadRequest" }
+        "401": { $ref: "#/components/responses/Unauthorized" }
+        "403": { $ref: "#/components/responses/Forbidden" }
+        "404": { $ref: "#/components/responses/NotFound" }
         "429": { $ref: "#/components/responses/RateLimited" }
         "503": { $ref: "#/components/responses/Unavailable" }
   /health:
@@ -934,6 +1032,21 @@ components:
       type: http
       scheme: bearer
       description: A secret from API_KEYS (name:secret).
+    userToken:
+      type: http
+      scheme: bearer
+      bearerFormat: JWT
+      description: |
+        A user token (POST /v1/users/{userId}/tokens, or minted by the backend with a key of
+        USER_TOKEN_KEYS): only on the routes of its `sub` that its scopes cover (feed:read,
+        feed:write, preferences:write); elsewhere 403. Expired, not yet valid, badly signed,
+        unknown kid, wrong aud, an alg other than HS256, or revoked: 401 with
+        `WWW-Authenticate: Bearer error="invalid_token"`. Rate limited per user (policy `user`).
+    userTokenQuery:
+      type: apiKey
+      in: query
+      name: access_token
+      description: A user token in the query, on the stream only (a browser's EventSource sends no headers); elsewhere 401.
     adminToken:
       type: http
       scheme: bearer
@@ -1367,6 +1480,9 @@ components:
     UserId:
       type: string
       pattern: "^[A-Za-z0-9_.:@-]{1,128}$"
+    Scope:
+      type: string
+      enum: [feed:read, feed:write, preferences:write]
     Type:
       type: string
       pattern: "^[a-z0-9_.-]{1,64}$"
