@@ -1,4 +1,5 @@
-internal import FoundationEssentials
+// Only `Date`, which jwt-kit's claims are made of (the whole module clashes with Glibc's `timespec`).
+internal import struct FoundationEssentials.Date
 internal import JWTKit
 internal import Synchronization
 
@@ -87,14 +88,14 @@ public final class UserTokens: Sendable {
 
     private func verifySignature(_ token: String) async throws -> UserToken {
         // The header, read unverified only to refuse what jwt-kit would not (see the type's comment).
-        let parsed: (header: JWTHeader, payload: Claims, signature: Data)
+        let header: JWTHeader
         do {
-            parsed = try DefaultJWTParser().parse(Array(token.utf8), as: Claims.self)
+            header = try DefaultJWTParser().parse(Array(token.utf8), as: Claims.self).header
         } catch {
             throw UserTokenRejection.malformed
         }
-        guard parsed.header.alg == "HS256" else { throw UserTokenRejection.algorithm }
-        guard let kid = parsed.header.kid, kids.contains(kid) else { throw UserTokenRejection.unknownKey }
+        guard header.alg == "HS256" else { throw UserTokenRejection.algorithm }
+        guard let kid = header.kid, kids.contains(kid) else { throw UserTokenRejection.unknownKey }
         let claims: Claims
         do {
             claims = try await keys().verify(Array(token.utf8), as: Claims.self)

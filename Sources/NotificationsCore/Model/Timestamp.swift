@@ -60,3 +60,8 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+// jwt-kit brings Foundation into this module; its CoreFoundation then also declares `timespec`,
+// and an optimized build takes the struct's fields as CoreFoundation's.
+#if canImport(CoreFoundation)
+internal import CoreFoundation
+#endif

@@ -1,4 +1,4 @@
-public import HTTPTypes
+internal import HTTPTypes
 public import Hummingbird
 
 /// CORS for browsers calling `/v1` from `CORS_ALLOWED_ORIGINS` (exact origins; none: this
