@@ -38,7 +38,7 @@ enum DemoAssets {
 <main>
   <header>
     <h1>Inbox of <span id="user"></span></h1>
-    <button id="bell" title="Open the bell (marks everything seen)">🔔<span id="badge" data-count="0">0</span></button>
+    <button id="bell" title="Open the bell (marks everything seen)"><svg width="26" height="26" viewBox="0 0 24 24" fill="none" stroke="#1d2330" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true"><path d="M18 8a6 6 0 0 0-12 0c0 7-3 9-3 9h18s-3-2-3-9"/><path d="M13.73 21a2 2 0 0 1-3.46 0"/></svg><span id="badge" data-count="0">0</span></button>
   </header>
   <div class="bar">
     <span id="status" data-live="false">connecting</span>
@@ -61,6 +61,7 @@ enum DemoAssets {
     userId,
     baseUrl: location.origin,
     getToken: async () => {
+      window.tokenRequests = (window.tokenRequests ?? 0) + 1;
       const response = await fetch(`/demo/token?userId=${encodeURIComponent(userId)}`);
       if (!response.ok) throw new Error(`token: HTTP ${response.status}`);
       return response.json();
