@@ -9,7 +9,8 @@ not hide answers), then runs `schemathesis run` on http://127.0.0.1:PORT/openapi
 chain a created notification into its reads and deletes). A fixed seed makes a run
 reproducible; a failure exits non-zero with schemathesis's own report. `--document FILE` tests
 the service against that file instead of the document it serves (a binary embeds openapi.yaml
-when it is built, so this checks an edited document without a rebuild).
+when it is built, so this checks an edited document without a rebuild). Then a second run with
+a user token instead of the API key, on the routes a user token may call.
 """
 import os
 import shutil
@@ -22,6 +23,9 @@ import e2e  # noqa: E402  (the servers and the service as child processes)
 
 SEED = "20261125"
 MAX_EXAMPLES = "40"
+
+
+TOKEN_SECRET = "api-fuzz-user-token-secret-of-32-bytes"
 
 
 def main():
@@ -37,31 +41,43 @@ def main():
     servers = e2e.Servers()
     service = None
     try:
-        service = e2e.Service(servers, RATE_LIMIT_POLICIES="*:1000000/1s", LOG_LEVEL="warning")
-        command = [
-            schemathesis, "--config-file", os.path.join(e2e.ROOT, "config/schemathesis.toml"),
-            "run", document or f"http://127.0.0.1:{service.port}/openapi.yaml",
-            "--url", f"http://127.0.0.1:{service.port}",
-            "--checks", "all",
-            "--phases", "examples,coverage,fuzzing,stateful",
-            "--header", f"Authorization: Bearer {e2e.KEY}",
-            "--seed", SEED, "--max-examples", MAX_EXAMPLES,
-            # One worker: with two, CPython 3.11 failed an `ast.parse` that hypothesis runs to describe
-            # a strategy ("AST constructor recursion depth mismatch", seen in a CI run) - a tool error.
-            "--workers", "1",
-            "--generation-database", "none", "--no-color", "--request-timeout", "10",
-            *extra,
-        ]
-        # Run from a scratch directory: schemathesis keeps a cache of past failures (.schemathesis)
-        # in its working directory, which would make a run depend on the ones before it.
-        scratch = tempfile.mkdtemp(prefix="notifications-fuzz-")
-        try:
-            result = subprocess.run(command, cwd=scratch, timeout=900)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        service = e2e.Service(servers, RATE_LIMIT_POLICIES="*:1000000/1s,user:1000000/1s", LOG_LEVEL="warning", USER_TOKEN_KEYS=f"fuzz:{TOKEN_SECRET}")
+
+        def schemathesis_run(credential, *arguments):
+            command = [
+                schemathesis, "--config-file", os.path.join(e2e.ROOT, "config/schemathesis.toml"),
+                "run", document or f"http://127.0.0.1:{service.port}/openapi.yaml",
+                "--url", f"http://127.0.0.1:{service.port}",
+                "--checks", "all",
+                "--header", f"Authorization: Bearer {credential}",
+                "--seed", SEED, "--max-examples", MAX_EXAMPLES,
+                # One worker: with two, CPython 3.11 failed an `ast.parse` that hypothesis runs to describe
+                # a strategy ("AST constructor recursion depth mismatch", seen in a CI run) - a tool error.
+                "--workers", "1",
+                "--generation-database", "none", "--no-color", "--request-timeout", "10",
+                *arguments, *extra,
+            ]
+            # Run from a scratch directory: schemathesis keeps a cache of past failures (.schemathesis)
+            # in its working directory, which would make a run depend on the ones before it.
+            scratch = tempfile.mkdtemp(prefix="notifications-fuzz-")
+            try:
+                return subprocess.run(command, cwd=scratch, timeout=900).returncode
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+        # The backend's credential, on every operation.
+        returncode = schemathesis_run(e2e.KEY, "--phases", "examples,coverage,fuzzing,stateful")
+        if returncode == 0:
+            # A browser's: a user token for alice (the documents' example user), on the routes a
+            # user token may call; every other user is 403, as documented.
+            status, _, minted = e2e.call(service.port, "POST", "/v1/users/alice/tokens", {"ttlSeconds": 3600}, e2e.auth())
+            assert status == 201, minted
+            returncode = schemathesis_run(
+                minted["token"], "--phases", "examples,coverage,fuzzing",
+                "--include-path-regex", r"^/v1/users/\{userId\}/(notifications|preferences)")
         if service.process.poll() is not None:
             sys.exit(f"api-fuzz: the service exited during the run:\n{service.logs()}")
-        sys.exit(result.returncode)
+        sys.exit(returncode)
     finally:
         if service:
             service.stop()

@@ -5,6 +5,7 @@ import Hummingbird
 import HummingbirdTesting
 import InMemoryLogging
 import NotificationsCore
+import NotificationsHTTP
 import Testing
 import TestSupport
 
@@ -210,6 +211,41 @@ struct UserTokenTests {
             // The revocation is stored in MongoDB: with Redis gone, it still holds.
             harness.redis.kill()
             #expect(try await harness.client.get("/v1/users/alice/notifications", headers: bearer(token)).status == .unauthorized)
+        }
+    }
+
+    /// Another instance refuses a revoked token within 5 s while Redis is up, within 30 s while
+    /// it is down (the revocation is then only in MongoDB).
+    @Test func anotherInstanceHonoursARevocationWithinItsBound() async throws {
+        try await withTokens { harness in
+            try await harness.withOtherInstance { other in
+                func refusedOnOther(_ token: String, within bound: Duration) async throws -> Duration {
+                    let verified = try await other.services.tokens.verify(token, now: SystemWallClock().now()).get()
+                    let start = ContinuousClock.now
+                    let revoked = try await retrying(for: bound + .seconds(2), every: .milliseconds(100)) {
+                        try await other.services.revocations.isRevoked(verified)
+                    } until: { $0 }
+                    #expect(revoked)
+                    return ContinuousClock.now - start
+                }
+                let token = try await mint(harness, "alice")
+                // The other instance has read (and keeps) "not revoked".
+                let verified = try await other.services.tokens.verify(token, now: SystemWallClock().now()).get()
+                #expect(try await other.services.revocations.isRevoked(verified) == false)
+                #expect(try await harness.client.post("/v1/users/alice/tokens/revoke", json: "").status == .noContent)
+                let withRedis = try await refusedOnOther(token, within: .seconds(5))
+                #expect(withRedis <= .seconds(5), "\(withRedis)")
+
+                // Redis gone: a token of a later second, known good on the other instance, revoked.
+                try await Task.sleep(for: .milliseconds(1100))
+                let later = try await mint(harness, "alice")
+                let laterVerified = try await other.services.tokens.verify(later, now: SystemWallClock().now()).get()
+                #expect(try await other.services.revocations.isRevoked(laterVerified) == false)
+                harness.redis.kill()
+                #expect(try await harness.client.post("/v1/users/alice/tokens/revoke", json: "").status == .noContent)
+                let withoutRedis = try await refusedOnOther(later, within: .seconds(30))
+                #expect(withoutRedis <= .seconds(30), "\(withoutRedis)")
+            }
         }
     }
 
