@@ -146,6 +146,28 @@ def invalidation_delay(writer, reader, rounds=200):
             "one_poll_p50_ms": poll[len(poll) // 2] * 1000}
 
 
+def cpu_seconds(pid):
+    """User plus system CPU time of a process so far (/proc/PID/stat, fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def token_cpu(service, path, token, key, rounds=3):
+    """The service's CPU per request with a user token and with an API key, alternated over a few
+    rounds (the same cached read): the difference is what verifying the token costs."""
+    spent = {"token": [0.0, 0], "key": [0.0, 0]}
+    for _ in range(rounds):
+        for name, credential in (("token", token), ("key", key)):
+            before = cpu_seconds(service.process.pid)
+            result = wrk(f"http://127.0.0.1:{service.port}{path}", credential, connections=16)
+            spent[name][0] += cpu_seconds(service.process.pid) - before
+            spent[name][1] += result["requests"]
+    token_us, key_us = (spent[name][0] / spent[name][1] * 1e6 for name in ("token", "key"))
+    print(f"  CPU per request: user token {token_us:.1f} us, API key {key_us:.1f} us", file=sys.stderr, flush=True)
+    return {"token_us": token_us, "key_us": key_us, "extra_us": token_us - key_us}
+
+
 def main():
     binary, bare_binary = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
     e2e.BINARY = binary
@@ -157,7 +179,8 @@ def main():
     try:
         e2e.wait_port(bare_port)
         service = e2e.Service(servers, API_KEYS="bench:bench-secret,limited:limited-secret",
-                              RATE_LIMIT_POLICIES="bench:unlimited,limited:1000000/1s", LOG_LEVEL="warning",
+                              RATE_LIMIT_POLICIES="bench:unlimited,limited:1000000/1s,user:1000000/1s", LOG_LEVEL="warning",
+                              USER_TOKEN_KEYS="bench:bench-user-token-key-of-at-least-32-bytes",
                               ADMIN_TOKEN="bench-admin", EVENT_SYNC_FANOUT_LIMIT="1000",
                               REDIS_OPERATION_TIMEOUT_MS=str(OPERATION_TIMEOUT_MS),
                               # The dev server can take more than the default 5 s for a batch
@@ -176,6 +199,12 @@ def main():
         read_row("cached feed, status=unseen (Redis hit)", service, bare_port, feed + "&status=unseen", "bench-secret",
                  "a filtered page: same path through the cache")
         limited = read_row("cached feed, rate-limited key", service, bare_port, feed, "limited-secret")
+        # A browser's request: a user token instead of the API key (both rate limited, per user
+        # for the token), then the CPU each costs per request, measured alike (/proc).
+        _, _, minted = e2e.call(service.port, "POST", "/v1/users/bench-user/tokens", {"ttlSeconds": 3600}, e2e.auth("bench-secret"))
+        token = minted["token"]
+        read_row("cached feed, user token", service, bare_port, feed, token, "a user token, rate limited per user")
+        rows.append({"row": "CPU per request: user token over API key", **token_cpu(service, feed, token, "limited-secret")})
         # A second instance with the near cache on, on the same Redis and MongoDB.
         near = e2e.Service(servers, API_KEYS="bench:bench-secret,limited:limited-secret",
                            RATE_LIMIT_POLICIES="bench:unlimited,limited:1000000/1s", LOG_LEVEL="warning", FEED_NEAR_CACHE="true")

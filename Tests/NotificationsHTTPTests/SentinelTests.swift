@@ -83,12 +83,14 @@ struct SentinelTests {
                 if openedAfter == nil, harness.environment.gateway.state != .closed { openedAfter = ContinuousClock.now - killed }
                 statuses.append(Int(try await harness.client.post("/v1/notifications", json: #"{"recipientId":"ha","type":"t"}"#).status.code))
                 statuses.append(Int(try await harness.client.get("/v1/users/ha/notifications").status.code))
-                let promoted = try await Self.role(port: replica.port) == "master"
+                // Sentinel kills the clients of an instance it reconfigures: a helper's connection
+                // closed under it is "not yet", not a failure of the service.
+                let promoted = (try? await Self.role(port: replica.port)) == "master"
                 if promoted, promotedAfter == nil { promotedAfter = ContinuousClock.now - killed }
                 if promoted, harness.environment.gateway.state == .closed {
                     let user = "after-\(statuses.count)"
                     _ = try await harness.client.create(recipient: user)
-                    if try await Self.exists("feed:{\(user)}:v", port: replica.port) {
+                    if (try? await Self.exists("feed:{\(user)}:v", port: replica.port)) == true {
                         switchedAfter = ContinuousClock.now - killed
                         break
                     }
