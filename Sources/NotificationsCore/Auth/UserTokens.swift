@@ -66,6 +66,12 @@ public final class UserTokens: Sendable {
         return (token, issuedAt + ttlSeconds)
     }
 
+    /// `token` checked at `now` if this instance verified it before (one dictionary lookup);
+    /// nil if it did not. Such a bearer is a user token: the API keys need not be compared with it.
+    public func verifyKnown(_ token: String, now: Timestamp) -> Result<UserToken, UserTokenRejection>? {
+        remembered.withLock { $0[token] }.map { Self.check($0, now: now) }
+    }
+
     /// The token's user and scopes if it is well formed, ours, signed by one of our keys, and
     /// valid at `now` (revocation is checked by the caller: `TokenRevocations`).
     public func verify(_ token: String, now: Timestamp) async -> Result<UserToken, UserTokenRejection> {

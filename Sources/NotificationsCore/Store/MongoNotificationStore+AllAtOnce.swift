@@ -85,7 +85,7 @@ extension MongoNotificationStore {
         guard !batch.ids.isEmpty else { return 0 }
         let selected: BSONDocument = ["recipientId": .string(scope.recipientId), "_id": ["$in": .array(batch.ids.map(BSONValue.objectID))]]
         return try await countingWrite(scope.recipientId) { () throws(MongoError) in
-            try await updateByClass(selected, sort: nil, changeable: scope.classes, present: batch.classes) { (stateClass, filter) throws(MongoError) in
+            try await updateByClass(selected, sort: nil, changeable: scope.classes, present: (batch.classes, batch.ids.count)) { (stateClass, filter) throws(MongoError) in
                 guard let applied = stateClass.applying(scope.action, at: time) else { return (0, Counts()) }
                 var set = applied.set
                 set["op"] = .string(marker)

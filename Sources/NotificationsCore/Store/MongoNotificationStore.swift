@@ -339,36 +339,39 @@ public struct MongoNotificationStore: NotificationStore {
 
     /// A bulk write as one statement per state class (`write`, given the class and the filter of
     /// `scope`'s notifications in it), so that what each changed is counted exactly from its
-    /// count alone. It starts from the classes `present` in the scope (one query for them when
-    /// nil) and goes in `StateClass.updateOrder`; when no order is safe against concurrent
-    /// class changes, it looks again after its updates and goes over what is left, at most
+    /// count alone. It starts from what is `present` in the scope (the classes found and how many
+    /// notifications; one query for them when nil) and goes in `StateClass.updateOrder`; when no
+    /// order is safe against concurrent class changes and its updates changed fewer than it found
+    /// (one moved between classes meanwhile), it looks again and goes over what is left, at most
     /// `classRounds` times (beyond that only a request changing the same items non-stop escapes).
     /// Returns how many it changed and the change to the counts.
     func updateByClass(
-        _ scope: BSONDocument, sort: BSONDocument?, changeable: [StateClass], present: Set<StateClass>?,
+        _ scope: BSONDocument, sort: BSONDocument?, changeable: [StateClass], present: (classes: Set<StateClass>, count: Int)?,
         _ write: (StateClass, BSONDocument) async throws(MongoError) -> (Int, Counts)
     ) async throws(MongoError) -> (Int, Counts) {
-        func classes() async throws(MongoError) -> Set<StateClass> {
+        func look() async throws(MongoError) -> (classes: Set<StateClass>, count: Int) {
             var filter = scope
             filter["sc"] = ["$in": .array(changeable.map { .int32($0.code) })]
             let found = try await notifications.find(filter, sort: sort, projection: ["_id": 0, "sc": 1])
-            return Set(found.compactMap { $0["sc"]?.int64.flatMap(StateClass.init(code:)) })
+            return (Set(found.compactMap { $0["sc"]?.int64.flatMap(StateClass.init(code:)) }), found.count)
         }
-        var left: Set<StateClass>
-        if let present { left = present } else { left = try await classes() }
+        var left: (classes: Set<StateClass>, count: Int)
+        if let present { left = present } else { left = try await look() }
         var changed = 0
         var change = Counts()
-        for round in 1...Self.classRounds where !left.isEmpty {
-            let order = StateClass.updateOrder(changeable: changeable, present: left)
-            for stateClass in order ?? changeable.filter(left.contains) {
+        for round in 1...Self.classRounds where !left.classes.isEmpty {
+            let order = StateClass.updateOrder(changeable: changeable, present: left.classes)
+            var changedThisRound = 0
+            for stateClass in order ?? changeable.filter(left.classes.contains) {
                 var filter = scope
                 for (key, value) in stateClass.filter.fields { filter[key] = value }
                 let (count, classChange) = try await write(stateClass, filter)
-                changed += count
+                changedThisRound += count
                 change += classChange
             }
-            guard order == nil, round < Self.classRounds else { break }
-            left = try await classes()
+            changed += changedThisRound
+            guard order == nil, round < Self.classRounds, changedThisRound < left.count else { break }
+            left = try await look()
         }
         return (changed, change)
     }

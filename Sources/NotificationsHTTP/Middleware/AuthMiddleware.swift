@@ -32,12 +32,16 @@ public struct AuthMiddleware: RouterMiddleware {
             throw Problem.invalidToken("A token in the query is accepted on the stream route only.")
         }
         if let bearer = BearerToken.parse(request.headers[.authorization]) {
-            if let key = match(bearer) {
+            // A token verified before is no API key: the keys are not compared with it.
+            if let known = tokens.verifyKnown(bearer, now: clock.now()) {
+                context.userToken = try await admit(known, context: context)
+            } else if let key = match(bearer) {
                 context.apiKey = key
                 return try await RequestID.$apiKeyName.withValue(key.name) { try await next(request, context) }
+            } else {
+                guard tokens.enabled else { throw Problem.unauthorized() }
+                context.userToken = try await verify(bearer, context: context)
             }
-            guard tokens.enabled else { throw Problem.unauthorized() }
-            context.userToken = try await verify(bearer, context: context)
         } else if let queryToken, tokens.enabled {
             context.userToken = try await verify(queryToken, context: context)
         } else {
@@ -47,7 +51,12 @@ public struct AuthMiddleware: RouterMiddleware {
     }
 
     private func verify(_ token: String, context: Context) async throws -> UserToken {
-        switch await tokens.verify(token, now: clock.now()) {
+        try await admit(await tokens.verify(token, now: clock.now()), context: context)
+    }
+
+    /// A verified token not revoked since it was issued; else 401 `invalid_token`.
+    private func admit(_ verification: Result<UserToken, UserTokenRejection>, context: Context) async throws -> UserToken {
+        switch verification {
         case .success(let verified):
             guard try await !revocations.isRevoked(verified) else {
                 context.logger.debug("User token refused", metadata: ["reason": "revoked"])

@@ -16,18 +16,18 @@ public final class RouteTable: @unchecked Sendable {
     private var routes: [(method: HTTPRequest.Method, components: [Substring])] = []
     /// By full template (`context.endpointPath`): see `RateLimitMiddleware`.
     private var probes: [String: CacheProbeBuilder] = [:]
-    /// By method and full template: see `AccessMiddleware`.
-    private var accesses: [String: RouteAccess] = [:]
+    /// By full template, then method: see `AccessMiddleware` (no string is built per request).
+    private var accesses: [String: [HTTPRequest.Method: RouteAccess]] = [:]
 
     public init() {}
 
     /// A GET route answers HEAD too (the router generates it), so `Allow` lists both.
     func add(_ method: HTTPRequest.Method, _ template: String, access: RouteAccess = .apiKey, probe: CacheProbeBuilder? = nil) {
         routes.append((method, template.split(separator: "/")))
-        accesses["\(method.rawValue) \(template)"] = access
+        accesses[template, default: [:]][method] = access
         if method == .get {
             routes.append((.head, template.split(separator: "/")))
-            accesses["HEAD \(template)"] = access
+            accesses[template, default: [:]][.head] = access
         }
         if let probe { probes[template] = probe }
     }
@@ -35,7 +35,7 @@ public final class RouteTable: @unchecked Sendable {
     /// Who may call this route (API keys only when the route is unknown: nothing more is granted by mistake).
     func access(_ method: HTTPRequest.Method, template: String?) -> RouteAccess {
         guard let template else { return .apiKey }
-        return accesses["\(method.rawValue) \(template)"] ?? .apiKey
+        return accesses[template]?[method] ?? .apiKey
     }
 
     /// The cache lookup the handler of this request's route will make, if it makes one.
