@@ -48,7 +48,8 @@ struct UserTokenUnitTests {
         for (json, field) in [
             (JSONValue.object(["ttlSeconds": .integer(59)]), "ttlSeconds"), (.object(["ttlSeconds": .number(61.5)]), "ttlSeconds"),
             (.object(["scopes": .array([.string("admin")])]), "scopes[0]"), (.object(["scopes": .array([])]), "scopes"),
-            (.object(["other": .null]), "other"), (.array([]), "$"),
+            (.object(["other": .null]), "other"), (.array([]), "$"), (.object(["scopes": .null]), "scopes"),
+            (.object(["ttlSeconds": .null]), "ttlSeconds"),
         ] {
             #expect(throws: ValidationError.self) { try TokenRequest(json: json) }
             do {

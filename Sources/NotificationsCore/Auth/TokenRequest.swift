@@ -14,8 +14,9 @@ public struct TokenRequest: Sendable, Equatable {
     public init(json: JSONValue) throws(ValidationError) {
         let reader = try JSONObjectReader(json, allowed: ["ttlSeconds", "scopes"])
         self.init()
+        // Absent means the default; null is not a number (nor, below, an array).
         switch reader.value("ttlSeconds") {
-        case nil, .null?:
+        case nil:
             break
         case .integer(let seconds)? where UserTokens.ttlRange.contains(seconds):
             ttlSeconds = seconds
@@ -23,6 +24,7 @@ public struct TokenRequest: Sendable, Equatable {
             throw ValidationError(
                 field: "ttlSeconds", "must be a whole number of seconds from \(UserTokens.ttlRange.lowerBound) to \(UserTokens.ttlRange.upperBound)")
         }
+        if reader.value("scopes") == .null { throw ValidationError(field: "scopes", "must be an array of scopes, not null") }
         if let names = try reader.optionalArray("scopes") {
             var scopes = Set<UserScope>()
             for (index, name) in names.enumerated() {

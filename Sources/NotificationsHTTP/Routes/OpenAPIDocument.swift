@@ -823,7 +823,7 @@ paths:
                   token: { type: string }
                   expiresAt: { type: string, format: date-time }
                   scopes: { type: array, items: { $ref: "#/components/schemas/Scope" } }
-        "400": { $ref: "#/components/responses/BadRequest" }
+        "400": { $ref: "#/components/responses/BadRequestWithBody" }
         "401": { $ref: "#/components/responses/Unauthorized" }
         "403": { $ref: "#/components/responses/Forbidden" }
         "404": { $ref: "#/components/responses/NotFound" }
