@@ -59,17 +59,17 @@ public final class RateLimiter: Sendable {
     /// `check`, and in the same Redis round trip the cache lookup `probe` the request's handler
     /// will make (when the request is allowed and Redis answered).
     public func check(keyName: String, group: RouteGroup, readingAhead probe: CacheProbe?) async -> (decision: RateLimitDecision, readAhead: CacheReadAhead?) {
-        await check(policies.policy(forKey: keyName, group: group), subject: keyName, group: group, readingAhead: probe)
+        await check(policies.policy(forKey: keyName, group: group), subject: keyName, readingAhead: probe)
     }
 
     /// A user token's request: the `user` policy, one bucket per user, across instances.
     public func check(user: String, group: RouteGroup, readingAhead probe: CacheProbe?) async -> (decision: RateLimitDecision, readAhead: CacheReadAhead?) {
         // Braced, so no API key name can share a user's bucket by accident.
-        await check(policies.userPolicy(group: group), subject: "user:{\(user)}", group: group, readingAhead: probe)
+        await check(policies.userPolicy(group: group), subject: "user:{\(user)}", readingAhead: probe)
     }
 
     private func check(
-        _ resolved: RateLimitPolicies.Resolved, subject keyName: String, group: RouteGroup, readingAhead probe: CacheProbe?
+        _ resolved: RateLimitPolicies.Resolved, subject keyName: String, readingAhead probe: CacheProbe?
     ) async -> (decision: RateLimitDecision, readAhead: CacheReadAhead?) {
         guard let limitCount = resolved.policy.limit else {
             // No limit to check: the lookup is the handler's one round trip anyway.

@@ -18,11 +18,17 @@ public struct AllAtOnceScope: Sendable, Equatable {
 
     /// The scope's notifications in [lower, upper) that the action changes (by their stored class).
     func changeable(from lower: ObjectID? = nil, below upper: ObjectID) -> BSONDocument {
+        var filter = within(from: lower, below: upper)
+        filter["sc"] = ["$in": .array(classes.map { .int32($0.code) })]
+        return filter
+    }
+
+    /// The scope's notifications in [lower, upper), whatever their class.
+    func within(from lower: ObjectID?, below upper: ObjectID) -> BSONDocument {
         var range: BSONDocument = ["$lt": .objectID(upper)]
         if let lower { range["$gte"] = .objectID(lower) }
         var filter: BSONDocument = ["recipientId": .string(recipientId), "_id": .document(range)]
         if let type { filter["type"] = .string(type) }
-        filter["sc"] = ["$in": .array(classes.map { .int32($0.code) })]
         return filter
     }
 }
@@ -98,8 +104,7 @@ extension MongoNotificationStore {
     /// How many notifications in [lower, upper) carry `marker`: what every run of an interrupted
     /// batch changed, together (a fact MongoDB holds, whichever run did it).
     func marked(_ scope: AllAtOnceScope, from lower: ObjectID?, below upper: ObjectID, marker: String) async throws -> Int {
-        var filter = scope.changeable(from: lower, below: upper)
-        filter["sc"] = nil
+        var filter = scope.within(from: lower, below: upper)
         filter["op"] = .string(marker)
         return try await mongoOperation {
             try await notifications.find(filter, sort: Self.feedSort, projection: ["_id": 1]).count

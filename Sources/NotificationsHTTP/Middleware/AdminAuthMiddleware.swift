@@ -19,10 +19,15 @@ public struct AdminAuthMiddleware: RouterMiddleware {
             guard let presented = BearerToken.parse(request.headers[.authorization]), ConstantTime.equal(presented, token) else {
                 throw Problem.unauthorized()
             }
-        } else if !Self.isLoopback(context.remoteAddress) || Self.isForwarded(request.headers) {
+        } else if !Self.isDirectLoopback(request, context) {
             throw Problem.forbidden("Admin endpoints answer only direct loopback clients while ADMIN_TOKEN is unset.")
         }
         return try await next(request, context)
+    }
+
+    /// From this host, and not through a proxy (which on the same host would look like loopback).
+    static func isDirectLoopback(_ request: Request, _ context: Context) -> Bool {
+        isLoopback(context.remoteAddress) && !isForwarded(request.headers)
     }
 
     /// The headers a proxy adds (RFC 7239's `Forwarded` and the two de-facto ones).

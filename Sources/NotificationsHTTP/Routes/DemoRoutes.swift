@@ -19,7 +19,7 @@ struct DemoRoutes {
     }
 
     private func loopbackOnly(_ request: Request, _ context: AppRequestContext) throws {
-        guard AdminAuthMiddleware.isLoopback(context.remoteAddress), !AdminAuthMiddleware.isForwarded(request.headers) else {
+        guard AdminAuthMiddleware.isDirectLoopback(request, context) else {
             throw Problem.forbidden("The demo answers only direct loopback clients.")
         }
     }
