@@ -21,6 +21,8 @@ public struct AppServices: Sendable {
     public var preferences: PreferenceService
     public var cache: FeedCache
     public var streams: StreamHub
+    /// The streams' MongoDB queries, shared by the streams that open together.
+    public var streamQueries: StreamQueries
     public var store: any NotificationStore
     public var metrics: ServiceMetrics
     public var registry: PrometheusCollectorRegistry
@@ -30,7 +32,7 @@ public struct AppServices: Sendable {
     public init(
         settings: Settings, tokens: UserTokens, revocations: TokenRevocations, feed: NotificationFeed, bulk: AllAtOnceOperations, health: HealthMonitor, redis: RedisGateway, limiter: RateLimiter,
         idempotency: IdempotencyStore, events: EventService, followers: FollowerStore, preferences: PreferenceService, cache: FeedCache,
-        streams: StreamHub, store: any NotificationStore, metrics: ServiceMetrics, registry: PrometheusCollectorRegistry,
+        streams: StreamHub, streamQueries: StreamQueries, store: any NotificationStore, metrics: ServiceMetrics, registry: PrometheusCollectorRegistry,
         inFlight: Bulkhead
     ) {
         self.inFlight = inFlight
@@ -42,6 +44,7 @@ public struct AppServices: Sendable {
         self.preferences = preferences
         self.cache = cache
         self.streams = streams
+        self.streamQueries = streamQueries
         self.store = store
         self.settings = settings
         self.feed = feed
@@ -90,9 +93,8 @@ public func buildRouter(_ services: AppServices) -> Router<AppRequestContext> {
     let v1Routes = RouteRegistrar(methods: v1, table: table, prefix: "/v1")
     NotificationRoutes(feed: services.feed, bulk: services.bulk).register(on: v1Routes)
     StreamRoutes(
-        feed: services.feed, store: services.store, hub: services.streams, heartbeat: .seconds(services.settings.streamHeartbeatSeconds),
-        pollInterval: .milliseconds(services.settings.streamPollIntervalMilliseconds), metrics: services.metrics,
-        revocations: services.revocations
+        feed: services.feed, queries: services.streamQueries, hub: services.streams,
+        pollInterval: .milliseconds(services.settings.streamPollIntervalMilliseconds), metrics: services.metrics
     ).register(on: v1Routes)
     TokenRoutes(tokens: services.tokens, revocations: services.revocations, clock: SystemWallClock()).register(on: v1Routes)
     EventRoutes(events: services.events).register(on: v1Routes)

@@ -50,6 +50,7 @@ struct Serve: AsyncParsableCommand {
                 .init(service: MongoPoolService(pool: environment.mongoPool)),
                 .init(service: environment.redisPool),
                 .init(service: environment.subscriber),
+                .init(service: environment.streamWatcher()),
                 .init(service: RedisRecoveryProbe(gateway: environment.gateway)),
                 .init(service: ResumeSweeper([environment.services.events, environment.services.bulk], logger: logger)),
                 .init(service: CounterSweeper(store: environment.store)),

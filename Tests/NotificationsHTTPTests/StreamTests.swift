@@ -251,8 +251,8 @@ struct StreamTests {
             let services = harness.environment.services
             let user = "tabs"
             @Sendable func openStream() -> NotificationStream? {
-                NotificationStream.open(
-                    user: user, credentialSecond: nil, revocations: nil, store: services.store, feed: services.feed, hub: services.streams, heartbeat: .seconds(15), pollInterval: .seconds(2))
+                try? NotificationStream.open(
+                    user: user, credentialSecond: nil, queries: services.streamQueries, feed: services.feed, hub: services.streams, pollInterval: .seconds(2))
             }
             try await harness.withRedisAdmin { admin in
                 func subscribers() async throws -> Int64? {

@@ -71,6 +71,7 @@ private func runHarness(_ configured: Settings, _ test: @Sendable (Harness) asyn
         group.addTask { try await CounterSweeper(store: environment.store, interval: .milliseconds(500)).run() }
         group.addTask { try await environment.retentionSweeper().run() }
         group.addTask { try await environment.subscriber.run() }
+        group.addTask { try await environment.streamWatcher().run() }
         if let watcher = environment.sentinelWatcher { group.addTask { try await watcher.run() } }
         try await app.test(.live) { client in
             try await test(Harness(client: client, redis: redis, mongo: mongo, environment: environment, logs: logs))

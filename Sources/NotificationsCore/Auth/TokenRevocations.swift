@@ -97,6 +97,21 @@ public final class TokenRevocations: Sendable {
         return try await fromMongo(user, fallback: known)
     }
 
+    /// The revocations of many users at once, for the streams' shared poll while Redis is
+    /// unusable: what was not read within `mongoFreshness` comes from MongoDB in one query.
+    public func revokedAt(users: [String]) async throws -> [String: Int64] {
+        let now = ContinuousClock.now
+        let stale = cache.withLock { cache in users.filter { user in cache[user].map { now - $0.checked >= Self.mongoFreshness } ?? true } }
+        if !stale.isEmpty {
+            metrics.fallback(.tokenRevocation)
+            let stored = try await mongoOperation { try await revocations.find(["_id": ["$in": .array(stale.map { .string($0) })]]) }
+            var storedAt: [String: Int64] = [:]
+            for document in stored { if let user = document["_id"]?.string { storedAt[user] = document["revokedAt"]?.int64 ?? 0 } }
+            for user in stale { remember(user, revokedAt: storedAt[user] ?? 0) }
+        }
+        return cache.withLock { cache in Dictionary(users.map { ($0, cache[$0]?.revokedAt ?? 0) }, uniquingKeysWith: max) }
+    }
+
     /// The stored revocation; when MongoDB cannot answer, the last one known (however old),
     /// else the failure (the request gets 503: a token is not let through unchecked).
     private func fromMongo(_ user: String, fallback known: Entry?) async throws -> Int64 {

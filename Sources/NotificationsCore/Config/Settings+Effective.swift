@@ -27,6 +27,7 @@ extension Settings {
         ("STREAM_POLL_INTERVAL_MS", { String($0.streamPollIntervalMilliseconds) }),
         ("STREAM_MAX_CONNECTIONS", { String($0.streamMaxConnections) }),
         ("STREAM_RETRY_MAX_MS", { String($0.streamRetryMaxMilliseconds) }),
+        ("STREAM_ACCEPT_PER_SECOND", { String($0.streamAcceptPerSecond) }),
         ("REDIS_SENTINELS", { $0.redisSentinels.joined(separator: ",") }),
         ("REDIS_SENTINEL_MASTER", { $0.redisSentinelMaster ?? "" }),
         ("FEED_CACHE_TTL_SECONDS", { String($0.feedCacheTTLSeconds) }),

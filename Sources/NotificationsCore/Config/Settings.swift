@@ -60,6 +60,8 @@ public struct Settings: Sendable {
     public var streamMaxConnections = 10_000
     /// The largest `retry:` a stream ends with (spread at random from 1000 up to it).
     public var streamRetryMaxMilliseconds: Int64 = 10_000
+    /// New streams this instance accepts per second (a reconnection storm is let in at this pace).
+    public var streamAcceptPerSecond = 500
     public var lockTTLMilliseconds: Int64 = 10000
     public var lockWaitMilliseconds: Int64 = 2000
     public var mongoOperationTimeoutMilliseconds: Int64 = 5000
@@ -160,6 +162,7 @@ public struct Settings: Sendable {
         streamPollIntervalMilliseconds = try reader.integer("STREAM_POLL_INTERVAL_MS", default: streamPollIntervalMilliseconds, in: 100...600_000)
         streamMaxConnections = try reader.integer("STREAM_MAX_CONNECTIONS", default: streamMaxConnections, in: 1...1_000_000)
         streamRetryMaxMilliseconds = try reader.integer("STREAM_RETRY_MAX_MS", default: streamRetryMaxMilliseconds, in: 1000...3_600_000)
+        streamAcceptPerSecond = try reader.integer("STREAM_ACCEPT_PER_SECOND", default: streamAcceptPerSecond, in: 1...1_000_000)
         feedCacheTTLSeconds = try reader.integer("FEED_CACHE_TTL_SECONDS", default: feedCacheTTLSeconds, in: 1...86_400)
         feedRetentionDays = try reader.integer("FEED_RETENTION_DAYS", default: feedRetentionDays, in: 0...36_500)
         feedMaxPerUser = try reader.integer("FEED_MAX_PER_USER", default: feedMaxPerUser, in: 0...100_000_000)

@@ -26,6 +26,7 @@ public enum MetricHelp {
         "sse_connections": "Server-Sent Events streams open on this instance.",
         "sse_events_sent_total": "Server-Sent Events written to clients, by event.",
         "sse_delivery_seconds": "Time from a notification's write to its delivery on a stream.",
+        "mongodb_queries_total": "MongoDB queries sent, by purpose (the streams' shared check, poll, resume and open queries; feed pages and counts the cache could not answer).",
     ]
 
     /// Adds `# HELP name text` before each `# TYPE name ...` line of a text exposition.

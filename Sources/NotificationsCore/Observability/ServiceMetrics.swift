@@ -56,6 +56,25 @@ public final class ServiceMetrics: Sendable {
         case storageQueue = "storage_queue"
         /// `STREAM_MAX_CONNECTIONS` streams were already open on this instance.
         case streams
+        /// `STREAM_ACCEPT_PER_SECOND` streams were already accepted in the last second.
+        case streamAccept = "stream_accept"
+    }
+
+    /// The `purpose` label values of `mongodb_queries_total`: what the queries an operator pays
+    /// for are for. The stream purposes are shared queries, one per batch of up to 1000 users.
+    public enum QueryPurpose: String, Sendable, CaseIterable {
+        /// The shared safety check while streams are on push (every 10 s).
+        case streamCheck = "stream_check"
+        /// The shared poll while Redis push is unusable (every `STREAM_POLL_INTERVAL_MS`).
+        case streamPoll = "stream_poll"
+        /// Streams opened with `Last-Event-ID`: what they missed.
+        case streamResume = "stream_resume"
+        /// Streams opened without one (or reset): what already exists, so it is not sent as new.
+        case streamOpen = "stream_open"
+        /// A page of a feed that its cache could not answer.
+        case feedPage = "feed_page"
+        /// A user's counts that their cache could not answer.
+        case counts
     }
 
     private let factory: any MetricsFactory
@@ -75,6 +94,7 @@ public final class ServiceMetrics: Sendable {
     public static let sseEventNames = ["notification", "unread-count", "counts", "reset", "keep-alive"]
     private let backgroundDropped: [BackgroundQueue: Counter]
     private let shed: [ShedReason: Counter]
+    private let queries: [QueryPurpose: Counter]
     private let feedCacheResults: [CacheStatus: Counter]
     private let inFlight: Gauge
     private let nearHits: Counter
@@ -132,6 +152,9 @@ public final class ServiceMetrics: Sendable {
             shed[reason] = Counter(label: "http_requests_shed_total", dimensions: [("reason", reason.rawValue)], factory: factory)
         }
         self.shed = shed
+        queries = Dictionary(uniqueKeysWithValues: QueryPurpose.allCases.map { purpose in
+            (purpose, Counter(label: "mongodb_queries_total", dimensions: [("purpose", purpose.rawValue)], factory: factory))
+        })
         var cacheResults: [CacheStatus: Counter] = [:]
         for result in CacheStatus.allCases {
             cacheResults[result] = Counter(label: "feed_cache_requests_total", dimensions: [("result", result.rawValue)], factory: factory)
@@ -169,6 +192,7 @@ public final class ServiceMetrics: Sendable {
     public func backgroundWriteDropped(_ queue: BackgroundQueue, count: Int = 1) { backgroundDropped[queue]?.increment(by: count) }
 
     public func requestShed(_ reason: ShedReason) { shed[reason]?.increment() }
+    public func mongoQuery(_ purpose: QueryPurpose, count: Int = 1) { queries[purpose]?.increment(by: count) }
     /// A cacheable read answered, by how the feed cache served it (`X-Cache`).
     public func feedCache(_ result: CacheStatus) { feedCacheResults[result]?.increment() }
     public func requestsInFlight(_ count: Int) { inFlight.record(count) }

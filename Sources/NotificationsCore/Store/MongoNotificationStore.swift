@@ -20,6 +20,7 @@ public struct MongoNotificationStore: NotificationStore {
     let logger: Logger
     let counters: UserCounters
     let clock: any WallClock
+    let metrics: ServiceMetrics
 
     /// - Parameter counterRepaired: called when a user's counter was marked for a recount in the
     ///   background (the feed cache drops that user's entries).
@@ -29,6 +30,7 @@ public struct MongoNotificationStore: NotificationStore {
     ) {
         self.pool = pool
         self.clock = clock
+        self.metrics = metrics
         self.logger = logger
         let notifications = pool.collection("notifications")
         self.notifications = notifications
@@ -253,6 +255,7 @@ public struct MongoNotificationStore: NotificationStore {
         if let type = filter.type { query["type"] = .string(type) }
         let classes = StateClass.matching(filter)
         if classes.count < StateClass.allCases.count { query["sc"] = ["$in": .array(classes.map { .int32($0.code) })] }
+        metrics.mongoQuery(.feedPage)
         return try await mongoOperation {
             try await notifications.find(query, sort: Self.feedSort, limit: limit).compactMap(Self.notification)
         }
@@ -263,27 +266,34 @@ public struct MongoNotificationStore: NotificationStore {
     /// gone at once, before the remover deletes it.
     var unexpired: BSONValue { ["$not": ["$lte": .datetime(clock.now().milliseconds)]] }
 
-    public func written(recipientId: String, since: Timestamp, limit: Int) async throws -> [Notification] {
-        try await mongoOperation {
-            try await notifications.find(
-                ["recipientId": .string(recipientId), "writtenAt": ["$gt": .datetime(since.milliseconds)], "expiresAt": unexpired],
-                sort: ["recipientId": 1, "writtenAt": 1],
-                limit: limit
-            ).compactMap(Self.notification)
+    public func streamed(recipientIds: [String], since: StreamSince, after: String?, limit: Int) async throws -> [Notification] {
+        guard !recipientIds.isEmpty else { return [] }
+        // One recipient: equality, which every server serves from the feed index.
+        var query: BSONDocument = [
+            "recipientId": recipientIds.count == 1 ? .string(recipientIds[0]) : ["$in": .array(recipientIds.map { .string($0) })],
+            "expiresAt": unexpired,
+        ]
+        var idBounds = BSONDocument()
+        switch since {
+        case .written(let time): query["writtenAt"] = ["$gt": .datetime(time.milliseconds)]
+        case .id(let floor): if let id = ObjectID(hex: floor) { idBounds["$gt"] = .objectID(id) }
+        }
+        // The next page starts after the previous one's last id (never below the floor: it is greater).
+        if let after, let id = ObjectID(hex: after) { idBounds["$gt"] = .objectID(id) }
+        if !idBounds.fields.isEmpty { query["_id"] = .document(idBounds) }
+        return try await mongoOperation {
+            try await notifications.find(query, sort: ["_id": 1], limit: limit).compactMap(Self.notification)
         }
     }
 
-    public func newer(recipientId: String, than after: String, limit: Int) async throws -> [Notification] {
-        guard let id = ObjectID(hex: after) else { return [] }
-        return try await mongoOperation {
-            try await notifications.find(
-                ["recipientId": .string(recipientId), "_id": ["$gt": .objectID(id)], "expiresAt": unexpired], sort: Self.feedSort, limit: limit
-            ).compactMap(Self.notification)
-        }
+    public func counts(recipientIds: [String]) async throws -> [String: Counts] {
+        metrics.mongoQuery(.counts)
+        return try await mongoOperation { try await counters.counts(recipientIds) }
     }
 
     public func counts(recipientId: String) async throws -> Counts {
-        try await mongoOperation { try await counters.counts(recipientId) }
+        metrics.mongoQuery(.counts)
+        return try await mongoOperation { try await counters.counts(recipientId) }
     }
 
     public func setState(_ action: StateAction, recipientId: String, id: String, at: Timestamp) async throws -> Notification? {

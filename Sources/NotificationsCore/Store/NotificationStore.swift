@@ -22,11 +22,12 @@ public protocol NotificationStore: Sendable {
     /// How many notifications like `sample` (any recipient) fit in one insert command, by the
     /// limits the server reports: a fan-out batch is never larger, so each batch is one command.
     func notificationsPerInsert(like sample: Notification) async throws -> Int
-    /// The recipient's notifications written (inserted, or re-marked by a resumed fan-out batch)
-    /// after `since`, oldest write first, at most `limit`: what a stream's check looks for.
-    func written(recipientId: String, since: Timestamp, limit: Int) async throws -> [Notification]
-    /// The recipient's notifications with an id greater than `after`, newest first, at most `limit`.
-    func newer(recipientId: String, than after: String, limit: Int) async throws -> [Notification]
+    /// What streams look for, for many recipients in one query: their notifications (not
+    /// expired) written after a time, or with an id greater than one (`since`), and with an id
+    /// greater than `after` when given (the next page), oldest id first, at most `limit`.
+    func streamed(recipientIds: [String], since: StreamSince, after: String?, limit: Int) async throws -> [Notification]
+    /// The counts of many users in one query (a user whose counter is not trusted is recounted).
+    func counts(recipientIds: [String]) async throws -> [String: Counts]
     /// Newest first, strictly older than `before` (an id) when given, those `filter` lists and
     /// not expired.
     func page(recipientId: String, before: String?, limit: Int, filter: FeedFilter) async throws -> [Notification]
@@ -41,6 +42,15 @@ public protocol NotificationStore: Sendable {
     func bulk(_ action: BulkAction, recipientId: String, ids: [String], at: Timestamp) async throws -> Int
     /// False when the recipient has no such notification.
     func delete(recipientId: String, id: String) async throws -> Bool
+}
+
+/// Where a stream's look at MongoDB starts (strictly after it).
+public enum StreamSince: Sendable, Hashable {
+    /// Written (inserted, or re-marked by a resumed fan-out batch) after this time: what a
+    /// check looks for, since an id's time never follows its write.
+    case written(Timestamp)
+    /// An id greater than this one: what a resume looks for.
+    case id(String)
 }
 
 /// An event fan-out batch written by `NotificationStore.insert`.

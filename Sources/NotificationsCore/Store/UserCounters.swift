@@ -167,7 +167,21 @@ final class UserCounters: Sendable {
     /// The user's counts: the counter, or a fresh count while the counter is stale (or holds an
     /// announcement older than `settle`, or predates the seen/archived counts).
     func counts(_ user: String) async throws(MongoError) -> Counts {
-        let counter = try await counters.findOne(["_id": .string(user)])
+        try await counts(user, counter: try await counters.findOne(["_id": .string(user)]))
+    }
+
+    /// The counts of many users in one query (a counter that is not trusted is recounted on its own).
+    func counts(_ users: [String]) async throws(MongoError) -> [String: Counts] {
+        let found = try await counters.find(["_id": ["$in": .array(users.map { .string($0) })]])
+        var counterOf: [String: BSONDocument] = [:]
+        for counter in found { if let user = counter["_id"]?.string { counterOf[user] = counter } }
+        var answers: [String: Counts] = [:]
+        for user in users { answers[user] = try await counts(user, counter: counterOf[user]) }
+        return answers
+    }
+
+    /// `counter` (the user's stored counter, nil if none) when it can be trusted, else a recount.
+    private func counts(_ user: String, counter: BSONDocument?) async throws(MongoError) -> Counts {
         let reconciling = counter?["stale"]?.bool == true || Self.predatesCounts(counter)
         let stale = reconciling || locallyStale.contains(user)
             || !Self.abandoned(in: counter, user: user, before: SystemWallClock().now().advanced(by: .zero - settle)).isEmpty

@@ -13,36 +13,64 @@ internal import Synchronization
 /// UNSUBSCRIBE are handed to the subscriber under the same lock that decided them, so they
 /// reach Redis in the order decided: a tab that opens while the user's last other tab closes
 /// leaves the user subscribed. (Handing them over only queues a write; the subscriber never
-/// calls the hub while holding its own lock.) Messages go to the
-/// streams' mailboxes; when the subscriber connection comes back after a loss, every stream
-/// is told to catch up from MongoDB once.
+/// calls the hub while holding its own lock.) Messages go to the streams' mailboxes.
+///
+/// Nothing here runs per stream on a timer: one heartbeat pass (`heartbeats`) and one shared
+/// check (`StreamWatcher`) serve every open stream, so an idle stream is a mailbox and a
+/// suspended task, and costs no wake-ups.
 public final class StreamHub: Sendable {
     private struct State {
-        var streams: [String: [UInt64: StreamMailbox]] = [:]
+        var streams: [String: [StreamMailbox]] = [:]
         var count = 0
         var nextID: UInt64 = 0
         var subscribed = false
         var closed = false
+        /// Streams that may still open in this second (`STREAM_ACCEPT_PER_SECOND`, refilled continuously).
+        var acceptTokens: Double
+        var acceptRefilled: ContinuousClock.Instant
+        /// Where the next shared check starts looking (`StreamWatcher`): a stream opened now
+        /// notes what exists from there, so that check does not send it as new.
+        var checkFloor: Timestamp?
+        /// Push came back: the watcher checks at once instead of at its next interval.
+        var checkRequested = false
     }
 
-    private let state = Mutex(State())
+    /// Why `open` refused a stream.
+    enum Refusal: Error {
+        /// `STREAM_MAX_CONNECTIONS` open, or shutting down.
+        case full
+        /// `STREAM_ACCEPT_PER_SECOND` accepted in the last second.
+        case tooFast
+    }
+
+    private let state: Mutex<State>
     private let gateway: RedisGateway
     let maxConnections: Int
+    let acceptPerSecond: Int
+    /// A stream that sent nothing for this long sends `: keep-alive` (`STREAM_HEARTBEAT_SECONDS`).
+    let heartbeat: Duration
     /// The largest `retry:` a stream ends with (`STREAM_RETRY_MAX_MS`).
     let retryMax: Duration
     let metrics: ServiceMetrics
     let logger: Logger
-    /// Set once by `attach` (the subscriber needs the hub's callbacks, the hub the subscriber).
+    /// The origin of the streams' write times (`elapsed`), kept as integers in their mailboxes.
+    private let epoch = ContinuousClock.now
+    /// Set once by `makeSubscriber` (the subscriber needs the hub's callbacks, the hub the subscriber).
     private let subscriberBox = Mutex<RedisSubscriber?>(nil)
 
-    public init(gateway: RedisGateway, maxConnections: Int, retryMax: Duration = .seconds(10), metrics: ServiceMetrics, logger: Logger) {
+    public init(
+        gateway: RedisGateway, maxConnections: Int, acceptPerSecond: Int = 500, heartbeat: Duration = .seconds(15),
+        retryMax: Duration = .seconds(10), metrics: ServiceMetrics, logger: Logger
+    ) {
         self.gateway = gateway
         self.maxConnections = maxConnections
+        self.acceptPerSecond = acceptPerSecond
+        self.heartbeat = heartbeat
         self.retryMax = retryMax
         self.metrics = metrics
         self.logger = logger
+        state = Mutex(State(acceptTokens: Double(acceptPerSecond), acceptRefilled: .now))
     }
-
     /// Builds the subscriber connection that feeds this hub (run it as a service).
     public func makeSubscriber(
         configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, sentinel: SentinelResolver?,
@@ -71,26 +99,36 @@ public final class StreamHub: Sendable {
     /// Push can be relied on: the subscriber is connected and the circuit is closed.
     var pushAvailable: Bool { state.withLock { $0.subscribed } && gateway.state == .closed }
 
-    /// A mailbox for a new stream of `user`; nil beyond `STREAM_MAX_CONNECTIONS` or while shutting down.
+    /// A mailbox for a new stream of `user`, or why not: beyond `STREAM_MAX_CONNECTIONS` or
+    /// while shutting down (`full`), beyond `STREAM_ACCEPT_PER_SECOND` (`tooFast`).
     /// `credentialSecond`: when the stream's credential was issued (a user token's `iat`; for an
     /// API key, the second the stream opened): a revocation at or after it ends the stream.
-    func open(user: String, credentialSecond: Int64) -> StreamMailbox? {
-        let (mailbox, count) = state.withLock { state -> (StreamMailbox?, Int) in
-            guard !state.closed, state.count < maxConnections else { return (nil, state.count) }
+    /// `onStuck`: drops the client's connection (its writes have not gone out for `stuckAfter`).
+    func open(user: String, credentialSecond: Int64, onStuck: @escaping @Sendable () -> Void) throws(Refusal) -> StreamMailbox {
+        let opened = state.withLock { state -> Result<(StreamMailbox, Int), Refusal> in
+            guard !state.closed, state.count < maxConnections else { return .failure(.full) }
+            let now = ContinuousClock.now
+            let rate = Double(acceptPerSecond)
+            state.acceptTokens = min(rate, state.acceptTokens + Double((now - state.acceptRefilled).nanoseconds) / 1e9 * rate)
+            state.acceptRefilled = now
+            guard state.acceptTokens >= 1 else { return .failure(.tooFast) }
+            state.acceptTokens -= 1
             state.nextID &+= 1
-            let mailbox = StreamMailbox(id: state.nextID, user: user, credentialSecond: credentialSecond)
+            let mailbox = StreamMailbox(id: state.nextID, user: user, credentialSecond: credentialSecond, onStuck: onStuck, now: elapsed())
             if state.streams[user] == nil { subscriberBox.withLock { $0 }?.subscribe(StreamMessage.channel(user)) }
-            state.streams[user, default: [:]][mailbox.id] = mailbox
+            state.streams[user, default: []].append(mailbox)
             state.count += 1
-            return (mailbox, state.count)
+            return .success((mailbox, state.count))
         }
+        let (mailbox, count) = try opened.get()
         metrics.streamsOpen(count)
         return mailbox
     }
 
     func close(_ mailbox: StreamMailbox) {
         let count = state.withLock { state -> Int in
-            guard state.streams[mailbox.user]?.removeValue(forKey: mailbox.id) != nil else { return state.count }
+            guard let index = state.streams[mailbox.user]?.firstIndex(where: { $0 === mailbox }) else { return state.count }
+            state.streams[mailbox.user]?.remove(at: index)
             state.count -= 1
             if state.streams[mailbox.user]?.isEmpty ?? false {
                 state.streams[mailbox.user] = nil
@@ -113,7 +151,7 @@ public final class StreamHub: Sendable {
     public func closeAll() {
         let all = state.withLock { state -> [StreamMailbox] in
             state.closed = true
-            return state.streams.values.flatMap(\.values)
+            return state.streams.values.flatMap { $0 }
         }
         for mailbox in all { mailbox.finish() }
     }
@@ -123,44 +161,122 @@ public final class StreamHub: Sendable {
     /// Whether a stream would be accepted now (HEAD answers as GET would, without opening one).
     public var hasRoom: Bool { state.withLock { !$0.closed && $0.count < maxConnections } }
 
+    /// The users with open streams (what the shared check looks at).
+    var users: [String] { state.withLock { Array($0.streams.keys) } }
+
+    /// Hands `item` to every open stream of `user`.
+    func post(_ item: StreamMailbox.Item, to user: String) {
+        for mailbox in mailboxes(of: user) { mailbox.post(item) }
+    }
+
+    /// The user's streams start over (`event: reset`): too much to send one by one.
+    func reset(user: String) {
+        for mailbox in mailboxes(of: user) { mailbox.requestReset() }
+    }
+
+    private func mailboxes(of user: String) -> [StreamMailbox] {
+        state.withLock { $0.streams[user] ?? [] }
+    }
+
+    /// Where a stream opened now starts noting what exists: the next shared check's floor, or
+    /// `fallback` (a look-back before now) if earlier or before the first check.
+    func checkFloor(orEarlier fallback: Timestamp) -> Timestamp {
+        state.withLock { state in state.checkFloor.map { min($0, fallback) } ?? fallback }
+    }
+
+    func setCheckFloor(_ floor: Timestamp) {
+        state.withLock { $0.checkFloor = floor }
+    }
+
+    /// Whether push came back since the last call (the watcher then checks at once).
+    func takeCheckRequest() -> Bool {
+        state.withLock { state in
+            defer { state.checkRequested = false }
+            return state.checkRequested
+        }
+    }
+
+    /// Time on the hub's clock, as the mailboxes keep it.
+    func elapsed() -> Int64 {
+        (ContinuousClock.now - epoch).nanoseconds
+    }
+
+    /// A stream whose write has waited this long for its client is dropped.
+    var stuckAfter: Duration { max(heartbeat * 2, .seconds(30)) }
+
+    /// One pass over every open stream: those idle for a heartbeat are told to send one, those
+    /// whose client stopped reading for `stuckAfter` are dropped. Run about four times a heartbeat.
+    func heartbeats() {
+        let all = state.withLock { $0.streams.values.flatMap { $0 } }
+        let now = elapsed()
+        let idle = heartbeat.nanoseconds
+        let stuck = stuckAfter.nanoseconds
+        for mailbox in all {
+            let writing = mailbox.writeStarted.load(ordering: .relaxed)
+            if writing != 0 {
+                if now - writing >= stuck { mailbox.onStuck() }
+            } else if now - mailbox.lastWrite.load(ordering: .relaxed) >= idle {
+                mailbox.heartbeatDue()
+            }
+        }
+    }
+
     private func deliver(channel: String, payload: [UInt8]) {
         guard let user = StreamMessage.user(ofChannel: channel), let message = StreamMessage(payload: payload) else { return }
         if case .revoked(let second) = message {
             revoked(user: user, atSecond: second)
             return
         }
-        let mailboxes = state.withLock { $0.streams[user].map { Array($0.values) } ?? [] }
-        for mailbox in mailboxes { mailbox.post(message) }
+        post(.message(message), to: user)
     }
 
     /// The user's tokens up to `second` are revoked: the streams they opened end (and those
     /// opened with an API key up to then: "the user's open streams end").
     public func revoked(user: String, atSecond second: Int64) {
-        let ending = state.withLock { $0.streams[user].map { $0.values.filter { $0.credentialSecond <= second } } ?? [] }
-        for mailbox in ending { mailbox.finish() }
+        for mailbox in mailboxes(of: user) where mailbox.credentialSecond <= second { mailbox.finish() }
     }
 
     private func subscriberConnected(_ up: Bool) {
-        let all = state.withLock { state -> [StreamMailbox] in
+        state.withLock { state in
             state.subscribed = up
-            return state.streams.values.flatMap(\.values)
+            // Back on push: one shared check at once, so nothing published meanwhile is skipped.
+            if up { state.checkRequested = true }
         }
         logger.log(level: up ? .info : .warning, up ? "Stream push connected" : "Stream push lost; open streams poll MongoDB")
-        // Back on push: one catch-up query each, so nothing published meanwhile is skipped.
-        for mailbox in all { up ? mailbox.requestCatchUp() : mailbox.wake() }
     }
 }
 
-/// One stream's inbox: messages pushed for its user (bounded; on overflow the stream catches
-/// up from MongoDB instead), and the signals that wake its loop.
+/// One stream's inbox: messages pushed for its user and what the shared check found (bounded;
+/// on overflow the stream resets), and the signals that wake its task. Nothing is allocated
+/// for it while it is empty.
 final class StreamMailbox: Sendable {
     static let capacity = 256
 
+    enum Item: Sendable {
+        /// From the user's channel.
+        case message(StreamMessage)
+        /// What the shared check found written for the user (the stream skips what it sent).
+        case found([Notification])
+        /// The user's counts, read by the shared poll (no push tells of changes then).
+        case counts(Counts)
+    }
+
+    /// What woke the stream.
+    struct Signals {
+        var items: [Item] = []
+        var reset = false
+        var heartbeat = false
+        var finished = false
+    }
+
     private struct State {
-        var messages: Deque<StreamMessage> = []
-        var catchUp = false
+        var items: Deque<Item> = []
+        var reset = false
+        var heartbeat = false
         var finished = false
         var waiter: CheckedContinuation<Void, Never>?
+
+        var ready: Bool { !items.isEmpty || reset || heartbeat || finished }
 
         mutating func take() -> CheckedContinuation<Void, Never>? {
             defer { waiter = nil }
@@ -172,77 +288,56 @@ final class StreamMailbox: Sendable {
     let user: String
     /// When the stream's credential was issued, in seconds (`StreamHub.open`).
     let credentialSecond: Int64
+    let onStuck: @Sendable () -> Void
+    /// On the hub's clock (`StreamHub.elapsed`): when the last frame went out, and when the
+    /// write now waiting for the client started (0: none waits).
+    let lastWrite: Atomic<Int64>
+    let writeStarted = Atomic<Int64>(0)
     private let state = Mutex(State())
 
-    init(id: UInt64, user: String, credentialSecond: Int64) {
+    init(id: UInt64, user: String, credentialSecond: Int64, onStuck: @escaping @Sendable () -> Void, now: Int64 = 0) {
         self.id = id
         self.user = user
         self.credentialSecond = credentialSecond
+        self.onStuck = onStuck
+        self.lastWrite = Atomic(now)
     }
 
-    func post(_ message: StreamMessage) {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            if state.messages.count < Self.capacity { state.messages.append(message) } else { state.catchUp = true }
-            return state.take()
+    func post(_ item: Item) {
+        signal { state in
+            if state.items.count < Self.capacity { state.items.append(item) } else { state.reset = true }
         }
-        waiter?.resume()
     }
 
-    func requestCatchUp() {
+    func requestReset() { signal { $0.reset = true } }
+    func heartbeatDue() { signal { $0.heartbeat = true } }
+    func finish() { signal { $0.finished = true } }
+
+    private func signal(_ change: (inout State) -> Void) {
         state.withLock { state in
-            state.catchUp = true
+            change(&state)
             return state.take()
         }?.resume()
     }
 
-    func wake() {
-        state.withLock { $0.take() }?.resume()
-    }
-
-    func finish() {
-        state.withLock { state in
-            state.finished = true
-            return state.take()
-        }?.resume()
-    }
-
-    /// What has arrived since the last call.
-    func drain() -> (messages: [StreamMessage], catchUp: Bool, finished: Bool) {
-        state.withLock { state in
-            defer {
-                state.messages.removeAll()
-                state.catchUp = false
-            }
-            return (Array(state.messages), state.catchUp, state.finished)
-        }
-    }
-
-    /// Returns when something arrives, after `limit`, or when the task is cancelled.
-    func wait(upTo limit: Duration) async {
+    /// Returns what arrived since the last call, once something did (or the task is cancelled).
+    func next() async -> Signals {
         await withTaskCancellationHandler {
-            await waitUncancelled(upTo: limit)
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let ready = state.withLock { state -> Bool in
+                    if state.ready || Task.isCancelled { return true }
+                    state.waiter?.resume()
+                    state.waiter = continuation
+                    return false
+                }
+                if ready { continuation.resume() }
+            }
         } onCancel: {
-            wake()
+            state.withLock { $0.take() }?.resume()
         }
-    }
-
-    private func waitUncancelled(upTo limit: Duration) async {
-        if Task.isCancelled { return }
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let ready = state.withLock { state -> Bool in
-                if !state.messages.isEmpty || state.catchUp || state.finished { return true }
-                state.waiter?.resume()
-                state.waiter = continuation
-                return false
-            }
-            if ready {
-                continuation.resume()
-                return
-            }
-            Task { [weak self] in
-                try? await Task.sleep(for: limit)
-                self?.wake()
-            }
+        return state.withLock { state in
+            defer { state = State(waiter: state.waiter) }
+            return Signals(items: Array(state.items), reset: state.reset, heartbeat: state.heartbeat, finished: state.finished)
         }
     }
 }

@@ -7,12 +7,10 @@ internal import NotificationsCore
 /// `GET /v1/users/{userId}/notifications/stream`: Server-Sent Events (`NotificationStream`).
 struct StreamRoutes {
     let feed: NotificationFeed
-    let store: any NotificationStore
+    let queries: StreamQueries
     let hub: StreamHub
-    let heartbeat: Duration
     let pollInterval: Duration
     let metrics: ServiceMetrics
-    let revocations: TokenRevocations
 
     func register(on routes: RouteRegistrar<some RouterMethods<AppRequestContext>>) {
         routes.on(.get, "/users/{userId}/notifications/stream", access: .userOrQueryToken(.feedRead), stream)
@@ -30,49 +28,45 @@ struct StreamRoutes {
             guard hub.hasRoom else { throw Self.tooManyStreams() }
             return Response(status: .ok, headers: headers)
         }
-        guard
-            let stream = NotificationStream.open(
-                user: user, credentialSecond: context.userToken?.issuedAt, revocations: revocations, store: store, feed: feed, hub: hub,
-                heartbeat: heartbeat, pollInterval: pollInterval)
-        else {
+        let channel = context.channel
+        let stream: NotificationStream
+        do {
+            stream = try NotificationStream.open(
+                user: user, credentialSecond: context.userToken?.issuedAt, queries: queries, feed: feed, hub: hub, pollInterval: pollInterval,
+                onStuck: { channel.close(promise: nil) })
+        } catch .full {
             metrics.requestShed(.streams)
             throw Self.tooManyStreams()
+        } catch .tooFast {
+            metrics.requestShed(.streamAccept)
+            // Spread, so the refused part of a storm does not come back in one second.
+            throw Problem.overloaded(
+                "This instance is accepting new streams as fast as it may; retry after the delay given.", retryAfterSeconds: Int.random(in: 1...5))
         }
-        // Frames go through a bounded buffer: a client that stops reading fills it and is
-        // dropped (its stream ends), instead of holding memory or a stream slot forever.
-        let (frames, continuation) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .bufferingOldest(Self.bufferedFrames))
-        // Detached: the stream outlives the request, and must not inherit its per-request Redis
-        // scope (after one failed call, every later cache call of the stream would skip Redis).
-        let producer = Task.detached {
-            defer {
-                stream.close()
-                continuation.finish()
-            }
-            do {
-                try await stream.run(resumeAfter: lastEventID) { frame in
-                    guard case .enqueued = continuation.yield(ByteBuffer(string: frame)) else { throw SlowClient() }
+        // The stream runs in the connection's own task, writing each frame as it goes: no task
+        // or buffer of its own while idle. A client that stops reading blocks its write; the
+        // hub's heartbeat pass then drops its connection (`StreamHub.stuckAfter`). The body
+        // runs after the middleware returned, outside the request's Redis scope (after one
+        // failed call, that scope would make every later cache call of the stream skip Redis).
+        return Response(
+            status: .ok, headers: headers,
+            body: ResponseBody { writer in
+                defer { stream.close() }
+                do {
+                    try await stream.run(resumeAfter: lastEventID) { frame in try await writer.write(ByteBuffer(string: frame)) }
+                } catch {
+                    // The stream's own failure (MongoDB unusable when it opened): tell the client
+                    // when to come back, spread, so a failing instance's clients do not return at
+                    // once. (A client that left fails this write too: nobody to tell.)
+                    try? await writer.write(ByteBuffer(string: hub.retryLine()))
                 }
-            } catch is SlowClient {
-                // The client is gone or stopped reading: nobody to tell.
-            } catch {
-                // The stream's own failure (MongoDB unusable for a poll): tell the client when
-                // to come back, spread, so a failing instance's clients do not return at once.
-                _ = continuation.yield(ByteBuffer(string: hub.retryLine()))
-            }
-        }
-        // The client left (or the server stopped writing): stop the stream.
-        continuation.onTermination = { _ in producer.cancel() }
-        return Response(status: .ok, headers: headers, body: ResponseBody(asyncSequence: frames))
+                try? await writer.finish(nil)
+            })
     }
 
     static func tooManyStreams() -> Problem {
         Problem.overloaded("This instance holds as many streams as it may; retry, possibly elsewhere.")
     }
-
-    /// Frames a stream may have waiting for its client before it is dropped.
-    static let bufferedFrames = 64
-
-    struct SlowClient: Error {}
 }
 
 extension HTTPField.Name {

@@ -9,6 +9,8 @@ public struct AppRequestContext: RequestContext {
     public var apiKey: APIKey?
     public var userToken: UserToken?
     public let remoteAddress: SocketAddress?
+    /// The client's connection: a stream whose client stopped reading is dropped by closing it.
+    public let channel: any Channel
     /// Set by `IdempotencyMiddleware` for a request that holds an idempotency claim.
     public var idempotencyClaim: IdempotencyStore.Claim?
     /// A feed page request's query, validated by its cache probe (`RateLimitMiddleware`), so
@@ -24,6 +26,7 @@ public struct AppRequestContext: RequestContext {
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         remoteAddress = source.channel.remoteAddress
+        channel = source.channel
     }
 
     /// Bodies are read by `RequestBody` with the contract's own limit.

@@ -89,8 +89,8 @@ extension Problem {
     }
 
     /// 503 `overloaded`: this instance sheds the request without doing any of it.
-    public static func overloaded(_ detail: String) -> Problem {
-        Problem(.serviceUnavailable, code: "overloaded", title: "Overloaded", detail: detail, headers: [.retryAfter: "1"])
+    public static func overloaded(_ detail: String, retryAfterSeconds: Int = 1) -> Problem {
+        Problem(.serviceUnavailable, code: "overloaded", title: "Overloaded", detail: detail, headers: [.retryAfter: String(retryAfterSeconds)])
     }
 
     public static func internalError() -> Problem {

@@ -58,7 +58,8 @@ public struct AppEnvironment: Sendable {
         let events = EventStore(pool: mongoPool)
         let publisher = StreamPublisher(gateway: gateway)
         let streams = StreamHub(
-            gateway: gateway, maxConnections: settings.streamMaxConnections, retryMax: .milliseconds(settings.streamRetryMaxMilliseconds),
+            gateway: gateway, maxConnections: settings.streamMaxConnections, acceptPerSecond: settings.streamAcceptPerSecond,
+            heartbeat: .seconds(settings.streamHeartbeatSeconds), retryMax: .milliseconds(settings.streamRetryMaxMilliseconds),
             metrics: metrics, logger: logger)
         // The near cache's invalidations ride on the streams' subscriber connection.
         let tracking = near.map { near in
@@ -90,7 +91,8 @@ public struct AppEnvironment: Sendable {
             events: EventService(
                 events: events, followers: followers, preferences: preferences, writer: writer,
                 runner: BackgroundRunner(kind: "fan-out", logger: logger, inProgress: metrics.fanoutsInProgress), settings: settings, metrics: metrics, logger: logger),
-            followers: followers, preferences: preferences, cache: cache, streams: streams, store: store,
+            followers: followers, preferences: preferences, cache: cache, streams: streams,
+            streamQueries: StreamQueries(store: store, metrics: metrics), store: store,
             metrics: metrics, registry: registry, inFlight: Bulkhead(capacity: settings.maxInFlight))
         return AppEnvironment(
             settings: settings, services: services, redisPool: redisPool, mongoPool: mongoPool, store: store, gateway: gateway,
@@ -102,6 +104,13 @@ public struct AppEnvironment: Sendable {
         RetentionSweeper(
             store: store, feed: services.feed, metrics: services.metrics, interval: settings.retentionInterval,
             retentionDays: settings.feedRetentionDays, maxPerUser: settings.feedMaxPerUser)
+    }
+
+    /// The heartbeats and the shared check of this instance's open streams.
+    public func streamWatcher() -> StreamWatcher {
+        StreamWatcher(
+            hub: services.streams, queries: services.streamQueries, store: store, revocations: services.revocations,
+            pollInterval: .milliseconds(settings.streamPollIntervalMilliseconds))
     }
 
     /// Every MongoDB index the service relies on (idempotent).
