@@ -194,8 +194,8 @@ class Servers:
 class Service:
     """One instance of the binary on a free port."""
 
-    def __init__(self, servers, **env):
-        self.port = free_port()
+    def __init__(self, servers, port=None, **env):
+        self.port = port or free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="notifications-e2e-", suffix=".log", delete=False)
         SERVICE_LOGS.append(self.log.name)
         self.process = subprocess.Popen(

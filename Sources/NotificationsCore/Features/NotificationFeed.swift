@@ -170,10 +170,12 @@ public struct NotificationFeed: Sendable {
         cache.probe(user: userId, variant: Self.countsVariant)
     }
 
-    /// `{"unreadCount", "unseenCount", "totalCount", "archivedCount"}`, from the feed cache when it has it.
-    public func counts(userId: String) async throws -> CachedJSON {
+    /// `{"unreadCount", "unseenCount", "totalCount", "archivedCount"}`, from the feed cache when
+    /// it has it, else from `load` (by default the store; a stream's shares its query).
+    public func counts(userId: String, load: (@Sendable () async throws -> Counts)? = nil) async throws -> CachedJSON {
         try await cache.cached(user: userId, variant: Self.countsVariant) { [store] in
-            try await store.counts(recipientId: userId).json
+            if let load { return try await load().json }
+            return try await store.counts(recipientId: userId).json
         }
     }
 

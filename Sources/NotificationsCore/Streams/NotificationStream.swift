@@ -93,7 +93,8 @@ public struct NotificationStream: Sendable {
                 event: "counts")
         }
         func sendCount(force: Bool) async throws {
-            guard let counts = Counts(json: try await feed.counts(userId: user).body) else { return }
+            let counts = try await feed.counts(userId: user) { [queries, user] in try await queries.counts(user) }
+            guard let counts = Counts(json: counts.body) else { return }
             try await show(counts, force: force)
         }
         /// False if the stream sent `id` already.

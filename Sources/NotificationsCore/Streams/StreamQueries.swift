@@ -29,9 +29,17 @@ public final class StreamQueries: Sendable {
         var continuation: CheckedContinuation<Answer, any Error>
     }
 
+    private struct WaitingCounts {
+        var user: String
+        var continuation: CheckedContinuation<Counts, any Error>
+    }
+
     private struct State {
         var waiting: [Waiting] = []
+        var counts: [WaitingCounts] = []
         var flushing = false
+
+        var isEmpty: Bool { waiting.isEmpty && counts.isEmpty }
     }
 
     let store: any NotificationStore
@@ -53,25 +61,47 @@ public final class StreamQueries: Sendable {
     /// counted as `stream_resume`, a look at what was written (`.written`) as `stream_open`.
     func ask(_ request: Request) async throws -> Answer {
         try await withCheckedThrowingContinuation { continuation in
-            let start = state.withLock { state -> Bool in
-                state.waiting.append(Waiting(request: request, continuation: continuation))
-                defer { state.flushing = true }
-                return !state.flushing
-            }
-            if start { Task { await self.flush() } }
+            enqueue { $0.waiting.append(Waiting(request: request, continuation: continuation)) }
         }
+    }
+
+    /// A user's counts when a stream opens and the feed cache does not have them, read with
+    /// those of the other streams opening together (one query per 1000 users).
+    func counts(_ user: String) async throws -> Counts {
+        try await withCheckedThrowingContinuation { continuation in
+            enqueue { $0.counts.append(WaitingCounts(user: user, continuation: continuation)) }
+        }
+    }
+
+    private func enqueue(_ add: (inout State) -> Void) {
+        let start = state.withLock { state -> Bool in
+            add(&state)
+            defer { state.flushing = true }
+            return !state.flushing
+        }
+        // Detached: the batch serves many streams, and inherits nothing from the first one.
+        if start { Task.detached { await self.flush() } }
     }
 
     /// Answers what waits, batch after batch, until nothing does.
     private func flush() async {
         try? await Task.sleep(for: gather)
         while true {
-            let batch = state.withLock { state -> [Waiting] in
-                defer { state.waiting = [] }
-                if state.waiting.isEmpty { state.flushing = false }
-                return state.waiting
+            let (batch, counts) = state.withLock { state -> ([Waiting], [WaitingCounts]) in
+                defer { (state.waiting, state.counts) = ([], []) }
+                if state.isEmpty { state.flushing = false }
+                return (state.waiting, state.counts)
             }
-            if batch.isEmpty { return }
+            if batch.isEmpty && counts.isEmpty { return }
+            for start in stride(from: 0, to: counts.count, by: Self.usersPerQuery) {
+                let chunk = counts[start..<min(counts.count, start + Self.usersPerQuery)]
+                do {
+                    let found = try await store.counts(recipientIds: Array(Set(chunk.map(\.user))))
+                    for waiting in chunk { waiting.continuation.resume(returning: found[waiting.user] ?? Counts()) }
+                } catch {
+                    for waiting in chunk { waiting.continuation.resume(throwing: error) }
+                }
+            }
             // By kind, then by floor, so the users of one query have floors close together.
             let resumes = batch.filter { if case .id = $0.request.since { true } else { false } }
             let opens = batch.filter { if case .written = $0.request.since { true } else { false } }

@@ -230,7 +230,9 @@ paths:
         the stream first sends, oldest first, the notifications with a greater id (at most 100;
         more: `event: reset` with `data: {}`, reload the feed). While Redis is unusable the stream
         polls MongoDB every STREAM_POLL_INTERVAL_MS. On shutdown, or when it fails, it ends after a `retry:` drawn at random between 1000 and STREAM_RETRY_MAX_MS.
-        Beyond STREAM_MAX_CONNECTIONS per instance: 503 overloaded.
+        Beyond STREAM_MAX_CONNECTIONS per instance: 503 overloaded. Beyond STREAM_ACCEPT_PER_SECOND new
+        streams a second per instance (a reconnection storm): 503 overloaded with a Retry-After spread
+        over 1–5 s.
       parameters: &streamParameters
         - $ref: "#/components/parameters/UserId"
         - $ref: "#/components/parameters/LastEventId"
