@@ -9,7 +9,8 @@ user each) and measures, all in one run:
   streams opened and closed);
 - its CPU while they are idle for 35 s (two heartbeats, three shared checks), as % of one core;
 - delivery latency to one of them, with the others open: 200 notifications created one after
-  another for random users, from the create's request to the event's arrival (p50, p99);
+  another for random users, from the create's answer (and from its request) to the event's
+  arrival (p50, p99);
 - after SIGTERM and a restart on the same port, the time until every stream is connected again
   (clients reconnect as clients/js does: `retry:` spread by the server, full jitter, Retry-After).
 Targets: at most 20 KiB per stream, at most 5 % of one core, p99 under 100 ms.
@@ -80,18 +81,25 @@ async def load(binary):
         idle = (cpu_seconds(service.process.pid) - cpu_start) / (time.monotonic() - wall_start)
         print(f"idle for {IDLE_SECONDS} s (heartbeats, shared checks): {idle * 100:.2f} % of one core (target 5)")
 
-        latencies = []
+        # From the create's request, and from its answer (the contract's "within 1 s of the
+        # write returning"; an event that arrived before the answer counts as 0).
+        from_request, from_answer = [], []
         for _ in range(200):
             tab = random.choice(tabs)
             sent_at = time.monotonic()
             status, _, body = await loop.run_in_executor(
                 None, lambda: e2e.call(service.port, "POST", "/v1/notifications", {"recipientId": tab.user, "type": "load"}, e2e.auth()))
+            answered_at = time.monotonic()
             assert status == 201, (status, body)
             await wait_until(lambda: body["id"] in tab.event_times, 10, "delivery")
-            latencies.append(tab.event_times[body["id"]] - sent_at)
-        latencies.sort()
-        p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
-        print(f"delivery with {STREAMS} open: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms (request sent to event received; target p99 < 100)")
+            from_request.append(tab.event_times[body["id"]] - sent_at)
+            from_answer.append(max(0.0, tab.event_times[body["id"]] - answered_at))
+        for values in (from_request, from_answer):
+            values.sort()
+        p99 = from_answer[int(len(from_answer) * 0.99)]
+        print(f"delivery with {STREAMS} open, 200 notifications: from the write's answer p50 {from_answer[100] * 1000:.1f} ms, "
+              f"p99 {p99 * 1000:.1f} ms (target p99 < 100); from its request p50 {from_request[100] * 1000:.1f} ms, "
+              f"p99 {from_request[int(len(from_request) * 0.99)] * 1000:.1f} ms")
 
         port = service.port
         stopped_at = time.monotonic()

@@ -30,7 +30,7 @@ struct Serve: AsyncParsableCommand {
 
         let environment = try AppEnvironment.make(settings: settings, logger: logger, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
         let app = Application(
-            router: buildRouter(environment.services),
+            router: StreamRequestOffloading(buildRouter(environment.services)),
             // A connection that sends nothing for 30 s is closed (a stalled body must not hold a drain forever).
             server: .http1(configuration: .init(idleTimeout: .seconds(30))),
             configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "notifications"),

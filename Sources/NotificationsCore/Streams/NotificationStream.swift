@@ -11,8 +11,8 @@ internal import Synchronization
 /// `StreamQueries`, shared with the streams that open at the same moment. Ids sent are
 /// remembered beyond the check's reach, so nothing is sent twice within a stream, across the
 /// push/poll switches too. Between events the stream's task is suspended on its mailbox: no
-/// timer of its own.
-public struct NotificationStream: Sendable {
+/// timer of its own. A class: the response body that runs it captures one reference.
+public final class NotificationStream: Sendable {
     let user: String
     let queries: StreamQueries
     let feed: NotificationFeed
@@ -23,6 +23,20 @@ public struct NotificationStream: Sendable {
     /// How long ago the shared check can reach: ids sent are remembered at least this long.
     let reach: Duration
     let clock: any WallClock
+
+    init(
+        user: String, queries: StreamQueries, feed: NotificationFeed, hub: StreamHub, mailbox: StreamMailbox, lookBack: Duration,
+        reach: Duration, clock: any WallClock
+    ) {
+        self.user = user
+        self.queries = queries
+        self.feed = feed
+        self.hub = hub
+        self.mailbox = mailbox
+        self.lookBack = lookBack
+        self.reach = reach
+        self.clock = clock
+    }
 
     static let resumeLimit = 100
     /// At most this many existing notifications are noted when a stream opens or resets.
@@ -60,6 +74,12 @@ public struct NotificationStream: Sendable {
             reach: max(StreamWatcher.pushCheckInterval, pollInterval) + lookBack, clock: clock)
     }
 
+    /// The user's counts from the feed cache, else from a query shared with the streams opening together.
+    func counts() async throws -> Counts? {
+        let (queries, user) = (queries, user)
+        return Counts(json: try await feed.counts(userId: user) { try await queries.counts(user) }.body)
+    }
+
     /// Unregisters the stream (its user's channel is unsubscribed with the last one).
     public func close() {
         hub.close(mailbox)
@@ -70,115 +90,185 @@ public struct NotificationStream: Sendable {
     /// are thrown: the caller ends the stream with a `retry:` line.
     /// - Parameter send: writes one SSE frame.
     public func run(resumeAfter lastEventID: String?, send: (String) async throws -> Void) async throws {
-        var state = StreamState(openedAt: clock.now(), reach: reach)
-        func emit(_ frame: String, event: String) async throws {
+        // The loop that idles holds only its own few words; the opening and each wake-up run
+        // in functions of their own (see `StreamSession`).
+        let session = StreamSession(self)
+        try await session.start(resumeAfter: lastEventID, send: send)
+        while true {
+            let signals = await mailbox.next()
+            if Task.isCancelled { return }
+            guard try await session.handle(signals, send: send) else { return }
+        }
+    }
+}
+
+/// Runs `body` in a task of its own and returns its result. A task keeps the async stack it
+/// has grown for as long as it lives (the runtime's task allocator holds on to freed slabs),
+/// and a stream's task lives as long as the stream: its queries and cache reads, with their
+/// Redis and MongoDB call chains, run in a task whose stack is freed when they return. Not a
+/// child task: creating one links the parent's task-locals into the parent's own stack. Each
+/// call is bounded by the Redis and MongoDB deadlines, so it needs no cancellation.
+func onItsOwnStack<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await Task.detached(operation: body).value
+}
+
+/// One stream's run: what it sent, and how it sends. Used by its own task only.
+///
+/// Its task is the connection's, which lives as long as the stream, and keeps the deepest
+/// async stack it ever grew: so what reads Redis or MongoDB runs `onItsOwnStack`, frames are
+/// built by plain (synchronous) functions, and the async functions here only fetch and write.
+final class StreamSession {
+    /// One SSE frame and the event it counts as in `sse_events_sent_total`.
+    typealias Frame = (text: String, event: String)
+
+    let stream: NotificationStream
+    var state: StreamState
+
+    init(_ stream: NotificationStream) {
+        self.stream = stream
+        state = StreamState(openedAt: stream.clock.now(), reach: stream.reach)
+    }
+
+    var hub: StreamHub { stream.hub }
+    var mailbox: StreamMailbox { stream.mailbox }
+
+    /// What exists now is not new. This snapshot is taken before the first event: a
+    /// notification the client creates once it sees that event is written after it, so it is
+    /// not mistaken for an old one. Without a resume point: what was written since the next
+    /// shared check's floor. With one: the ids from a look-back before it (ids from other
+    /// instances may sort just below it), and in the same query what came after it. Then the
+    /// counts, then what was missed, oldest first (or `reset`).
+    func start(resumeAfter lastEventID: String?, send: (String) async throws -> Void) async throws {
+        let resumeTime = lastEventID.flatMap(ObjectIDs.time(of:))
+        let since: StreamSince
+        var limit = NotificationStream.existingLimit
+        if let resumeTime {
+            since = .id(ObjectIDs.lowerBound(at: resumeTime.advanced(by: .zero - stream.lookBack)))
+            limit += NotificationStream.resumeLimit + 1
+        } else {
+            since = .written(hub.checkFloor(orEarlier: state.openedAt.advanced(by: .zero - stream.lookBack)))
+        }
+        let request = StreamQueries.Request(user: stream.user, since: since, limit: limit)
+        let (answer, counts) = try await onItsOwnStack { [stream] in
+            let answer = try await stream.queries.ask(request)
+            return (answer, try await stream.counts())
+        }
+        var missed: [Notification] = []
+        var tooManyMissed = false
+        let now = stream.clock.now()
+        if let lastEventID, resumeTime != nil {
+            for notification in answer.found where notification.id <= lastEventID { _ = state.markSent(id: notification.id, at: now) }
+            missed = answer.found.filter { $0.id > lastEventID }
+            // A full answer may have more after it than it holds: the client reloads instead.
+            tooManyMissed = answer.full || missed.count > NotificationStream.resumeLimit
+        } else {
+            for notification in answer.found { _ = state.markSent(id: notification.id, at: now) }
+        }
+        try await write(countFrames(counts, force: true), send: send)
+        if tooManyMissed {
+            try await reset(send: send)
+        } else {
+            try await write(notificationFrames(missed), send: send)
+        }
+    }
+
+    /// Acts on what woke the stream; false when the stream ends.
+    func handle(_ signals: StreamMailbox.Signals, send: (String) async throws -> Void) async throws -> Bool {
+        if signals.finished {
+            try? await send(hub.retryLine())
+            return false
+        }
+        if signals.reset { try await reset(send: send) }
+        let (frames, countsChanged) = frames(for: signals.items)
+        try await write(frames, send: send)
+        if countsChanged { try await write(countFrames(try await onItsOwnStack { [stream] in try await stream.counts() }, force: false), send: send) }
+        if signals.heartbeat, hub.elapsed() - mailbox.lastWrite.load(ordering: .relaxed) >= hub.heartbeat.nanoseconds {
+            try await write([(": keep-alive\n\n", "keep-alive")], send: send)
+        }
+        return true
+    }
+
+    /// Too much to send one by one: the client reloads its feed; the stream goes on from now.
+    /// What exists is noted before the event goes out, so a notification the client writes
+    /// once it sees the event is not taken for an old one.
+    func reset(send: (String) async throws -> Void) async throws {
+        let request = StreamQueries.Request(
+            user: stream.user, since: .written(stream.clock.now().advanced(by: .zero - stream.lookBack)), limit: NotificationStream.existingLimit)
+        let answer = try await onItsOwnStack { [queries = stream.queries] in try await queries.ask(request) }
+        let now = stream.clock.now()
+        for notification in answer.found { _ = state.markSent(id: notification.id, at: now) }
+        try await write([("event: reset\ndata: {}\n\n", "reset")], send: send)
+    }
+
+    func write(_ frames: [Frame], send: (String) async throws -> Void) async throws {
+        for frame in frames {
             mailbox.writeStarted.store(hub.elapsed(), ordering: .relaxed)
             defer {
                 mailbox.writeStarted.store(0, ordering: .relaxed)
                 mailbox.lastWrite.store(hub.elapsed(), ordering: .relaxed)
             }
-            try await send(frame)
-            hub.metrics.streamEventSent(event)
+            try await send(frame.text)
+            hub.metrics.streamEventSent(frame.event)
         }
-        /// `unread-count` when the unread count changed, `counts` when any count changed (both on connect).
-        func show(_ counts: Counts, force: Bool) async throws {
-            let previous = force ? nil : state.lastCounts
-            guard counts != previous else { return }
-            state.lastCounts = counts
-            if counts.unread != previous?.unread {
-                try await emit("event: unread-count\ndata: {\"unreadCount\":\(counts.unread)}\n\n", event: "unread-count")
-            }
-            try await emit(
-                "event: counts\ndata: {\"unreadCount\":\(counts.unread),\"unseenCount\":\(counts.unseen),\"totalCount\":\(counts.total)}\n\n",
-                event: "counts")
-        }
-        func sendCount(force: Bool) async throws {
-            let counts = try await feed.counts(userId: user) { [queries, user] in try await queries.counts(user) }
-            guard let counts = Counts(json: counts.body) else { return }
-            try await show(counts, force: force)
-        }
-        /// False if the stream sent `id` already.
-        func sendNotification(id: String, createdAt: Int64, json: String) async throws -> Bool {
-            guard state.markSent(id: id, at: clock.now()) else { return false }
-            try await emit("event: notification\nid: \(id)\ndata: \(json)\n\n", event: "notification")
-            hub.metrics.streamDelivered(after: .milliseconds(clock.now().milliseconds - createdAt))
-            return true
-        }
-        /// Sends what of `found` this stream has not sent yet, oldest id first; whether any was.
-        func deliver(_ found: [Notification]) async throws -> Bool {
-            var sent = false
-            for notification in found.sorted(by: { $0.id < $1.id }) {
-                var json = JSONWriter()
-                notification.write(to: &json)
-                if try await sendNotification(id: notification.id, createdAt: notification.createdAt.milliseconds, json: json.string) { sent = true }
-            }
-            return sent
-        }
-        /// Notes as sent what exists from `since` on, so no look sends it as new.
-        func markExisting(since: StreamSince) async throws -> StreamQueries.Answer {
-            let answer = try await queries.ask(.init(user: user, since: since, limit: Self.existingLimit))
-            let now = clock.now()
-            for notification in answer.found { _ = state.markSent(id: notification.id, at: now) }
-            return answer
-        }
-        /// Too much to send one by one: the client reloads its feed; the stream goes on from now.
-        /// What exists is noted before the event goes out, so a notification the client writes
-        /// once it sees the event is not taken for an old one.
-        func reset() async throws {
-            _ = try await markExisting(since: .written(clock.now().advanced(by: .zero - lookBack)))
-            try await emit("event: reset\ndata: {}\n\n", event: "reset")
-        }
+    }
 
-        // What exists now is not new. This snapshot is taken before the first event: a
-        // notification the client creates once it sees that event is written after it, so it
-        // is not mistaken for an old one. Without a resume point: what was written since the
-        // next shared check's floor. With one: the ids from a look-back before it (ids from other
-        // instances may sort just below it), and in the same query what came after it.
-        var missed: [Notification] = []
-        var tooManyMissed = false
-        if let lastEventID, let resumeTime = ObjectIDs.time(of: lastEventID) {
-            let floor = ObjectIDs.lowerBound(at: resumeTime.advanced(by: .zero - lookBack))
-            let answer = try await queries.ask(.init(user: user, since: .id(floor), limit: Self.existingLimit + Self.resumeLimit + 1))
-            let now = clock.now()
-            for notification in answer.found where notification.id <= lastEventID { _ = state.markSent(id: notification.id, at: now) }
-            missed = answer.found.filter { $0.id > lastEventID }
-            // A full answer may have more after it than it holds: the client reloads instead.
-            tooManyMissed = answer.full || missed.count > Self.resumeLimit
-        } else {
-            _ = try await markExisting(since: .written(hub.checkFloor(orEarlier: state.openedAt.advanced(by: .zero - lookBack))))
-        }
-        try await sendCount(force: true)
-        // Then what is strictly newer than the resume point, oldest first.
-        if tooManyMissed {
-            try await reset()
-        } else if !missed.isEmpty {
-            _ = try await deliver(missed)
-        }
-        while true {
-            let signals = await mailbox.next()
-            if Task.isCancelled { return }
-            if signals.finished {
-                try? await send(hub.retryLine())
-                return
-            }
-            if signals.reset { try await reset() }
-            for item in signals.items {
-                switch item {
-                case .message(.notification(let id, let createdAt, let json)):
-                    if try await sendNotification(id: id, createdAt: createdAt, json: json) { try await sendCount(force: false) }
-                case .message(.countChanged):
-                    try await sendCount(force: false)
-                case .message(.revoked):
-                    break  // The hub ends the stream (`StreamHub.revoked`); never posted.
-                case .found(let found):
-                    if try await deliver(found) { try await sendCount(force: false) }
-                case .counts(let counts):
-                    try await show(counts, force: false)
+    /// The frames of what woke the stream, and whether the counts may have changed (they are
+    /// read afterwards, once).
+    func frames(for items: [StreamMailbox.Item]) -> (frames: [Frame], countsChanged: Bool) {
+        var frames: [Frame] = []
+        var countsChanged = false
+        for item in items {
+            switch item {
+            case .message(.notification(let id, let createdAt, let json)):
+                if let frame = notificationFrame(id: id, createdAt: createdAt, json: json) {
+                    frames.append(frame)
+                    countsChanged = true
                 }
+            case .message(.countChanged):
+                countsChanged = true
+            case .message(.revoked):
+                break  // The hub ends the stream (`StreamHub.revoked`); never posted.
+            case .found(let found):
+                let sent = notificationFrames(found)
+                frames += sent
+                countsChanged = countsChanged || !sent.isEmpty
+            case .counts(let counts):
+                frames += countFrames(counts, force: false)
             }
-            if signals.heartbeat, hub.elapsed() - mailbox.lastWrite.load(ordering: .relaxed) >= hub.heartbeat.nanoseconds {
-                try await emit(": keep-alive\n\n", event: "keep-alive")
-            }
+        }
+        return (frames, countsChanged)
+    }
+
+    /// `unread-count` when the unread count changed, `counts` when any count changed (both on connect).
+    func countFrames(_ counts: Counts?, force: Bool) -> [Frame] {
+        let previous = force ? nil : state.lastCounts
+        guard let counts, counts != previous else { return [] }
+        state.lastCounts = counts
+        var frames: [Frame] = []
+        if counts.unread != previous?.unread {
+            frames.append(("event: unread-count\ndata: {\"unreadCount\":\(counts.unread)}\n\n", "unread-count"))
+        }
+        frames.append((
+            "event: counts\ndata: {\"unreadCount\":\(counts.unread),\"unseenCount\":\(counts.unseen),\"totalCount\":\(counts.total)}\n\n",
+            "counts"
+        ))
+        return frames
+    }
+
+    /// The frame of a notification, or nil if the stream sent it already.
+    func notificationFrame(id: String, createdAt: Int64, json: String) -> Frame? {
+        let now = stream.clock.now()
+        guard state.markSent(id: id, at: now) else { return nil }
+        hub.metrics.streamDelivered(after: .milliseconds(now.milliseconds - createdAt))
+        return ("event: notification\nid: \(id)\ndata: \(json)\n\n", "notification")
+    }
+
+    /// The frames of what of `found` this stream has not sent yet, oldest id first.
+    func notificationFrames(_ found: [Notification]) -> [Frame] {
+        found.sorted { $0.id < $1.id }.compactMap { notification in
+            var json = JSONWriter()
+            notification.write(to: &json)
+            return notificationFrame(id: notification.id, createdAt: notification.createdAt.milliseconds, json: json.string)
         }
     }
 }

@@ -321,6 +321,7 @@ final class StreamMailbox: Sendable {
     }
 
     /// Returns what arrived since the last call, once something did (or the task is cancelled).
+    @inline(never)
     func next() async -> Signals {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
