@@ -24,26 +24,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2e  # noqa: E402
-from stream_clients import Tab, raise_file_limit  # noqa: E402
+from stream_clients import Tab, cpu_seconds, raise_file_limit, wait_until  # noqa: E402
 
 STREAMS = int(sys.argv[2]) if len(sys.argv) > 2 else 10000
 IDLE_SECONDS = 35
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-async def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out: {what}")
 
 
 async def load(binary):

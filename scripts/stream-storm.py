@@ -29,7 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2e  # noqa: E402
-from stream_clients import Tab, raise_file_limit  # noqa: E402
+from stream_clients import Tab, cpu_seconds, raise_file_limit, wait_until  # noqa: E402
 
 STREAMS = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
 USERS = int(os.environ.get("USERS", STREAMS // 2))
@@ -106,10 +106,6 @@ class FeedProbe:
         self.process.join()
 
 
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values, fraction):
@@ -234,13 +230,6 @@ async def storm(binary):
         e2e.remove_service_logs()
 
 
-async def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out: {what}")
 
 
 def main():

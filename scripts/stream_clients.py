@@ -6,9 +6,27 @@ reconnects after the server's `retry:` (or 1 s) with full-jitter backoff, honour
 id. Standard library only: a raw HTTP/1.1 request and a chunked-body parser.
 """
 import asyncio
+import os
 import random
 import resource
 import time
+
+
+async def wait_until(predicate, timeout, what):
+    """Polls `predicate` until it holds; fails naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out: {what}")
+
+
+def cpu_seconds(pid):
+    """CPU time (user and system) a process used so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def raise_file_limit():

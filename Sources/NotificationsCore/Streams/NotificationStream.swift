@@ -85,15 +85,30 @@ public final class NotificationStream: Sendable {
         hub.close(mailbox)
     }
 
-    /// Runs until the hub ends the stream (shutdown, revocation), a write fails (the client
-    /// left), or the task is cancelled. Failures of its own (MongoDB unusable when it opens)
-    /// are thrown: the caller ends the stream with a `retry:` line.
-    /// - Parameter send: writes one SSE frame.
-    public func run(resumeAfter lastEventID: String?, send: (String) async throws -> Void) async throws {
-        // The loop that idles holds only its own few words; the opening and each wake-up run
-        // in functions of their own (see `StreamSession`).
+    /// What the stream sends first, read before the response starts: what exists (so it is not
+    /// sent as new), the counts, and what a `Last-Event-ID` missed. Run by the request's
+    /// handler (in its own task, `StreamRequestOffloading`); a failure here is the request's
+    /// (MongoDB unusable: 503), and the stream is closed.
+    public func prepare(resumeAfter lastEventID: String?) async throws -> StreamSession {
         let session = StreamSession(self)
-        try await session.start(resumeAfter: lastEventID, send: send)
+        do {
+            try await session.open(resumeAfter: lastEventID)
+        } catch {
+            close()
+            throw error
+        }
+        return session
+    }
+
+    /// Sends what `prepare` read, then runs until the hub ends the stream (shutdown,
+    /// revocation), a write fails (the client left), or the task is cancelled. Failures of its
+    /// own (MongoDB unusable for a count) are thrown: the caller ends the stream with a
+    /// `retry:` line.
+    /// - Parameter send: writes one SSE frame.
+    public func run(_ session: StreamSession, send: (String) async throws -> Void) async throws {
+        // The loop that idles holds only its own few words; each wake-up runs in a function of
+        // its own (see `StreamSession`).
+        try await session.write(session.takeOpeningFrames(), send: send)
         while true {
             let signals = await mailbox.next()
             if Task.isCancelled { return }
@@ -112,21 +127,29 @@ func onItsOwnStack<T: Sendable>(_ body: @escaping @Sendable () async throws -> T
     try await Task.detached(operation: body).value
 }
 
-/// One stream's run: what it sent, and how it sends. Used by its own task only.
+/// One stream's run: what it sent, and how it sends. Prepared by the request's task, then
+/// used by the connection's task only (its state is behind a lock for that hand-over).
 ///
-/// Its task is the connection's, which lives as long as the stream, and keeps the deepest
-/// async stack it ever grew: so what reads Redis or MongoDB runs `onItsOwnStack`, frames are
-/// built by plain (synchronous) functions, and the async functions here only fetch and write.
-final class StreamSession {
+/// The connection's task lives as long as the stream, and keeps the deepest async stack it
+/// ever grew: so the opening reads run before the response (`prepare`), later reads of Redis
+/// or MongoDB run `onItsOwnStack`, frames are built by plain (synchronous) functions, and the
+/// async functions here only fetch and write.
+public final class StreamSession: Sendable {
     /// One SSE frame and the event it counts as in `sse_events_sent_total`.
     typealias Frame = (text: String, event: String)
 
+    private struct State {
+        var stream: StreamState
+        /// What `open` read, to be sent first.
+        var opening: [Frame] = []
+    }
+
     let stream: NotificationStream
-    var state: StreamState
+    private let locked: Mutex<State>
 
     init(_ stream: NotificationStream) {
         self.stream = stream
-        state = StreamState(openedAt: stream.clock.now(), reach: stream.reach)
+        locked = Mutex(State(stream: StreamState(openedAt: stream.clock.now(), reach: stream.reach)))
     }
 
     var hub: StreamHub { stream.hub }
@@ -138,7 +161,7 @@ final class StreamSession {
     /// shared check's floor. With one: the ids from a look-back before it (ids from other
     /// instances may sort just below it), and in the same query what came after it. Then the
     /// counts, then what was missed, oldest first (or `reset`).
-    func start(resumeAfter lastEventID: String?, send: (String) async throws -> Void) async throws {
+    func open(resumeAfter lastEventID: String?) async throws {
         let resumeTime = lastEventID.flatMap(ObjectIDs.time(of:))
         let since: StreamSince
         var limit = NotificationStream.existingLimit
@@ -146,30 +169,41 @@ final class StreamSession {
             since = .id(ObjectIDs.lowerBound(at: resumeTime.advanced(by: .zero - stream.lookBack)))
             limit += NotificationStream.resumeLimit + 1
         } else {
-            since = .written(hub.checkFloor(orEarlier: state.openedAt.advanced(by: .zero - stream.lookBack)))
+            let openedAt = locked.withLock { $0.stream.openedAt }
+            since = .written(hub.checkFloor(orEarlier: openedAt.advanced(by: .zero - stream.lookBack)))
         }
-        let request = StreamQueries.Request(user: stream.user, since: since, limit: limit)
-        let (answer, counts) = try await onItsOwnStack { [stream] in
-            let answer = try await stream.queries.ask(request)
-            return (answer, try await stream.counts())
-        }
+        let answer = try await stream.queries.ask(StreamQueries.Request(user: stream.user, since: since, limit: limit))
+        let counts = try await stream.counts()
         var missed: [Notification] = []
         var tooManyMissed = false
-        let now = stream.clock.now()
         if let lastEventID, resumeTime != nil {
-            for notification in answer.found where notification.id <= lastEventID { _ = state.markSent(id: notification.id, at: now) }
+            mark(answer.found.filter { $0.id <= lastEventID })
             missed = answer.found.filter { $0.id > lastEventID }
             // A full answer may have more after it than it holds: the client reloads instead.
             tooManyMissed = answer.full || missed.count > NotificationStream.resumeLimit
         } else {
-            for notification in answer.found { _ = state.markSent(id: notification.id, at: now) }
+            mark(answer.found)
         }
-        try await write(countFrames(counts, force: true), send: send)
+        var frames = countFrames(counts, force: true)
         if tooManyMissed {
-            try await reset(send: send)
+            frames += try await resetFrames()
         } else {
-            try await write(notificationFrames(missed), send: send)
+            frames += notificationFrames(missed)
         }
+        locked.withLock { $0.opening = frames }
+    }
+
+    func takeOpeningFrames() -> [Frame] {
+        locked.withLock { state in
+            defer { state.opening = [] }
+            return state.opening
+        }
+    }
+
+    /// Notes `existing` as sent: no look sends them as new.
+    func mark(_ existing: [Notification]) {
+        let now = stream.clock.now()
+        locked.withLock { state in for notification in existing { _ = state.stream.markSent(id: notification.id, at: now) } }
     }
 
     /// Acts on what woke the stream; false when the stream ends.
@@ -178,7 +212,7 @@ final class StreamSession {
             try? await send(hub.retryLine())
             return false
         }
-        if signals.reset { try await reset(send: send) }
+        if signals.reset { try await write(try await onItsOwnStack { [self] in try await resetFrames() }, send: send) }
         let (frames, countsChanged) = frames(for: signals.items)
         try await write(frames, send: send)
         if countsChanged { try await write(countFrames(try await onItsOwnStack { [stream] in try await stream.counts() }, force: false), send: send) }
@@ -191,13 +225,11 @@ final class StreamSession {
     /// Too much to send one by one: the client reloads its feed; the stream goes on from now.
     /// What exists is noted before the event goes out, so a notification the client writes
     /// once it sees the event is not taken for an old one.
-    func reset(send: (String) async throws -> Void) async throws {
+    func resetFrames() async throws -> [Frame] {
         let request = StreamQueries.Request(
             user: stream.user, since: .written(stream.clock.now().advanced(by: .zero - stream.lookBack)), limit: NotificationStream.existingLimit)
-        let answer = try await onItsOwnStack { [queries = stream.queries] in try await queries.ask(request) }
-        let now = stream.clock.now()
-        for notification in answer.found { _ = state.markSent(id: notification.id, at: now) }
-        try await write([("event: reset\ndata: {}\n\n", "reset")], send: send)
+        mark(try await stream.queries.ask(request).found)
+        return [("event: reset\ndata: {}\n\n", "reset")]
     }
 
     func write(_ frames: [Frame], send: (String) async throws -> Void) async throws {
@@ -241,9 +273,14 @@ final class StreamSession {
 
     /// `unread-count` when the unread count changed, `counts` when any count changed (both on connect).
     func countFrames(_ counts: Counts?, force: Bool) -> [Frame] {
-        let previous = force ? nil : state.lastCounts
-        guard let counts, counts != previous else { return [] }
-        state.lastCounts = counts
+        guard let counts else { return [] }
+        let previous = locked.withLock { state -> Counts?? in
+            let previous = force ? nil : state.stream.lastCounts
+            guard counts != previous else { return .none }
+            state.stream.lastCounts = counts
+            return .some(previous)
+        }
+        guard let previous else { return [] }
         var frames: [Frame] = []
         if counts.unread != previous?.unread {
             frames.append(("event: unread-count\ndata: {\"unreadCount\":\(counts.unread)}\n\n", "unread-count"))
@@ -258,7 +295,7 @@ final class StreamSession {
     /// The frame of a notification, or nil if the stream sent it already.
     func notificationFrame(id: String, createdAt: Int64, json: String) -> Frame? {
         let now = stream.clock.now()
-        guard state.markSent(id: id, at: now) else { return nil }
+        guard locked.withLock({ $0.stream.markSent(id: id, at: now) }) else { return nil }
         hub.metrics.streamDelivered(after: .milliseconds(now.milliseconds - createdAt))
         return ("event: notification\nid: \(id)\ndata: \(json)\n\n", "notification")
     }

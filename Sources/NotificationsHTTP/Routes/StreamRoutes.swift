@@ -43,21 +43,24 @@ struct StreamRoutes {
             throw Problem.overloaded(
                 "This instance is accepting new streams as fast as it may; retry after the delay given.", retryAfterSeconds: Int.random(in: 1...5))
         }
-        // The stream runs in the connection's own task, writing each frame as it goes: no task
-        // or buffer of its own while idle. A client that stops reading blocks its write; the
-        // hub's heartbeat pass then drops its connection (`StreamHub.stuckAfter`). The body
-        // runs after the middleware returned, outside the request's Redis scope (after one
-        // failed call, that scope would make every later cache call of the stream skip Redis).
+        // What the stream sends first is read now, in the request's task (so MongoDB being
+        // unusable is this request's 503, and the connection's task never grows the stack of
+        // those reads). Then the stream runs in the connection's own task, writing each frame as
+        // it goes: no task or buffer of its own while idle. A client that stops reading blocks
+        // its write; the hub's heartbeat pass then drops its connection (`StreamHub.stuckAfter`).
+        // The body runs after the middleware returned, outside the request's Redis scope (after
+        // one failed call, that scope would make every later cache call of the stream skip Redis).
+        let session = try await stream.prepare(resumeAfter: lastEventID)
         return Response(
             status: .ok, headers: headers,
             body: ResponseBody { writer in
                 defer { stream.close() }
                 do {
-                    try await stream.run(resumeAfter: lastEventID) { frame in try await writer.write(ByteBuffer(string: frame)) }
+                    try await stream.run(session) { frame in try await writer.write(ByteBuffer(string: frame)) }
                 } catch {
-                    // The stream's own failure (MongoDB unusable when it opened): tell the client
-                    // when to come back, spread, so a failing instance's clients do not return at
-                    // once. (A client that left fails this write too: nobody to tell.)
+                    // The stream's own failure (MongoDB unusable for a count or a reset): tell the
+                    // client when to come back, spread, so a failing instance's clients do not
+                    // return at once. (A client that left fails this write too: nobody to tell.)
                     try? await writer.write(ByteBuffer(string: hub.retryLine()))
                 }
                 try? await writer.finish(nil)
