@@ -121,8 +121,8 @@ public final class NotificationStream: Sendable {
 /// has grown for as long as it lives (the runtime's task allocator holds on to freed slabs),
 /// and a stream's task lives as long as the stream: its queries and cache reads, with their
 /// Redis and MongoDB call chains, run in a task whose stack is freed when they return. Not a
-/// child task: creating one links the parent's task-locals into the parent's own stack. Each
-/// call is bounded by the Redis and MongoDB deadlines, so it needs no cancellation.
+/// child task: a task group's body would add its own frames to the stream's task. Each call is
+/// bounded by the Redis and MongoDB deadlines, so it needs no cancellation.
 func onItsOwnStack<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
     try await Task.detached(operation: body).value
 }

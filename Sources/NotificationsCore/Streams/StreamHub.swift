@@ -22,7 +22,6 @@ public final class StreamHub: Sendable {
     private struct State {
         var streams: [String: [StreamMailbox]] = [:]
         var count = 0
-        var nextID: UInt64 = 0
         var subscribed = false
         var closed = false
         /// Streams that may still open in this second (`STREAM_ACCEPT_PER_SECOND`, refilled continuously).
@@ -113,8 +112,7 @@ public final class StreamHub: Sendable {
             state.acceptRefilled = now
             guard state.acceptTokens >= 1 else { return .failure(.tooFast) }
             state.acceptTokens -= 1
-            state.nextID &+= 1
-            let mailbox = StreamMailbox(id: state.nextID, user: user, credentialSecond: credentialSecond, onStuck: onStuck, now: elapsed())
+            let mailbox = StreamMailbox(user: user, credentialSecond: credentialSecond, onStuck: onStuck, now: elapsed())
             if state.streams[user] == nil { subscriberBox.withLock { $0 }?.subscribe(StreamMessage.channel(user)) }
             state.streams[user, default: []].append(mailbox)
             state.count += 1
@@ -284,7 +282,6 @@ final class StreamMailbox: Sendable {
         }
     }
 
-    let id: UInt64
     let user: String
     /// When the stream's credential was issued, in seconds (`StreamHub.open`).
     let credentialSecond: Int64
@@ -295,8 +292,7 @@ final class StreamMailbox: Sendable {
     let writeStarted = Atomic<Int64>(0)
     private let state = Mutex(State())
 
-    init(id: UInt64, user: String, credentialSecond: Int64, onStuck: @escaping @Sendable () -> Void, now: Int64 = 0) {
-        self.id = id
+    init(user: String, credentialSecond: Int64, onStuck: @escaping @Sendable () -> Void, now: Int64 = 0) {
         self.user = user
         self.credentialSecond = credentialSecond
         self.onStuck = onStuck
