@@ -36,7 +36,8 @@ IDLE_SECONDS = 35
 
 async def load(binary):
     servers = e2e.Servers()
-    env = dict(RATE_LIMIT_POLICIES="dev:unlimited", STREAM_MAX_CONNECTIONS=str(STREAMS + 100), LOG_LEVEL="warning")
+    env = dict(RATE_LIMIT_POLICIES="dev:unlimited", STREAM_MAX_CONNECTIONS=str(STREAMS + 100), LOG_LEVEL="warning",
+               STREAM_ACCEPT_PER_SECOND=os.environ.get("STREAM_ACCEPT_PER_SECOND", "500"))
     service = e2e.Service(servers, **env)
     tabs, tasks = [], []
     loop = asyncio.get_running_loop()

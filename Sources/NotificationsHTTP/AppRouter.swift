@@ -93,8 +93,7 @@ public func buildRouter(_ services: AppServices) -> Router<AppRequestContext> {
     let v1Routes = RouteRegistrar(methods: v1, table: table, prefix: "/v1")
     NotificationRoutes(feed: services.feed, bulk: services.bulk).register(on: v1Routes)
     StreamRoutes(
-        feed: services.feed, queries: services.streamQueries, hub: services.streams,
-        pollInterval: .milliseconds(services.settings.streamPollIntervalMilliseconds), metrics: services.metrics
+        queries: services.streamQueries, hub: services.streams, metrics: services.metrics
     ).register(on: v1Routes)
     TokenRoutes(tokens: services.tokens, revocations: services.revocations, clock: SystemWallClock()).register(on: v1Routes)
     EventRoutes(events: services.events).register(on: v1Routes)

@@ -31,8 +31,9 @@ struct Serve: AsyncParsableCommand {
         let environment = try AppEnvironment.make(settings: settings, logger: logger, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
         let app = Application(
             router: StreamRequestOffloading(buildRouter(environment.services)),
-            // A connection that sends nothing for 30 s is closed (a stalled body must not hold a drain forever).
-            server: .http1(configuration: .init(idleTimeout: .seconds(30))),
+            // A connection that sends nothing for 30 s is closed (a stalled body must not hold a
+            // drain forever); receive buffers start small (an idle stream keeps its own).
+            server: .http1SmallReadBuffers(configuration: .init(idleTimeout: .seconds(30))),
             configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "notifications"),
             onServerRunning: { channel in logger.info("Listening", metadata: ["address": "\(channel.localAddress?.description ?? "?")"]) },
             logger: logger)

@@ -251,8 +251,7 @@ struct StreamTests {
             let services = harness.environment.services
             let user = "tabs"
             @Sendable func openStream() -> NotificationStream? {
-                try? NotificationStream.open(
-                    user: user, credentialSecond: nil, queries: services.streamQueries, feed: services.feed, hub: services.streams, pollInterval: .seconds(2))
+                try? NotificationStream.open(user: user, credentialSecond: nil, queries: services.streamQueries, hub: services.streams)
             }
             try await harness.withRedisAdmin { admin in
                 func subscribers() async throws -> Int64? {

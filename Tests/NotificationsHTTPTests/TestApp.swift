@@ -64,7 +64,8 @@ private func runHarness(_ configured: Settings, _ test: @Sendable (Harness) asyn
     let environment = try AppEnvironment.make(settings: settings, logger: logger, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
     try await environment.createIndexes()
     let app = Application(
-        router: StreamRequestOffloading(buildRouter(environment.services)), configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: logger)
+        router: StreamRequestOffloading(buildRouter(environment.services)), server: .http1SmallReadBuffers(configuration: .init()),
+        configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: logger)
     try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await RedisRecoveryProbe(gateway: environment.gateway, interval: .milliseconds(100)).run() }
         group.addTask { try await ResumeSweeper([environment.services.events, environment.services.bulk], logger: logger).run() }

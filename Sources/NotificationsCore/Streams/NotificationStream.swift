@@ -15,28 +15,22 @@ internal import Synchronization
 public final class NotificationStream: Sendable {
     let user: String
     let queries: StreamQueries
-    let feed: NotificationFeed
     let hub: StreamHub
     let mailbox: StreamMailbox
-    /// A look's reach back before the time it starts from (`WriteTiming.lookBack`).
-    let lookBack: Duration
-    /// How long ago the shared check can reach: ids sent are remembered at least this long.
-    let reach: Duration
-    let clock: any WallClock
 
-    init(
-        user: String, queries: StreamQueries, feed: NotificationFeed, hub: StreamHub, mailbox: StreamMailbox, lookBack: Duration,
-        reach: Duration, clock: any WallClock
-    ) {
+    init(user: String, queries: StreamQueries, hub: StreamHub, mailbox: StreamMailbox) {
         self.user = user
         self.queries = queries
-        self.feed = feed
         self.hub = hub
         self.mailbox = mailbox
-        self.lookBack = lookBack
-        self.reach = reach
-        self.clock = clock
     }
+
+    var feed: NotificationFeed { queries.feed }
+    /// A look's reach back before the time it starts from (`WriteTiming.lookBack`).
+    var lookBack: Duration { queries.lookBack }
+    /// How long ago the shared check can reach: ids sent are remembered at least this long.
+    var reach: Duration { queries.reach }
+    var clock: any WallClock { queries.clock }
 
     static let resumeLimit = 100
     /// At most this many existing notifications are noted when a stream opens or resets.
@@ -54,11 +48,9 @@ public final class NotificationStream: Sendable {
     /// `credentialSecond`: a user token's `iat`, nil for an API key (the stream's own start).
     /// `onStuck`: drops the client's connection (its client has not read for a while).
     public static func open(
-        user: String, credentialSecond: Int64?, queries: StreamQueries, feed: NotificationFeed, hub: StreamHub, pollInterval: Duration,
-        onStuck: @escaping @Sendable () -> Void = {}
+        user: String, credentialSecond: Int64?, queries: StreamQueries, hub: StreamHub, onStuck: @escaping @Sendable () -> Void = {}
     ) throws(Refusal) -> NotificationStream {
-        let clock = SystemWallClock()
-        let credential = credentialSecond ?? clock.now().milliseconds / 1000
+        let credential = credentialSecond ?? queries.clock.now().milliseconds / 1000
         let mailbox: StreamMailbox
         do {
             mailbox = try hub.open(user: user, credentialSecond: credential, onStuck: onStuck)
@@ -68,10 +60,7 @@ public final class NotificationStream: Sendable {
             case .tooFast: throw .tooFast
             }
         }
-        let lookBack = WriteTiming(writeDeadline: queries.store.writeTimeout).lookBack
-        return NotificationStream(
-            user: user, queries: queries, feed: feed, hub: hub, mailbox: mailbox, lookBack: lookBack,
-            reach: max(StreamWatcher.pushCheckInterval, pollInterval) + lookBack, clock: clock)
+        return NotificationStream(user: user, queries: queries, hub: hub, mailbox: mailbox)
     }
 
     /// The user's counts from the feed cache, else from a query shared with the streams opening together.
@@ -85,35 +74,17 @@ public final class NotificationStream: Sendable {
         hub.close(mailbox)
     }
 
-    /// What the stream sends first, read before the response starts: what exists (so it is not
-    /// sent as new), the counts, and what a `Last-Event-ID` missed. Run by the request's
-    /// handler (in its own task, `StreamRequestOffloading`); a failure here is the request's
-    /// (MongoDB unusable: 503), and the stream is closed.
+    /// What the stream sends first: what exists (so it is not sent as new), the counts, and
+    /// what a `Last-Event-ID` missed, read on a stack of its own (`onItsOwnStack`).
     public func prepare(resumeAfter lastEventID: String?) async throws -> StreamSession {
         let session = StreamSession(self)
-        do {
-            try await session.open(resumeAfter: lastEventID)
-        } catch {
-            close()
-            throw error
-        }
+        try await onItsOwnStack { try await session.open(resumeAfter: lastEventID) }
         return session
     }
 
-    /// Sends what `prepare` read, then runs until the hub ends the stream (shutdown,
-    /// revocation), a write fails (the client left), or the task is cancelled. Failures of its
-    /// own (MongoDB unusable for a count) are thrown: the caller ends the stream with a
-    /// `retry:` line.
-    /// - Parameter send: writes one SSE frame.
-    public func run(_ session: StreamSession, send: (String) async throws -> Void) async throws {
-        // The loop that idles holds only its own few words; each wake-up runs in a function of
-        // its own (see `StreamSession`).
-        try await session.write(session.takeOpeningFrames(), send: send)
-        while true {
-            let signals = await mailbox.next()
-            if Task.isCancelled { return }
-            guard try await session.handle(signals, send: send) else { return }
-        }
+    /// The line a stream ends with (`StreamHub.retryLine`).
+    public func retryLine() -> String {
+        hub.retryLine()
     }
 }
 
@@ -127,13 +98,12 @@ func onItsOwnStack<T: Sendable>(_ body: @escaping @Sendable () async throws -> T
     try await Task.detached(operation: body).value
 }
 
-/// One stream's run: what it sent, and how it sends. Prepared by the request's task, then
-/// used by the connection's task only (its state is behind a lock for that hand-over).
+/// One stream's run: what it sent, and how it sends. Opened on a stack of its own, then used
+/// by the connection's task only (its state is behind a lock for that hand-over).
 ///
 /// The connection's task lives as long as the stream, and keeps the deepest async stack it
-/// ever grew: so the opening reads run before the response (`prepare`), later reads of Redis
-/// or MongoDB run `onItsOwnStack`, frames are built by plain (synchronous) functions, and the
-/// async functions here only fetch and write.
+/// ever grew: so reads of Redis or MongoDB run `onItsOwnStack`, frames are built by plain
+/// (synchronous) functions, and the async functions here only fetch and write.
 public final class StreamSession: Sendable {
     /// One SSE frame and the event it counts as in `sse_events_sent_total`.
     typealias Frame = (text: String, event: String)
@@ -197,6 +167,21 @@ public final class StreamSession: Sendable {
         locked.withLock { state in
             defer { state.opening = [] }
             return state.opening
+        }
+    }
+
+    /// Sends what `open` read, then runs until the hub ends the stream (shutdown, revocation),
+    /// a write fails (the client left), or the task is cancelled. Failures of its own (MongoDB
+    /// unusable for a count) are thrown: the caller ends the stream with a `retry:` line.
+    /// - Parameter send: writes one SSE frame.
+    public func run(send: (String) async throws -> Void) async throws {
+        // The loop that idles holds only its own few words; each wake-up runs in a function of
+        // its own (`handle`).
+        try await write(takeOpeningFrames(), send: send)
+        while true {
+            let signals = await mailbox.next()
+            if Task.isCancelled { return }
+            guard try await handle(signals, send: send) else { return }
         }
     }
 

@@ -43,18 +43,29 @@ public final class StreamQueries: Sendable {
     }
 
     let store: any NotificationStore
+    /// The users' counts, from the feed cache first (`NotificationStream.counts`).
+    let feed: NotificationFeed
     let metrics: ServiceMetrics
     /// How long the first request of a batch waits for others.
     let gather: Duration
+    /// What every stream of this instance shares: a look's reach back before the time it starts
+    /// from (`WriteTiming.lookBack`), how long ago the shared check can reach (ids sent are
+    /// remembered at least this long), and the clock.
+    let lookBack: Duration
+    let reach: Duration
+    let clock: any WallClock = SystemWallClock()
     private let state = Mutex(State())
 
     static let usersPerQuery = 1000
     static let rowsPerPage = 1000
 
-    public init(store: any NotificationStore, metrics: ServiceMetrics, gather: Duration = .milliseconds(20)) {
+    public init(store: any NotificationStore, feed: NotificationFeed, metrics: ServiceMetrics, pollInterval: Duration, gather: Duration = .milliseconds(20)) {
         self.store = store
+        self.feed = feed
         self.metrics = metrics
         self.gather = gather
+        lookBack = WriteTiming(writeDeadline: store.writeTimeout).lookBack
+        reach = max(StreamWatcher.pushCheckInterval, pollInterval) + lookBack
     }
 
     /// One stream's look, answered with the others that arrive together. A resume (`.id`) is

@@ -6,10 +6,8 @@ internal import NotificationsCore
 
 /// `GET /v1/users/{userId}/notifications/stream`: Server-Sent Events (`NotificationStream`).
 struct StreamRoutes {
-    let feed: NotificationFeed
     let queries: StreamQueries
     let hub: StreamHub
-    let pollInterval: Duration
     let metrics: ServiceMetrics
 
     func register(on routes: RouteRegistrar<some RouterMethods<AppRequestContext>>) {
@@ -32,8 +30,7 @@ struct StreamRoutes {
         let stream: NotificationStream
         do {
             stream = try NotificationStream.open(
-                user: user, credentialSecond: context.userToken?.issuedAt, queries: queries, feed: feed, hub: hub, pollInterval: pollInterval,
-                onStuck: { channel.close(promise: nil) })
+                user: user, credentialSecond: context.userToken?.issuedAt, queries: queries, hub: hub, onStuck: { channel.close(promise: nil) })
         } catch .full {
             metrics.requestShed(.streams)
             throw Self.tooManyStreams()
@@ -43,25 +40,26 @@ struct StreamRoutes {
             throw Problem.overloaded(
                 "This instance is accepting new streams as fast as it may; retry after the delay given.", retryAfterSeconds: Int.random(in: 1...5))
         }
-        // What the stream sends first is read now, in the request's task (so MongoDB being
-        // unusable is this request's 503, and the connection's task never grows the stack of
-        // those reads). Then the stream runs in the connection's own task, writing each frame as
-        // it goes: no task or buffer of its own while idle. A client that stops reading blocks
-        // its write; the hub's heartbeat pass then drops its connection (`StreamHub.stuckAfter`).
-        // The body runs after the middleware returned, outside the request's Redis scope (after
-        // one failed call, that scope would make every later cache call of the stream skip Redis).
-        let session = try await stream.prepare(resumeAfter: lastEventID)
+        // The stream runs in the connection's own task, writing each frame as it goes: no task
+        // or buffer of its own while idle. What it sends first is read on a stack of its own
+        // (`NotificationStream.prepare`), so that task never grows the stack of those reads,
+        // and after the handler returned, so the request's middleware stack is freed and its
+        // MAX_IN_FLIGHT slot released meanwhile. A client that stops reading blocks its write;
+        // the hub's heartbeat pass then drops its connection (`StreamHub.stuckAfter`). The body
+        // runs outside the request's Redis scope (after one failed call, that scope would make
+        // every later cache call of the stream skip Redis).
         return Response(
             status: .ok, headers: headers,
-            body: ResponseBody { writer in
+            body: ResponseBody { [stream] writer in
                 defer { stream.close() }
                 do {
-                    try await stream.run(session) { frame in try await writer.write(ByteBuffer(string: frame)) }
+                    let session = try await stream.prepare(resumeAfter: lastEventID)
+                    try await session.run { frame in try await writer.write(ByteBuffer(string: frame)) }
                 } catch {
-                    // The stream's own failure (MongoDB unusable for a count or a reset): tell the
-                    // client when to come back, spread, so a failing instance's clients do not
-                    // return at once. (A client that left fails this write too: nobody to tell.)
-                    try? await writer.write(ByteBuffer(string: hub.retryLine()))
+                    // The stream's own failure (MongoDB unusable when it opened, or for a count):
+                    // tell the client when to come back, spread, so a failing instance's clients
+                    // do not return at once. (A client that left fails this write too.)
+                    try? await writer.write(ByteBuffer(string: stream.retryLine()))
                 }
                 try? await writer.finish(nil)
             })

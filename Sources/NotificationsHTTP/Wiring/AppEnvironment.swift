@@ -78,10 +78,11 @@ public struct AppEnvironment: Sendable {
         let bulk = AllAtOnceOperations(
             store: store, operations: BulkOperationStore(pool: mongoPool), runner: BackgroundRunner(kind: "bulk operation", logger: logger),
             locks: locks, cache: cache, streams: publisher, settings: settings, logger: logger)
+        let feed = NotificationFeed(store: store, writer: writer, cache: cache, preferences: preferences, streams: publisher)
         let revocations = TokenRevocations(pool: mongoPool, gateway: gateway, hub: streams, metrics: metrics, logger: logger)
         let services = AppServices(
             settings: settings, tokens: UserTokens(keys: settings.userTokenKeys), revocations: revocations,
-            feed: NotificationFeed(store: store, writer: writer, cache: cache, preferences: preferences, streams: publisher),
+            feed: feed,
             bulk: bulk,
             health: health, redis: gateway,
             limiter: RateLimiter(policies: settings.allRateLimitPolicies, gateway: gateway, metrics: metrics, logger: logger),
@@ -92,7 +93,9 @@ public struct AppEnvironment: Sendable {
                 events: events, followers: followers, preferences: preferences, writer: writer,
                 runner: BackgroundRunner(kind: "fan-out", logger: logger, inProgress: metrics.fanoutsInProgress), settings: settings, metrics: metrics, logger: logger),
             followers: followers, preferences: preferences, cache: cache, streams: streams,
-            streamQueries: StreamQueries(store: store, metrics: metrics), store: store,
+            streamQueries: StreamQueries(
+                store: store, feed: feed, metrics: metrics, pollInterval: .milliseconds(settings.streamPollIntervalMilliseconds)),
+            store: store,
             metrics: metrics, registry: registry, inFlight: Bulkhead(capacity: settings.maxInFlight))
         return AppEnvironment(
             settings: settings, services: services, redisPool: redisPool, mongoPool: mongoPool, store: store, gateway: gateway,
