@@ -7,16 +7,16 @@ public import NIOCore
 /// SwiftNIO keeps each connection's last receive buffer for its next read, sized by the
 /// channel's receive allocator: 2 KiB by default, kept for as long as the connection lives. A
 /// stream's connection reads one request of a few hundred bytes and then nothing, so that
-/// buffer was about a tenth of what an idle stream costs. Starting at 512 bytes (the allocator
-/// still grows it for larger reads: a request body comes in bigger reads after the first)
-/// keeps it small.
+/// buffer was about a tenth of what an idle stream costs. Starting at 256 bytes (the allocator
+/// grows it after a read that fills it: a larger request or body comes in bigger reads after
+/// the first) keeps it small.
 public struct SmallReadBuffers<Inner: ServerChildChannel>: ServerChildChannel {
     public typealias Value = Inner.Value
 
     let inner: Inner
 
-    /// The receive allocator of every connection: from 512 bytes, growing to 64 KiB for large reads.
-    static var allocator: AdaptiveRecvByteBufferAllocator { AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536) }
+    /// The receive allocator of every connection: from 256 bytes, growing to 64 KiB for large reads.
+    static var allocator: AdaptiveRecvByteBufferAllocator { AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536) }
 
     public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.setOption(ChannelOptions.recvAllocator, value: Self.allocator).flatMap {
