@@ -62,7 +62,7 @@ async def load(binary):
         await asyncio.sleep(3)
         with_streams = e2e.rss_kib(service.process.pid)
         per_stream = (with_streams - before) / STREAMS
-        print(f"{STREAMS} streams open in {opened:.1f} s (STREAM_ACCEPT_PER_SECOND 500); RSS {before / 1024:.0f} MiB before, "
+        print(f"{STREAMS} streams open in {opened:.1f} s (STREAM_ACCEPT_PER_SECOND {env['STREAM_ACCEPT_PER_SECOND']}); RSS {before / 1024:.0f} MiB before, "
               f"{with_streams / 1024:.0f} MiB with them: {per_stream:.1f} KiB per stream (target 20)")
 
         cpu_start, wall_start = cpu_seconds(service.process.pid), time.monotonic()
