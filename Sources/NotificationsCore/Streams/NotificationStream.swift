@@ -36,30 +36,14 @@ public final class NotificationStream: Sendable {
     /// At most this many existing notifications are noted when a stream opens or resets.
     static let existingLimit = 1000
 
-    /// Why a stream was not opened.
-    public enum Refusal: Error {
-        /// `STREAM_MAX_CONNECTIONS` are open (or the instance is shutting down).
-        case full
-        /// `STREAM_ACCEPT_PER_SECOND` opened in the last second: a storm is let in at that pace.
-        case tooFast
-    }
-
     /// A stream for `user`, registered with the hub.
     /// `credentialSecond`: a user token's `iat`, nil for an API key (the stream's own start).
     /// `onStuck`: drops the client's connection (its client has not read for a while).
     public static func open(
         user: String, credentialSecond: Int64?, queries: StreamQueries, hub: StreamHub, onStuck: @escaping @Sendable () -> Void = {}
-    ) throws(Refusal) -> NotificationStream {
+    ) throws(StreamHub.Refusal) -> NotificationStream {
         let credential = credentialSecond ?? queries.clock.now().milliseconds / 1000
-        let mailbox: StreamMailbox
-        do {
-            mailbox = try hub.open(user: user, credentialSecond: credential, onStuck: onStuck)
-        } catch {
-            switch error {
-            case .full: throw .full
-            case .tooFast: throw .tooFast
-            }
-        }
+        let mailbox = try hub.open(user: user, credentialSecond: credential, onStuck: onStuck)
         return NotificationStream(user: user, queries: queries, hub: hub, mailbox: mailbox)
     }
 

@@ -35,10 +35,10 @@ public final class StreamHub: Sendable {
     }
 
     /// Why `open` refused a stream.
-    enum Refusal: Error {
-        /// `STREAM_MAX_CONNECTIONS` open, or shutting down.
+    public enum Refusal: Error {
+        /// `STREAM_MAX_CONNECTIONS` are open (or the instance is shutting down).
         case full
-        /// `STREAM_ACCEPT_PER_SECOND` accepted in the last second.
+        /// `STREAM_ACCEPT_PER_SECOND` opened in the last second: a storm is let in at that pace.
         case tooFast
     }
 
