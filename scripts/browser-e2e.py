@@ -171,13 +171,7 @@ def main():
             browser.close()
         print(f"browser: feed, live in {latency * 1000:.0f} ms, second tab, failover, revocation: ok ({ARTIFACTS})")
     finally:
-        for service in (first, second):
-            try:
-                service.stop()
-            except Exception:
-                pass
-        servers.stop()
-        e2e.remove_service_logs()
+        e2e.shut_down(servers, first, second)
 
 
 if __name__ == "__main__":

@@ -598,6 +598,18 @@ class E2E(unittest.TestCase):
             self.assertIn(command, result.stdout)
 
 
+def shut_down(servers, *services):
+    """End of a script: stops its instances (whatever state they are in), the servers, and
+    removes the instances' logs."""
+    for service in services:
+        try:
+            service.stop()
+        except Exception:
+            pass
+    servers.stop()
+    remove_service_logs()
+
+
 def remove_service_logs():
     for path in SERVICE_LOGS:
         try:

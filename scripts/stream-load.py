@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2e  # noqa: E402
-from stream_clients import Tab, cpu_seconds, raise_file_limit, wait_until  # noqa: E402
+from stream_clients import Tab, cpu_seconds, raise_file_limit, stop_tabs, wait_until  # noqa: E402
 
 STREAMS = int(sys.argv[2]) if len(sys.argv) > 2 else 10000
 IDLE_SECONDS = 35
@@ -46,10 +46,7 @@ async def load(binary):
         warm = [Tab(f"warm-{n}", [service.port], e2e.KEY) for n in range(200)]
         warm_tasks = [asyncio.create_task(tab.run()) for tab in warm]
         await wait_until(lambda: all(tab.first_count.is_set() for tab in warm), 60, "warm-up streams")
-        for tab in warm:
-            tab.stop()
-        for task in warm_tasks:
-            task.cancel()
+        stop_tabs(warm, warm_tasks)
         await wait_until(lambda: e2e.metric(service.port, "sse_connections") == 0, 60, "warm-up streams closed")
         await asyncio.sleep(2)
         before = e2e.rss_kib(service.process.pid)
@@ -104,16 +101,8 @@ async def load(binary):
         print("targets met" if ok else "targets NOT met")
         return ok
     finally:
-        for tab in tabs:
-            tab.stop()
-        for task in tasks:
-            task.cancel()
-        try:
-            service.stop()
-        except Exception:
-            pass
-        servers.stop()
-        e2e.remove_service_logs()
+        stop_tabs(tabs, tasks)
+        e2e.shut_down(servers, service)
 
 
 def main():

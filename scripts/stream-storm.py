@@ -29,7 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2e  # noqa: E402
-from stream_clients import Tab, cpu_seconds, raise_file_limit, wait_until  # noqa: E402
+from stream_clients import Tab, cpu_seconds, raise_file_limit, stop_tabs, wait_until  # noqa: E402
 
 STREAMS = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
 USERS = int(os.environ.get("USERS", STREAMS // 2))
@@ -215,21 +215,10 @@ async def storm(binary):
         print(f"delivery: {total} notifications to {USERS} users, every one on each of its tabs exactly once after "
               f"de-duplication, in order ({duplicates} repeats across reconnects removed by id)")
     finally:
-        for tab in tabs:
-            tab.stop()
-        for task in tasks:
-            task.cancel()
+        stop_tabs(tabs, tasks)
         writer.stopped = True
         writer.running.set()
-        for service in (first, second):
-            try:
-                service.stop()
-            except Exception:
-                pass
-        servers.stop()
-        e2e.remove_service_logs()
-
-
+        e2e.shut_down(servers, first, second)
 
 
 def main():

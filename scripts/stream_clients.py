@@ -29,6 +29,14 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def stop_tabs(tabs, tasks):
+    """Closes every tab's connection and cancels the tasks that ran them."""
+    for tab in tabs:
+        tab.stop()
+    for task in tasks:
+        task.cancel()
+
+
 def raise_file_limit():
     """Thousands of sockets here and in the services this process starts (they inherit it)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
