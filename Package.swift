@@ -109,6 +109,7 @@ let package = Package(
                 "NotificationsCore",
                 "NotificationsHTTP",
                 "Resilience",
+                "RedisClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

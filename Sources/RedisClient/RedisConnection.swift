@@ -67,10 +67,30 @@ public final class RedisConnection: Sendable {
         return reply
     }
 
+    /// `ASKING`, then `command`, written together (nothing of another caller can come between
+    /// them): the node answers `command` for a slot it is importing.
+    public func send(asking command: RedisCommand, deadline: NIODeadline) async throws(RedisError) -> RESPValue {
+        guard deadline > .now() else { throw .timeout }
+        let asking = channel.eventLoop.makePromise(of: RESPValue.self)
+        let promise = channel.eventLoop.makePromise(of: RESPValue.self)
+        enqueue(
+            RedisRequest(command: RedisCommand("ASKING"), promise: asking, deadline: deadline),
+            then: RedisRequest(command: command, promise: promise, deadline: deadline))
+        let askingReply = try await wait(for: asking)
+        if case .error(let text) = askingReply { throw RedisError.fromErrorReply(text) }
+        let reply = try await wait(for: promise)
+        if case .error(let text) = reply { throw RedisError.fromErrorReply(text) }
+        return reply
+    }
+
     /// Sends one command; an error reply is returned as `.error`, not thrown.
     func sendRaw(_ command: RedisCommand, deadline: NIODeadline) async throws(RedisError) -> RESPValue {
         let promise = channel.eventLoop.makePromise(of: RESPValue.self)
         enqueue(RedisRequest(command: command, promise: promise, deadline: deadline))
+        return try await wait(for: promise)
+    }
+
+    private func wait(for promise: EventLoopPromise<RESPValue>) async throws(RedisError) -> RESPValue {
         do {
             return try await withTaskCancellationHandler {
                 try await promise.futureResult.get()
@@ -89,9 +109,11 @@ public final class RedisConnection: Sendable {
         channel.close(promise: nil)
     }
 
-    private func enqueue(_ request: RedisRequest) {
+    /// Queues `request` (and `next` right behind it, with nothing between) for the next drain.
+    private func enqueue(_ request: RedisRequest, then next: RedisRequest? = nil) {
         let startDrain = outbox.withLock { outbox in
             outbox.requests.append(request)
+            if let next { outbox.requests.append(next) }
             defer { outbox.draining = true }
             return !outbox.draining
         }

@@ -53,8 +53,12 @@ public final class RedisConnectionPool: Service, Sendable {
     /// Sends one command on the next connection. Throws only `RedisError`; an error reply is `RedisError.server`.
     /// Connecting (if needed) and the command share one `REDIS_OPERATION_TIMEOUT_MS` deadline.
     public func send(_ command: RedisCommand) async throws -> RESPValue {
+        try await send(command, deadline: .now() + operationTimeout)
+    }
+
+    /// `send`, within a deadline the caller already runs against (a cluster call that was redirected).
+    public func send(_ command: RedisCommand, deadline: NIODeadline) async throws(RedisError) -> RESPValue {
         do {
-            let deadline = NIODeadline.now() + operationTimeout
             let connection = try await connection(deadline: deadline)
             return try await connection.send(command, deadline: deadline)
         } catch {
@@ -63,19 +67,30 @@ public final class RedisConnectionPool: Service, Sendable {
         }
     }
 
+    /// `ASKING` and then `command`, back to back on one connection: how a cluster node is asked
+    /// about a slot it is importing (an `ASK` redirection).
+    public func sendAsking(_ command: RedisCommand, deadline: NIODeadline) async throws(RedisError) -> RESPValue {
+        let connection = try await connection(deadline: deadline)
+        return try await connection.send(asking: command, deadline: deadline)
+    }
+
     /// Runs a Lua script by `EVALSHA`, loading it on first use and again after `NOSCRIPT`
     /// (Redis restarted or `SCRIPT FLUSH`).
     public func evaluate(_ script: RedisScript, keys: [String], arguments: [String]) async throws -> RESPValue {
+        try await evaluate(script, keys: keys, arguments: arguments, deadline: .now() + operationTimeout)
+    }
+
+    /// `evaluate`, within the caller's deadline.
+    public func evaluate(_ script: RedisScript, keys: [String], arguments: [String], deadline: NIODeadline) async throws(RedisError) -> RESPValue {
         do {
-            return try await evaluateTyped(script, keys: keys, arguments: arguments)
+            return try await evaluateTyped(script, keys: keys, arguments: arguments, deadline: deadline)
         } catch {
             noteFailure(error)
             throw error
         }
     }
 
-    private func evaluateTyped(_ script: RedisScript, keys: [String], arguments: [String]) async throws(RedisError) -> RESPValue {
-        let deadline = NIODeadline.now() + operationTimeout
+    private func evaluateTyped(_ script: RedisScript, keys: [String], arguments: [String], deadline: NIODeadline) async throws(RedisError) -> RESPValue {
         let connection = try await connection(deadline: deadline)
         let sha: String
         if let known = scriptHashes.withLock({ $0[script.source] }) {

@@ -12,10 +12,11 @@ internal import Synchronization
 /// client-side-caching invalidations (see `InvalidationTracking`). A PING every few seconds, answered
 /// within the operation deadline, detects a Redis that stopped answering without closing the
 /// socket (a paused or hung server): the connection is then dropped and rebuilt.
-public final class RedisSubscriber: Service, Sendable {
+public final class RedisSubscriber: ChannelSubscriber {
     private struct State {
         var channels: Set<String> = []
         var connection: (any Channel)?
+        var stopped = false
     }
 
     private let configuration: RedisConfiguration
@@ -29,12 +30,20 @@ public final class RedisSubscriber: Service, Sendable {
     public typealias Endpoint = @Sendable (_ attempt: Int, _ eventLoop: any EventLoop, _ deadline: NIODeadline) async throws -> RedisAddress
     private let endpoint: Endpoint?
     private let tracking: InvalidationTracking?
+    /// Sharded pub/sub (`SSUBSCRIBE`, Redis Cluster): one command per channel, as each names its slot.
+    private let sharded: Bool
+    /// A sharded channel the node stopped serving (its slot moved: a `sunsubscribe` we did not ask
+    /// for), or nil for a `MOVED` answer to a subscription: the owner must look up the map again.
+    private let onLost: (@Sendable (_ channel: String?) -> Void)?
 
     public init(
         configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, logger: Logger, pingInterval: Duration = .seconds(2),
-        endpoint: Endpoint? = nil, tracking: InvalidationTracking? = nil,
-        onMessage: @escaping @Sendable (_ channel: String, _ payload: [UInt8]) -> Void, onConnected: @escaping @Sendable (Bool) -> Void
+        endpoint: Endpoint? = nil, tracking: InvalidationTracking? = nil, sharded: Bool = false,
+        onMessage: @escaping @Sendable (_ channel: String, _ payload: [UInt8]) -> Void, onConnected: @escaping @Sendable (Bool) -> Void,
+        onLost: (@Sendable (_ channel: String?) -> Void)? = nil
     ) {
+        self.sharded = sharded
+        self.onLost = onLost
         self.endpoint = endpoint
         self.tracking = tracking
         self.configuration = configuration
@@ -50,7 +59,7 @@ public final class RedisSubscriber: Service, Sendable {
             guard state.channels.insert(channel).inserted else { return nil }
             return state.connection
         }
-        connection.map { Self.send(RedisCommand("SUBSCRIBE", [channel]), on: $0) }
+        connection.map { Self.send(RedisCommand(sharded ? "SSUBSCRIBE" : "SUBSCRIBE", [channel]), on: $0) }
     }
 
     public func unsubscribe(_ channel: String) {
@@ -58,19 +67,37 @@ public final class RedisSubscriber: Service, Sendable {
             guard state.channels.remove(channel) != nil else { return nil }
             return state.connection
         }
-        connection.map { Self.send(RedisCommand("UNSUBSCRIBE", [channel]), on: $0) }
+        connection.map { Self.send(RedisCommand(sharded ? "SUNSUBSCRIBE" : "UNSUBSCRIBE", [channel]), on: $0) }
     }
+
+    public var channels: Set<String> { state.withLock { $0.channels } }
 
     /// Drops the connection (tests, and a breaker that opened): the run loop reconnects.
     public func disconnect() {
         state.withLock { $0.connection }?.close(promise: nil)
     }
 
+    /// Ends `run` for good (a cluster node that is no longer a master).
+    public func stop() {
+        state.withLock { state in
+            state.stopped = true
+            return state.connection
+        }?.close(promise: nil)
+    }
+
+    private var isStopped: Bool { state.withLock { $0.stopped } }
+
+    /// A `sunsubscribe` pushed for a channel we still want: the node gave up the channel's slot.
+    private func unsubscribedByServer(_ channel: String) {
+        guard state.withLock({ $0.channels.contains(channel) }) else { return }
+        onLost?(channel)
+    }
+
     /// Connects, subscribes, and keeps doing so until graceful shutdown.
     public func run() async throws {
         await cancelWhenGracefulShutdown {
             var attempt = 0
-            while !Task.isCancelled {
+            while !Task.isCancelled && !self.isStopped {
                 do {
                     try await self.session(attempt: attempt)
                     attempt = 0
@@ -85,7 +112,14 @@ public final class RedisSubscriber: Service, Sendable {
 
     /// One connection's life: connect, authenticate, subscribe to every channel, then watch it.
     private func session(attempt: Int) async throws {
-        let handler = RedisSubscriberHandler(onMessage: onMessage, onInvalidate: tracking?.onInvalidate)
+        var onUnsubscribed: (@Sendable (String) -> Void)?
+        var onMoved: (@Sendable () -> Void)?
+        if sharded {
+            onUnsubscribed = { [weak self] channel in self?.unsubscribedByServer(channel) }
+            onMoved = { [onLost] in onLost?(nil) }
+        }
+        let handler = RedisSubscriberHandler(
+            onMessage: onMessage, onInvalidate: tracking?.onInvalidate, onUnsubscribed: onUnsubscribed, onMoved: onMoved)
         let timeout = TimeAmount.milliseconds(configuration.operationTimeoutMilliseconds)
         let eventLoop = eventLoopGroup.any()
         let address = try await endpoint?(attempt, eventLoop, .now() + timeout) ?? RedisAddress(host: configuration.host, port: configuration.port)
@@ -113,10 +147,19 @@ public final class RedisSubscriber: Service, Sendable {
         if tracking != nil {
             // Its answer (the id invalidations are redirected to) comes before any pushed message.
             Self.send(RedisCommand("CLIENT", ["ID"]), on: channel)
-            channels.insert(InvalidationTracking.channel)
+            if sharded {
+                Self.send(RedisCommand("SUBSCRIBE", [InvalidationTracking.channel]), on: channel)
+            } else {
+                channels.insert(InvalidationTracking.channel)
+            }
         }
         // An empty SUBSCRIBE is an error; the PING confirms the connection (and AUTH) either way.
-        if !channels.isEmpty { Self.send(RedisCommand("SUBSCRIBE", channels.sorted()), on: channel) }
+        if sharded {
+            // Each SSUBSCRIBE names channels of one slot: one per channel.
+            Self.send(channels.sorted().map { RedisCommand("SSUBSCRIBE", [$0]) }, on: channel)
+        } else if !channels.isEmpty {
+            Self.send(RedisCommand("SUBSCRIBE", channels.sorted()), on: channel)
+        }
         try await ping(handler, on: channel, within: timeout)
         var trackingConnection: RedisConnection?
         defer {
@@ -129,7 +172,7 @@ public final class RedisSubscriber: Service, Sendable {
         }
         onConnected(true)
         defer { onConnected(false) }
-        while channel.isActive && !Task.isCancelled {
+        while channel.isActive && !Task.isCancelled && !isStopped {
             try? await Task.sleep(for: pingInterval)
             try await ping(handler, on: channel, within: timeout)
         }
@@ -175,8 +218,14 @@ public final class RedisSubscriber: Service, Sendable {
     }
 
     static func send(_ command: RedisCommand, on channel: any Channel) {
-        var buffer = channel.allocator.buffer(capacity: 64)
-        RedisCommandEncoder.encode(command, into: &buffer)
+        send([command], on: channel)
+    }
+
+    /// Many commands in one write.
+    static func send(_ commands: [RedisCommand], on channel: any Channel) {
+        guard !commands.isEmpty else { return }
+        var buffer = channel.allocator.buffer(capacity: 64 * commands.count)
+        for command in commands { RedisCommandEncoder.encode(command, into: &buffer) }
         channel.writeAndFlush(buffer, promise: nil)
     }
 }
@@ -190,14 +239,24 @@ final class RedisSubscriberHandler: ChannelInboundHandler, Sendable {
     private let parser = Mutex<RESPReplyReader>(RESPReplyReader())
     private let onMessage: @Sendable (String, [UInt8]) -> Void
     private let onInvalidate: (@Sendable ([[UInt8]]?) -> Void)?
+    private let onUnsubscribed: (@Sendable (String) -> Void)?
+    private let onMoved: (@Sendable () -> Void)?
     /// PING answers seen: the liveness check.
     let pongs = Atomic<Int>(0)
     /// The answer to `CLIENT ID` (sent before subscribing, so it is the one integer reply).
     let clientID = Mutex<Int64?>(nil)
 
-    init(onMessage: @escaping @Sendable (String, [UInt8]) -> Void, onInvalidate: (@Sendable ([[UInt8]]?) -> Void)? = nil) {
+    /// - Parameters:
+    ///   - onUnsubscribed: sharded pub/sub: each `sunsubscribe` (asked for or not).
+    ///   - onMoved: sharded pub/sub: a `MOVED` answer to a subscription (kept connected: the other channels are fine).
+    init(
+        onMessage: @escaping @Sendable (String, [UInt8]) -> Void, onInvalidate: (@Sendable ([[UInt8]]?) -> Void)? = nil,
+        onUnsubscribed: (@Sendable (String) -> Void)? = nil, onMoved: (@Sendable () -> Void)? = nil
+    ) {
         self.onMessage = onMessage
         self.onInvalidate = onInvalidate
+        self.onUnsubscribed = onUnsubscribed
+        self.onMoved = onMoved
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -219,14 +278,18 @@ final class RedisSubscriberHandler: ChannelInboundHandler, Sendable {
         switch reply {
         case .array(let parts) where parts.count == 3 && parts[0].string == "message" && parts[1].string == InvalidationTracking.channel:
             if let onInvalidate, let keys = InvalidationTracking.keys(in: parts[2]) { onInvalidate(keys) }
-        case .array(let parts) where parts.count == 3 && parts[0].string == "message":
+        case .array(let parts) where parts.count == 3 && (parts[0].string == "message" || parts[0].string == "smessage"):
             if let channel = parts[1].string, case .bulkString(let payload) = parts[2] { onMessage(channel, payload) }
+        case .array(let parts) where parts.count == 3 && parts[0].string == "sunsubscribe":
+            if let channel = parts[1].string { onUnsubscribed?(channel) }
         case .array(let parts) where parts.first?.string == "pong":
             pongs.wrappingAdd(1, ordering: .relaxed)
         case .simpleString("PONG"):
             pongs.wrappingAdd(1, ordering: .relaxed)
         case .integer(let id):
             clientID.withLock { $0 = $0 ?? id }
+        case .error(let text) where onMoved != nil && text.hasPrefix("MOVED"):
+            onMoved?()
         case .error:
             context.close(promise: nil)
         default:

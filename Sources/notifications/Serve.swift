@@ -5,6 +5,7 @@ import Logging
 import NIOPosix
 import NotificationsCore
 import NotificationsHTTP
+import RedisClient
 import Resilience
 import ServiceLifecycle
 import UnixSignals
@@ -44,12 +45,17 @@ struct Serve: AsyncParsableCommand {
         let indexed = await firstOf({ [environment] in (try? await environment.createIndexes()) != nil }, orAfter: .seconds(5), fallback: false)
         if indexed { logger.info("MongoDB indexes ready") }
 
+        // The slot map before the first request (the cluster's run loop goes on reading it).
+        if let cluster = environment.redisCluster, !(await cluster.refresh()) {
+            logger.warning("Redis Cluster map not read at start-up; Redis calls fall back until it is")
+        }
+
         let grace = Duration.seconds(settings.shutdownGraceSeconds)
         // Started in this order; on SIGTERM stopped in reverse: drain (readiness 503), then the
         // HTTP server finishes in-flight requests, then the background tasks and the pools.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
                 .init(service: MongoPoolService(pool: environment.mongoPool)),
-                .init(service: environment.redisPool),
+                .init(service: environment.redisService),
                 .init(service: environment.subscriber),
                 .init(service: environment.streamWatcher()),
                 .init(service: RedisRecoveryProbe(gateway: environment.gateway)),

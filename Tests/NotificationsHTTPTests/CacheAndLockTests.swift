@@ -51,7 +51,7 @@ struct CacheAndLockTests {
             // Another instance (its own pools and caches) writes for the same user.
             let other = try AppEnvironment.make(
                 settings: harness.environment.settings, logger: Logger(label: "other"), eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
-            defer { other.redisPool.close() }
+            defer { other.closeRedis() }
             _ = try await other.services.feed.create(NewNotification(recipientId: "shared", type: "x"))
             let after = try await harness.client.get("/v1/users/shared/notifications")
             #expect(after.headers[Self.xCache] == "miss")
@@ -118,7 +118,7 @@ struct CacheAndLockTests {
         try await withHarness(configure: { $0.lockWaitMilliseconds = 300 }) { harness in
             _ = try await harness.client.create(recipient: "locked")
             // Another holder has the lock (as a concurrent read-all on another instance would).
-            _ = try await harness.environment.redisPool.send(.set("lock:bulk:locked", Array("someone".utf8), ttlMilliseconds: 5000))
+            _ = try await harness.environment.redisPool!.send(.set("lock:bulk:{locked}", Array("someone".utf8), ttlMilliseconds: 5000))
             let started = ContinuousClock.now
             let busy = try await harness.client.execute(uri: "/v1/users/locked/notifications/read-all", method: .post, headers: authorized)
             #expect(busy.status == .conflict)
@@ -126,11 +126,11 @@ struct CacheAndLockTests {
             #expect(busy.headers[.retryAfter] == "1")
             #expect(ContinuousClock.now - started >= .milliseconds(250))
             // Released by its holder: the next read-all runs.
-            _ = try await harness.environment.redisPool.send(.del(["lock:bulk:locked"]))
+            _ = try await harness.environment.redisPool!.send(.del(["lock:bulk:{locked}"]))
             let done = try await harness.client.execute(uri: "/v1/users/locked/notifications/read-all", method: .post, headers: authorized)
             #expect(try done.jsonObject()["updated"] as? Int == 1)
             // The lock was released by compare-and-delete.
-            #expect(try await harness.environment.redisPool.send(.get("lock:bulk:locked")) == .null)
+            #expect(try await harness.environment.redisPool!.send(.get("lock:bulk:{locked}")) == .null)
         }
     }
 

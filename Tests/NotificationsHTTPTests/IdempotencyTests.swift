@@ -102,7 +102,7 @@ struct IdempotencyTests {
             // A second instance: nothing in its memory, Redis gone: MongoDB answers.
             let other = try AppEnvironment.make(
                 settings: harness.environment.settings, logger: Logger(label: "other"), eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
-            defer { other.redisPool.close() }
+            defer { other.closeRedis() }
             let fingerprint = IdempotencyStore.fingerprint(method: "POST", path: "/v1/notifications", body: Array(Self.body.utf8))
             guard case .replay(let stored) = try await other.services.idempotency.begin(scope: "test", key: "durable", fingerprint: fingerprint) else {
                 Issue.record("expected a replay from MongoDB")

@@ -167,7 +167,7 @@ struct IdempotencyUnknownOutcomeTests {
                     return
                 }
                 await store.complete(first, response: Self.response)
-                let redisCopy = try await harness.withRedisAdmin { try await $0.send(.get("idem:test:taken")) }
+                let redisCopy = try await harness.withRedisAdmin { try await $0.send(.get("idem:{test:taken}")) }
                 #expect(redisCopy == .null, "no Redis copy of a response MongoDB refused")
                 let again = try await store.begin(scope: "test", key: "taken", fingerprint: Self.fingerprint)
                 guard case .inProgress = again else {
@@ -182,7 +182,7 @@ struct IdempotencyUnknownOutcomeTests {
     @Test func redisCopiesLiveShorterThanTheRetention() async throws {
         try await withHarness { harness in
             #expect(try await IdempotencyTests.post(harness.client, key: "copy-ttl").status == .created)
-            let ttl = try await harness.withRedisAdmin { try await $0.send(RedisCommand("PTTL", ["idem:test:copy-ttl"])) }
+            let ttl = try await harness.withRedisAdmin { try await $0.send(RedisCommand("PTTL", ["idem:{test:copy-ttl}"])) }
             guard case .integer(let milliseconds) = ttl else {
                 Issue.record("expected a TTL, got \(ttl)")
                 return

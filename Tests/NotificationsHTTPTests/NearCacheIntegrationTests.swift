@@ -7,6 +7,7 @@ import NIOPosix
 import NotificationsHTTP
 import RedisClient
 import Resilience
+import ServiceLifecycle
 import Testing
 import TestSupport
 
@@ -38,7 +39,7 @@ struct NearCacheIntegrationTests {
     /// Another instance on the same Redis and MongoDB, with its own near cache and subscriber.
     static func withSecondInstance(_ harness: Harness, _ body: @Sendable (AppEnvironment) async throws -> Void) async throws {
         let other = try AppEnvironment.make(settings: harness.environment.settings, logger: Logger(label: "second"), eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
-        defer { other.redisPool.close() }
+        defer { other.closeRedis() }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await other.subscriber.run() }
             try await waitUntilActive(try #require(other.services.cache.near))
@@ -157,12 +158,12 @@ struct NearCacheIntegrationTests {
         try await Self.withNearCache { harness, near in
             _ = try await harness.client.create(recipient: "drill")
             #expect(try await Self.servedLocally(harness, "drill") == (1, "local"))
-            harness.environment.gateway.breaker.forceOpen()
+            harness.environment.gateway.breakers.forceOpenAll()
             #expect(near.bytes == 0)
             let open = try await harness.client.get("/v1/users/drill/notifications/unread-count", headers: Self.unlimited)
             #expect(open.headers[Self.xCache] == "bypass")
             #expect(open.headers[Self.xCacheTier] == nil)
-            harness.environment.gateway.breaker.reset()
+            harness.environment.gateway.breakers.resetAll()
             // The Redis entry is still there: a Redis hit, which fills the near cache again.
             #expect(try await Self.unreadCount(harness, "drill") == (1, "redis"))
             #expect(try await Self.servedLocally(harness, "drill") == (1, "local"))

@@ -94,7 +94,7 @@ struct RateLimitTests {
         try await withHarness(configure: { $0.rateLimitPolicies = [RateLimitPolicy(name: "*", limit: 6, windowMilliseconds: 60_000)] }) { harness async throws in
             // A second, independent limiter (as in another instance) on the same Redis.
             let other = try AppEnvironment.make(settings: harness.environment.settings, logger: Logger(label: "second"), eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
-            defer { other.redisPool.close() }
+            defer { other.closeRedis() }
             var allowed = 0
             for index in 0..<10 {
                 let limiter = index.isMultiple(of: 2) ? harness.environment.services.limiter : other.services.limiter

@@ -38,7 +38,7 @@ struct RedisUnknownOutcomeTests {
             // Redis applied the stalled SET NX when it resumed (RedisClientTests.aTimedOutCommandMayStillBeApplied);
             // the release with our token (itself possibly stalled, and applied after it) removed it.
             #expect(second.status == .ok, "not lock_busy for the ghost lock's whole lease")
-            #expect(try await harness.withRedisAdmin { try await $0.send(.get("lock:bulk:ghost")) } == .null)
+            #expect(try await harness.withRedisAdmin { try await $0.send(.get("lock:bulk:{ghost}")) } == .null)
         }
     }
 
@@ -50,7 +50,7 @@ struct RedisUnknownOutcomeTests {
             let first = try await locks.withLock("fenced") { lease in lease.fencingToken }
             let (second, lost) = try await locks.withLock("fenced") { lease in
                 // The lock vanishes under its holder (as when the holder was paused past its lease).
-                _ = try await harness.withRedisAdmin { try await $0.send(.del(["lock:fenced"])) }
+                _ = try await harness.withRedisAdmin { try await $0.send(.del(["lock:{fenced}"])) }
                 try await Task.sleep(for: .milliseconds(400))
                 return (lease.fencingToken, lease.isLost)
             }
@@ -73,20 +73,20 @@ struct RedisUnknownOutcomeTests {
             let gateway = RedisGateway(
                 pool: pool, configuration: CircuitBreakerConfiguration(failureThreshold: 5), failOpen: true,
                 metrics: harness.environment.services.metrics, logger: Logger(label: "gateway"))
-            #expect(await gateway.call(.healthCheck) { try await $0.send(.ping) } == .simpleString("PONG"))
+            #expect(await gateway.call(.healthCheck, key: "ping") { try await $0.send(.ping) } == .simpleString("PONG"))
             harness.redis.pause()
             await withTaskGroup(of: Void.self) { group in
-                for _ in 0..<5 { group.addTask { _ = await gateway.call(.feedCache) { try await $0.send(.ping) } } }
+                for _ in 0..<5 { group.addTask { _ = await gateway.call(.feedCache, key: "ping") { try await $0.send(.ping) } } }
             }
-            #expect(gateway.breaker.consecutiveFailures == 1)
+            #expect(gateway.breakers.breaker().consecutiveFailures == 1)
             #expect(gateway.state == .closed)
-            let callers = (0..<5).map { _ in Task { await gateway.call(.feedCache) { try await $0.send(.ping) } } }
+            let callers = (0..<5).map { _ in Task { await gateway.call(.feedCache, key: "ping") { try await $0.send(.ping) } } }
             let started = ContinuousClock.now
             try await Task.sleep(for: .milliseconds(100))
             for caller in callers { caller.cancel() }
             let cancelledAfter = ContinuousClock.now - started
             for caller in callers { _ = await caller.value }
-            #expect(gateway.breaker.consecutiveFailures == 1, "a cancelled call says nothing about Redis (cancelled after \(cancelledAfter))")
+            #expect(gateway.breakers.breaker().consecutiveFailures == 1, "a cancelled call says nothing about Redis (cancelled after \(cancelledAfter))")
             #expect(gateway.state == .closed)
             harness.redis.resume()
         }
@@ -100,9 +100,9 @@ struct RedisUnknownOutcomeTests {
             _ = try await harness.client.create(recipient: "drill")
             _ = try await harness.client.get("/v1/users/drill/notifications")
             #expect(try await harness.client.get("/v1/users/drill/notifications").headers[xCache] == "hit")
-            harness.environment.gateway.breaker.forceOpen()
+            harness.environment.gateway.breakers.forceOpenAll()
             _ = try await harness.client.create(recipient: "drill")
-            harness.environment.gateway.breaker.reset()
+            harness.environment.gateway.breakers.resetAll()
             let after = try await harness.client.get("/v1/users/drill/notifications")
             #expect(after.headers[xCache] == "miss")
             #expect(try after.jsonObject()["unreadCount"] as? Int == 2)

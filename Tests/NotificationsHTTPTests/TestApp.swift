@@ -25,6 +25,8 @@ struct Harness: Sendable {
     let mongo: ChildServer
     let environment: AppEnvironment
     let logs: InMemoryLogHandler
+    /// With `withHarness(cluster: true)`: the Redis Cluster (`redis` is then its first node).
+    var cluster: TestCluster? = nil
 
     var logMessages: [String] { logs.entries.map(\.message.description) }
 
@@ -35,7 +37,8 @@ struct Harness: Sendable {
     }
 }
 
-func withHarness(configure: (inout Settings) -> Void = { _ in }, _ test: @Sendable (Harness) async throws -> Void) async throws {
+/// - Parameter cluster: run on a local Redis Cluster (three masters, three replicas) instead of one Redis.
+func withHarness(cluster: Bool = false, configure: (inout Settings) -> Void = { _ in }, _ test: @Sendable (Harness) async throws -> Void) async throws {
     var settings = Settings()
     settings.apiKeys = [APIKey(name: "test", secret: apiKey), APIKey(name: "other", secret: "other-secret")]
     settings.mongoOperationTimeoutMilliseconds = 1500
@@ -43,16 +46,19 @@ func withHarness(configure: (inout Settings) -> Void = { _ in }, _ test: @Sendab
     settings.rateLimitPolicies = [RateLimitPolicy(name: "*", limit: 10_000, windowMilliseconds: 1000)]
     settings.retentionInterval = .seconds(30)
     configure(&settings)
-    try await TestServers.fixtures.withPermit { [settings] in try await runHarness(settings, test) }
+    try await TestServers.fixtures.withPermit { [settings] in try await runHarness(settings, cluster: cluster, test) }
 }
 
-private func runHarness(_ configured: Settings, _ test: @Sendable (Harness) async throws -> Void) async throws {
-    let redis = try await TestServers.startRedis()
+private func runHarness(_ configured: Settings, cluster useCluster: Bool, _ test: @Sendable (Harness) async throws -> Void) async throws {
+    let cluster = useCluster ? try await TestServers.startRedisCluster() : nil
+    defer { cluster?.stop() }
+    let redis = if let cluster { cluster.nodes[0] } else { try await TestServers.startRedis() }
     defer { redis.stop() }
     let mongo = try await TestServers.startMongo()
     defer { mongo.stop() }
     var settings = configured
     settings.redisURL = "redis://127.0.0.1:\(redis.port)"
+    if let cluster { settings.redisClusterNodes = cluster.seeds.split(separator: ",").map(String.init) }
     settings.mongoURI = "mongodb://127.0.0.1:\(mongo.port)/notifications?maxPoolSize=3"
     let logs = InMemoryLogHandler()
     // As `serve` bootstraps it: every line logged while serving a request names its id.
@@ -63,6 +69,7 @@ private func runHarness(_ configured: Settings, _ test: @Sendable (Harness) asyn
     })
     let environment = try AppEnvironment.make(settings: settings, logger: logger, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
     try await environment.createIndexes()
+    if let redisCluster = environment.redisCluster { #expect(await redisCluster.refresh(), "the cluster's slot map is read") }
     let app = Application(
         router: StreamRequestOffloading(buildRouter(environment.services)), server: .http1SmallReadBuffers(configuration: .init()),
         configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: logger)
@@ -74,12 +81,13 @@ private func runHarness(_ configured: Settings, _ test: @Sendable (Harness) asyn
         group.addTask { try await environment.subscriber.run() }
         group.addTask { try await environment.streamWatcher().run() }
         if let watcher = environment.sentinelWatcher { group.addTask { try await watcher.run() } }
+        if let redisCluster = environment.redisCluster { group.addTask { try await redisCluster.run() } }
         try await app.test(.live) { client in
-            try await test(Harness(client: client, redis: redis, mongo: mongo, environment: environment, logs: logs))
+            try await test(Harness(client: client, redis: redis, mongo: mongo, environment: environment, logs: logs, cluster: cluster))
         }
         group.cancelAll()
     }
-    environment.redisPool.close()
+    environment.closeRedis()
     await environment.mongoPool.shutdown()
 }
 

@@ -21,15 +21,16 @@ extension Harness {
         var settings = environment.settings
         configure(&settings)
         let other = try AppEnvironment.make(settings: settings, logger: Logger(label: "other"), eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+        if let redisCluster = other.redisCluster { await redisCluster.refresh() }
         let result: T
         do {
             result = try await body(other)
         } catch {
-            other.redisPool.close()
+            other.closeRedis()
             await other.mongoPool.shutdown()
             throw error
         }
-        other.redisPool.close()
+        other.closeRedis()
         await other.mongoPool.shutdown()
         return result
     }

@@ -18,6 +18,19 @@ public enum TestServers {
         return port
     }
 
+    /// A free port whose cluster bus port (+10000) is free and valid too (a cluster node needs both).
+    public static func freeClusterPort() throws -> Int {
+        for _ in 0..<100 {
+            let port = try freePort()
+            guard port + 10000 <= 65535 else { continue }
+            if let bus = try? ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: port + 10000).wait() {
+                try bus.close().wait()
+                return port
+            }
+        }
+        throw TestServerError.notReady("no free port pair for a cluster node")
+    }
+
     /// Waits until something accepts TCP connections on the port.
     public static func waitForPort(_ port: Int, timeout: Duration = .seconds(15)) async throws {
         let clock = ContinuousClock()
@@ -68,6 +81,7 @@ public final class ChildServer: @unchecked Sendable {
     }
 
     public var pid: Int32 { process.processIdentifier }
+    public var isRunning: Bool { process.isRunning }
     public func pause() { Foundation.kill(pid, SIGSTOP) }
     public func resume() { Foundation.kill(pid, SIGCONT) }
 
@@ -113,7 +127,10 @@ extension TestServers {
     /// in a scratch folder of its own: a replica's sync or a SHUTDOWN still writes `dump.rdb`, never
     /// into the checkout.
     public static func startRedis(_ extra: [String] = []) async throws -> ChildServer {
-        let port = try freePort()
+        try await startRedis(port: try freePort(), extra)
+    }
+
+    static func startRedis(port: Int, _ extra: [String]) async throws -> ChildServer {
         let dir = try scratchDirectory("redis").path
         return try await start(
             port: port, "/usr/bin/env",

@@ -57,8 +57,8 @@ public final class TokenRevocations: Sendable {
                 ["_id": .string(user)], ["$max": ["revokedAt": .int64(second)], "$set": ["at": .datetime(now.milliseconds)]], upsert: true)
         }
         remember(user, revokedAt: second)
-        let copied = await gateway.call(.tokenRevocation, essential: true) { pool in
-            try await pool.send(.set(Self.redisKey(user), Array(String(second).utf8)))
+        let copied = await gateway.call(.tokenRevocation, key: Self.redisKey(user), essential: true) { redis in
+            try await redis.send(.set(Self.redisKey(user), Array(String(second).utf8)))
         }
         if copied == nil {
             metrics.fallback(.tokenRevocation)
@@ -77,18 +77,18 @@ public final class TokenRevocations: Sendable {
     /// The user's revocation second (0: never revoked), as fresh as the bounds require.
     public func revokedAt(user: String) async throws -> Int64 {
         let now = ContinuousClock.now
-        let freshness = gateway.state == .closed ? Self.redisFreshness : Self.mongoFreshness
+        let freshness = gateway.state(forKey: Self.redisKey(user)) == .closed ? Self.redisFreshness : Self.mongoFreshness
         let known = cache.withLock { $0[user] }
         if let known, now - known.checked < freshness { return known.revokedAt }
-        if let copy = await gateway.call(.tokenRevocation, { pool in try await pool.send(.get(Self.redisKey(user))) }) {
+        if let copy = await gateway.call(.tokenRevocation, key: Self.redisKey(user), { redis in try await redis.send(.get(Self.redisKey(user))) }) {
             if let value = copy.string.flatMap(Int64.init) {
                 remember(user, revokedAt: value)
                 return value
             }
             // No copy: fill it from MongoDB, never over a revocation set meanwhile.
             let stored = try await fromMongo(user, fallback: known)
-            _ = await gateway.call(.tokenRevocation) { pool in
-                try await pool.send(
+            _ = await gateway.call(.tokenRevocation, key: Self.redisKey(user)) { redis in
+                try await redis.send(
                     .set(Self.redisKey(user), Array(String(stored).utf8), onlyIfAbsent: true, ttlMilliseconds: Self.fillLifetime.milliseconds))
             }
             return stored

@@ -30,6 +30,7 @@ extension Settings {
         ("STREAM_ACCEPT_PER_SECOND", { String($0.streamAcceptPerSecond) }),
         ("REDIS_SENTINELS", { $0.redisSentinels.joined(separator: ",") }),
         ("REDIS_SENTINEL_MASTER", { $0.redisSentinelMaster ?? "" }),
+        ("REDIS_CLUSTER_NODES", { $0.redisClusterNodes.joined(separator: ",") }),
         ("FEED_CACHE_TTL_SECONDS", { String($0.feedCacheTTLSeconds) }),
         ("FEED_RETENTION_DAYS", { String($0.feedRetentionDays) }), ("FEED_MAX_PER_USER", { String($0.feedMaxPerUser) }),
         ("BULK_SYNC_LIMIT", { String($0.bulkSyncLimit) }),

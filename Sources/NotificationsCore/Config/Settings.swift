@@ -13,6 +13,8 @@ public struct Settings: Sendable {
     /// `REDIS_SENTINELS` (`host:port,...`) with `REDIS_SENTINEL_MASTER`: find the master through Sentinel.
     public var redisSentinels: [String] = []
     public var redisSentinelMaster: String?
+    /// `REDIS_CLUSTER_NODES` (`host:port,...`, seeds): run on a Redis Cluster.
+    public var redisClusterNodes: [String] = []
     public var mongoURI = "mongodb://localhost:27017/notifications"
     public var redisFailOpen = true
     public var circuitFailureThreshold = 5
@@ -134,6 +136,10 @@ public struct Settings: Sendable {
             throw SettingsError(
                 variable: redisSentinels.isEmpty ? "REDIS_SENTINELS" : "REDIS_SENTINEL_MASTER",
                 reason: "REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together")
+        }
+        redisClusterNodes = try reader.addressList("REDIS_CLUSTER_NODES")
+        if !redisClusterNodes.isEmpty && !redisSentinels.isEmpty {
+            throw SettingsError(variable: "REDIS_CLUSTER_NODES", reason: "a Redis Cluster has no sentinels: set REDIS_CLUSTER_NODES or REDIS_SENTINELS, not both")
         }
         mongoURI = try reader.mongoURI("MONGODB_URI", default: mongoURI)
         redisFailOpen = try reader.bool("REDIS_FAIL_OPEN", default: redisFailOpen)

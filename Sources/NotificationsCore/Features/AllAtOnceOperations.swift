@@ -54,7 +54,7 @@ public struct AllAtOnceOperations: Resumable {
     /// `before`) created before now.
     public func apply(_ action: StateAction, userId: String, type: String? = nil, before: Timestamp? = nil) async throws -> Answer {
         let scope = AllAtOnceScope(recipientId: userId, action: action, type: type)
-        let answer = try await locks.withLock("bulk:\(userId)") { [self] _ in
+        let answer = try await locks.withLock("bulk:{\(userId)}") { [self] _ in
             let now = clock.now()
             var last = now
             if let before {

@@ -99,8 +99,8 @@ public final class FeedCache: Sendable {
             version = found.version
         } else {
             ticket = near?.ticket(user: user)
-            let found = await gateway.call(.feedCache) { pool in
-                try await pool.evaluate(Self.lookup, keys: [versionKey(user)], arguments: [prefix, variant])
+            let found = await gateway.call(.feedCache, key: versionKey(user)) { redis in
+                try await redis.evaluate(Self.lookup, keys: [versionKey(user)], arguments: [prefix, variant])
             }
             guard let found, let parts = found.array, parts.count >= 2, let foundVersion = parts[0].string else {
                 return CachedJSON(body: try await load().body, cache: .bypass)
@@ -116,8 +116,8 @@ public final class FeedCache: Sendable {
         let lifetime = min(.seconds(ttlSeconds), fill.lifetime ?? .seconds(ttlSeconds))
         // Not stored when it is already past its lifetime: the next read loads it again.
         guard lifetime >= .milliseconds(1) else { return CachedJSON(body: fill.body, cache: .miss) }
-        _ = await gateway.call(.feedCache) { pool in
-            try await pool.send(
+        _ = await gateway.call(.feedCache, key: entryKey) { redis in
+            try await redis.send(
                 RedisCommand([Array("SET".utf8), Array(entryKey.utf8), fill.body, Array("PX".utf8), Array(String(lifetime.milliseconds).utf8)]))
         }
         return keptNear(CachedJSON(body: fill.body, cache: .miss), user: user, variant: variant, ticket: ticket, remaining: fill.lifetime.map { _ in lifetime })
@@ -138,8 +138,8 @@ public final class FeedCache: Sendable {
     /// After a write for `user`: later reads on every instance miss and reload.
     public func invalidate(user: String) async {
         let token = Array(Self.newVersion().utf8)
-        let bumped = await gateway.call(.feedCache, essential: true) { [versionTTLSeconds] pool in
-            try await pool.send(RedisCommand([Array("SET".utf8), Array(versionKey(user).utf8), token, Array("EX".utf8), Array(String(versionTTLSeconds).utf8)]))
+        let bumped = await gateway.call(.feedCache, key: versionKey(user), essential: true) { [versionTTLSeconds] redis in
+            try await redis.send(RedisCommand([Array("SET".utf8), Array(versionKey(user).utf8), token, Array("EX".utf8), Array(String(versionTTLSeconds).utf8)]))
         }
         // After the bump: a read sent from now on sees the new version, and one sent before it
         // (whose ticket this voids) cannot put the old answer back.
@@ -155,39 +155,48 @@ public final class FeedCache: Sendable {
     }
 
     /// For each user, its version and the entry `variant` stored under it: one round trip for
-    /// a whole batch. nil when Redis is unusable (the caller reads MongoDB).
+    /// a whole batch (one per slot on a cluster, sent together). nil when Redis is unusable
+    /// for any of them (the caller reads MongoDB).
     public func lookupMany(users: [String], variant: String) async -> [(version: String, body: [UInt8]?)]? {
         guard !users.isEmpty else { return [] }
-        let reply = await gateway.call(.feedCache) { pool in
-            try await pool.evaluate(Self.lookupMany, keys: users.map(versionKey), arguments: [variant])
+        let keys = users.map(versionKey)
+        let groups = await gateway.callEach(.feedCache, keys: keys) { indices, redis in
+            try await redis.evaluate(Self.lookupMany, keys: indices.map { keys[$0] }, arguments: [variant])
         }
-        guard let parts = reply?.array, parts.count == 2 * users.count else { return nil }
-        return stride(from: 0, to: parts.count, by: 2).map { index in
-            let body: [UInt8]? = if case .bulkString(let bytes) = parts[index + 1] { bytes } else { nil }
-            return (parts[index].string ?? "0", body)
+        var found = [(version: String, body: [UInt8]?)](repeating: ("0", nil), count: users.count)
+        for (indices, reply) in groups {
+            guard let parts = reply?.array, parts.count == 2 * indices.count else { return nil }
+            for (position, index) in indices.enumerated() {
+                let body: [UInt8]? = if case .bulkString(let bytes) = parts[2 * position + 1] { bytes } else { nil }
+                found[index] = (parts[2 * position].string ?? "0", body)
+            }
         }
+        return found
     }
 
     /// Stores entries found missing by `lookupMany`, each under the version it was read with
-    /// (one round trip; best effort).
+    /// (one round trip, or one per slot; best effort).
     public func storeMany(_ entries: [(user: String, version: String, body: [UInt8])], variant: String) async {
         guard !entries.isEmpty else { return }
-        _ = await gateway.call(.feedCache) { [ttlSeconds] pool in
-            try await pool.evaluate(
-                Self.storeMany, keys: entries.map { entryPrefix($0.user) + $0.version + ":" + variant },
-                arguments: [String(ttlSeconds)] + entries.map { String(decoding: $0.body, as: UTF8.self) })
+        let keys = entries.map { entryPrefix($0.user) + $0.version + ":" + variant }
+        _ = await gateway.callEach(.feedCache, keys: keys) { [ttlSeconds] indices, redis in
+            try await redis.evaluate(
+                Self.storeMany, keys: indices.map { keys[$0] },
+                arguments: [String(ttlSeconds)] + indices.map { String(decoding: entries[$0].body, as: UTF8.self) })
         }
     }
 
-    /// `invalidate` for many users in one round trip (a fan-out batch).
+    /// `invalidate` for many users in one round trip (a fan-out batch; one per slot on a cluster).
     public func invalidateMany(users: [String]) async {
         guard !users.isEmpty else { return }
-        let bumped = await gateway.call(.feedCache, essential: true) { [versionTTLSeconds] pool in
-            try await pool.evaluate(Self.bumpMany, keys: users.map(versionKey), arguments: [String(versionTTLSeconds), Self.newVersion()])
+        let keys = users.map(versionKey)
+        let groups = await gateway.callEach(.feedCache, keys: keys, essential: true) { [versionTTLSeconds] indices, redis in
+            try await redis.evaluate(Self.bumpMany, keys: indices.map { keys[$0] }, arguments: [String(versionTTLSeconds), Self.newVersion()])
         }
         if let near { for user in users { near.invalidate(user: user) } }
-        if bumped == nil {
-            logger.warning("Feed cache invalidation failed; cached feeds may be stale up to the TTL", metadata: ["users": "\(users.count)", "ttl_s": "\(ttlSeconds)"])
+        let failed = groups.filter { $0.result == nil }.reduce(0) { $0 + $1.indices.count }
+        if failed > 0 {
+            logger.warning("Feed cache invalidation failed; cached feeds may be stale up to the TTL", metadata: ["users": "\(failed)", "ttl_s": "\(ttlSeconds)"])
         }
     }
 

@@ -128,7 +128,7 @@ public final class IdempotencyStore: Sendable {
         let id = "\(scope):\(key)"
         let now = clock.now()
         if let record = memory.get(id, now: now) { return Self.answer(record, fingerprint: fingerprint) }
-        if let cached = await gateway.call(.idempotency, { pool in try await pool.send(.get(Self.redisKey(id))) }),
+        if let cached = await gateway.call(.idempotency, key: Self.redisKey(id), { redis in try await redis.send(.get(Self.redisKey(id))) }),
             case .bulkString(let bytes) = cached, let record = IdempotencyRecord(redisValue: bytes), record.response != nil, record.expiresAt > now
         {
             memory.put(id, record)
@@ -164,8 +164,8 @@ public final class IdempotencyStore: Sendable {
         memory.put(claim.id, record)
         let copyTTL = min(Self.redisCopyTTL.milliseconds, record.expiresAt.milliseconds - clock.now().milliseconds)
         guard copyTTL > 0 else { return }
-        _ = await gateway.call(.idempotency, essential: true) { pool in
-            try await pool.send(.set(Self.redisKey(claim.id), record.redisValue, ttlMilliseconds: copyTTL))
+        _ = await gateway.call(.idempotency, key: Self.redisKey(claim.id), essential: true) { redis in
+            try await redis.send(.set(Self.redisKey(claim.id), record.redisValue, ttlMilliseconds: copyTTL))
         }
     }
 
@@ -271,7 +271,8 @@ public final class IdempotencyStore: Sendable {
             expiresAt: Timestamp(milliseconds: document["expiresAt"]?.datetime ?? 0))
     }
 
-    static func redisKey(_ id: String) -> String { "idem:\(id)" }
+    /// Tagged whole: a copy is one key, in a slot of its own.
+    static func redisKey(_ id: String) -> String { "idem:{\(id)}" }
 }
 
 extension BSONDocument {

@@ -70,7 +70,7 @@ public struct LockManager: Sendable {
 
     /// Runs `body` holding lock `name` (or without it, when Redis is down and fail-open).
     public func withLock<T: Sendable>(_ name: String, _ body: @Sendable (LockLease) async throws -> T) async throws -> T {
-        let key = "lock:\(name)"
+        let key = Self.key(name)
         let token = Self.newToken()
         switch await acquire(key: key, token: token) {
         case .acquired(let fence):
@@ -90,8 +90,8 @@ public struct LockManager: Sendable {
         let deadline = ContinuousClock.now + wait
         let arguments = [token, String(ttl.milliseconds), String(Self.fenceTTLSeconds)]
         while true {
-            let outcome = await gateway.attempt(.lock) { pool in
-                try await pool.evaluate(Self.acquire, keys: [key, key + ":fence"], arguments: arguments)
+            let outcome = await gateway.attempt(.lock, key: key) { redis in
+                try await redis.evaluate(Self.acquire, keys: [key, key + ":fence"], arguments: arguments)
             }
             switch outcome {
             case .reply(let reply):
@@ -113,8 +113,8 @@ public struct LockManager: Sendable {
         let result: Result<T, any Error>
         do {
             result = .success(try await whileRenewing(every: ttl / 3, { [gateway, ttl, logger] in
-                let reply = await gateway.call(.lock, essential: true) { pool in
-                    try await pool.evaluate(Self.extend, keys: [key], arguments: [token, String(ttl.milliseconds)])
+                let reply = await gateway.call(.lock, key: key, essential: true) { redis in
+                    try await redis.evaluate(Self.extend, keys: [key], arguments: [token, String(ttl.milliseconds)])
                 }
                 // No answer (Redis down, a timeout) is tried again at the next tick.
                 guard reply == .integer(0) else { return true }
@@ -127,7 +127,7 @@ public struct LockManager: Sendable {
         } catch {
             result = .failure(error)
         }
-        if await gateway.call(.lock, essential: true, { pool in try await pool.evaluate(Self.release, keys: [key], arguments: [token]) }) == nil {
+        if await gateway.call(.lock, key: key, essential: true, { redis in try await redis.evaluate(Self.release, keys: [key], arguments: [token]) }) == nil {
             releaseEventually(key: key, token: token)
         }
         return try result.get()
@@ -139,8 +139,8 @@ public struct LockManager: Sendable {
         let until = ContinuousClock.now + ttl
         Task.detached { [gateway, logger] in
             while ContinuousClock.now < until {
-                let reply = await gateway.call(.lock, essential: true) { pool in
-                    try await pool.evaluate(Self.release, keys: [key], arguments: [token])
+                let reply = await gateway.call(.lock, key: key, essential: true) { redis in
+                    try await redis.evaluate(Self.release, keys: [key], arguments: [token])
                 }
                 if let reply {
                     if reply == .integer(1) { logger.notice("Released a lock left by a call of unknown outcome", metadata: ["lock": "\(key)"]) }
@@ -149,6 +149,13 @@ public struct LockManager: Sendable {
                 try? await Task.sleep(for: .milliseconds(Int64.random(in: 100...300)))
             }
         }
+    }
+
+    /// `lock:<name>`, with the name's hash tag (a user's lock names the user's: `bulk:{user}`),
+    /// or the whole name as the tag: the lock and its fencing counter must share a slot, as
+    /// one script sets both.
+    static func key(_ name: String) -> String {
+        name.contains("{") && name.contains("}") ? "lock:\(name)" : "lock:{\(name)}"
     }
 
     private static func newToken() -> String {

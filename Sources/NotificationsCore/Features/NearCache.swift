@@ -36,6 +36,8 @@ public final class NearCache: Sendable {
     struct Entry {
         var body: [UInt8]
         var expires: ContinuousClock.Instant
+        /// The Redis node whose invalidations keep it exact (a cluster master; "" for a single Redis).
+        var node: String
         var cost: Int { body.count + 96 }
     }
 
@@ -49,10 +51,21 @@ public final class NearCache: Sendable {
             bytes -= cost
             return cost
         }
+
+        /// Drops every entry kept exact by `node`'s invalidations.
+        mutating func remove(node: String) {
+            for (user, entries) in users {
+                let kept = entries.filter { $0.value.node != node }
+                guard kept.count != entries.count else { continue }
+                for entry in entries.values where entry.node == node { bytes -= entry.cost + user.utf8.count }
+                users[user] = kept.isEmpty ? nil : kept
+            }
+        }
     }
 
     struct State {
-        var active = false
+        /// The nodes whose invalidations flow ("" alone for a single Redis; each master on a cluster).
+        var activeNodes: Set<String> = []
         /// Grows with every tracking session and every flush: tickets of before are void.
         var session: UInt64 = 1
         /// Invalidations seen, per stripe of users (a fill checks its user's stripe).
@@ -75,6 +88,12 @@ public final class NearCache: Sendable {
             current = Generation()
             previous = Generation()
         }
+
+        mutating func flush(node: String) {
+            session &+= 1
+            current.remove(node: node)
+            previous.remove(node: node)
+        }
     }
 
     static let stripes = 1024
@@ -84,9 +103,17 @@ public final class NearCache: Sendable {
     let ttl: Duration
     let metrics: ServiceMetrics
     let logger: Logger
+    /// The node a user's keys live on: "" for a single Redis; the slot's master on a cluster.
+    let nodeOf: @Sendable (_ versionKey: String) -> String
     private let state = Mutex(State())
 
-    public init(namespace: String = "feed", maxBytes: Int, ttl: Duration, metrics: ServiceMetrics, logger: Logger) {
+    /// - Parameter nodeOf: on a cluster, the master of a version key's slot (entries are kept per
+    ///   master: each master's invalidations keep its own users' entries exact).
+    public init(
+        namespace: String = "feed", maxBytes: Int, ttl: Duration, metrics: ServiceMetrics, logger: Logger,
+        nodeOf: @escaping @Sendable (_ versionKey: String) -> String = { _ in "" }
+    ) {
+        self.nodeOf = nodeOf
         self.namespace = namespace
         self.maxBytes = maxBytes
         self.ttl = ttl
@@ -97,15 +124,22 @@ public final class NearCache: Sendable {
     /// The key prefix to track: every key of the namespace (entry keys are ignored on arrival).
     public var trackedPrefix: String { "\(namespace):{" }
 
-    public var isActive: Bool { state.withLock { $0.active } }
+    /// The nodes whose invalidations flow now.
+    var activeNodes: Set<String> { state.withLock { $0.activeNodes } }
+
+    /// Whether invalidations flow from at least one node.
+    public var isActive: Bool { state.withLock { !$0.activeNodes.isEmpty } }
+
+    private func node(of user: String) -> String { nodeOf("\(namespace):{\(user)}:v") }
     public var bytes: Int { state.withLock { $0.bytes } }
 
     /// The body stored for `variant` of `user`, if it is still exact.
     func lookup(user: String, variant: String, now: ContinuousClock.Instant = .now) -> [UInt8]? {
+        let node = node(of: user)
         let body = state.withLock { state -> [UInt8]? in
-            guard state.active else { return nil }
+            guard state.activeNodes.contains(node) else { return nil }
             if let entry = state.current.users[user]?[variant] {
-                if entry.expires > now { return entry.body }
+                if entry.expires > now && entry.node == node { return entry.body }
                 state.current.users[user]?[variant] = nil
                 state.current.bytes -= entry.cost + user.utf8.count
                 return nil
@@ -113,7 +147,7 @@ public final class NearCache: Sendable {
             guard let entry = state.previous.users[user]?[variant] else { return nil }
             state.previous.users[user]?[variant] = nil
             state.previous.bytes -= entry.cost + user.utf8.count
-            guard entry.expires > now else { return nil }
+            guard entry.expires > now, entry.node == node else { return nil }
             Self.insert(entry, user: user, variant: variant, into: &state, maxBytes: maxBytes)
             return entry.body
         }
@@ -123,17 +157,19 @@ public final class NearCache: Sendable {
 
     /// Whether `lookup` would answer now (without counting a hit or moving the entry).
     func contains(user: String, variant: String, now: ContinuousClock.Instant = .now) -> Bool {
-        state.withLock { state in
-            guard state.active else { return false }
+        let node = node(of: user)
+        return state.withLock { state in
+            guard state.activeNodes.contains(node) else { return false }
             let entry = state.current.users[user]?[variant] ?? state.previous.users[user]?[variant]
-            return entry.map { $0.expires > now } ?? false
+            return entry.map { $0.expires > now && $0.node == node } ?? false
         }
     }
 
     /// Taken before the Redis read whose answer may be stored (nil: not trusted now, store nothing).
     func ticket(user: String) -> Ticket? {
-        state.withLock { state in
-            guard state.active else { return nil }
+        let node = node(of: user)
+        return state.withLock { state in
+            guard state.activeNodes.contains(node) else { return nil }
             return Ticket(session: state.session, epoch: state.epochs[state.stripe(user)])
         }
     }
@@ -146,9 +182,10 @@ public final class NearCache: Sendable {
         guard let ticket else { return }
         let lifetime = remaining.map { min(ttl, max(.zero, $0)) } ?? ttl
         guard lifetime > .zero else { return }
-        let entry = Entry(body: body, expires: now + lifetime)
+        let node = node(of: user)
+        let entry = Entry(body: body, expires: now + lifetime, node: node)
         let bytes = state.withLock { state -> Int? in
-            guard state.active, state.session == ticket.session, state.epochs[state.stripe(user)] == ticket.epoch else { return nil }
+            guard state.activeNodes.contains(node), state.session == ticket.session, state.epochs[state.stripe(user)] == ticket.epoch else { return nil }
             Self.insert(entry, user: user, variant: variant, into: &state, maxBytes: maxBytes)
             return state.bytes
         }
@@ -204,21 +241,46 @@ public final class NearCache: Sendable {
         logger.warning("Feed near cache flushed; reads go to Redis", metadata: ["reason": "\(reason.rawValue)", "bytes": "\(had)"])
     }
 
-    /// Whether invalidations flow (`InvalidationTracking.onActive`). Going down flushes.
+    /// Drops what `node`'s invalidations kept exact (a cluster master whose breaker opened); "" is everything.
+    public func flush(_ reason: FlushReason, node: String) {
+        guard !node.isEmpty else { return flush(reason) }
+        let left = state.withLock { state -> Int in
+            state.flush(node: node)
+            return state.bytes
+        }
+        metrics.nearCacheFlushed(reason)
+        metrics.nearCacheBytes(left)
+        logger.warning("Feed near cache flushed for one Redis node; its users' reads go to Redis", metadata: ["reason": "\(reason.rawValue)", "node": "\(node)"])
+    }
+
+    /// Whether invalidations flow (`InvalidationTracking.onActive`) from the one Redis. Going down flushes.
     public func setActive(_ active: Bool) {
+        setActive(active, node: "")
+    }
+
+    /// Whether `node`'s invalidations flow. Going down drops what they kept exact.
+    public func setActive(_ active: Bool, node: String) {
         let changed = state.withLock { state -> Bool in
-            guard state.active != active else { return false }
-            state.active = active
-            if !active { state.flush() } else { state.session &+= 1 }
+            guard state.activeNodes.contains(node) != active else { return false }
+            if active {
+                state.activeNodes.insert(node)
+                state.session &+= 1
+            } else {
+                state.activeNodes.remove(node)
+                if node.isEmpty { state.flush() } else { state.flush(node: node) }
+            }
             return true
         }
         guard changed else { return }
+        var metadata: Logger.Metadata = [:]
+        if !node.isEmpty { metadata["node"] = "\(node)" }
         if active {
-            logger.info("Feed near cache on: Redis invalidations flow")
+            logger.info("Feed near cache on: Redis invalidations flow", metadata: metadata)
         } else {
             metrics.nearCacheFlushed(.connection)
-            metrics.nearCacheBytes(0)
-            logger.warning("Feed near cache off and flushed: the invalidation connection dropped", metadata: ["reason": "connection"])
+            metrics.nearCacheBytes(state.withLock { $0.bytes })
+            metadata["reason"] = "connection"
+            logger.warning("Feed near cache off and flushed: the invalidation connection dropped", metadata: metadata)
         }
     }
 }

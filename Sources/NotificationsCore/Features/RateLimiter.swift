@@ -76,8 +76,14 @@ public final class RateLimiter: Sendable {
             return (RateLimitDecision(outcome: .unlimited, status: .enforced, policyName: resolved.name, limit: 0, windowSeconds: 0, remaining: 0, resetSeconds: 0), nil)
         }
         let limit = GCRALimit(limit: limitCount, window: .milliseconds(resolved.policy.windowMilliseconds))
-        let bucket = "ratelimit:\(resolved.scope):\(keyName)"
-        if let (decision, readAhead) = await gateway.call(.rateLimit, { pool in try await Self.checkInRedis(pool, bucket: bucket, limit: limit, probe: probe) }) {
+        // A user's bucket carries the user's hash tag (so the read-ahead of the user's cache can
+        // join its script); an API key's bucket is a tag of its own.
+        let bucket = keyName.contains("{") ? "ratelimit:\(resolved.scope):\(keyName)" : "ratelimit:{\(resolved.scope):\(keyName)}"
+        // On a cluster, a read-ahead of another slot cannot share the script: the handler looks it up itself.
+        let probe = probe.flatMap { gateway.isCluster && HashSlot.of($0.versionKey) != HashSlot.of(bucket) ? nil : $0 }
+        if let (decision, readAhead) = await gateway.call(.rateLimit, key: bucket, { redis in
+            try await Self.checkInRedis(redis, bucket: bucket, limit: limit, probe: probe)
+        }) {
             return (make(decision, limit: limit, name: resolved.name, status: .enforced), readAhead)
         }
         guard gateway.failOpen else {
@@ -127,7 +133,7 @@ public final class RateLimiter: Sendable {
         """)
 
     static func checkInRedis(
-        _ pool: RedisConnectionPool, bucket: String, limit: GCRALimit, probe: CacheProbe? = nil
+        _ redis: any RedisCommands, bucket: String, limit: GCRALimit, probe: CacheProbe? = nil
     ) async throws -> (GCRADecision, CacheReadAhead?) {
         let interval = Double(limit.emissionInterval.microseconds)
         var keys = [bucket]
@@ -136,7 +142,7 @@ public final class RateLimiter: Sendable {
             keys.append(probe.versionKey)
             arguments += [probe.entryPrefix, probe.variant]
         }
-        let reply = try await pool.evaluate(script, keys: keys, arguments: arguments)
+        let reply = try await redis.evaluate(script, keys: keys, arguments: arguments)
         guard let parts = reply.array, parts.count >= 4, case let values = parts.prefix(4).compactMap(\.integer), values.count == 4 else {
             throw RedisError.protocolError("rate-limit script answered \(reply)")
         }

@@ -3,8 +3,8 @@
 /// and `promtool check metrics` alike.
 public enum MetricHelp {
     public static let texts: [String: String] = [
-        "redis_circuit_breaker_state": "State of the Redis circuit breaker: 0 closed, 1 half-open, 2 open.",
-        "redis_circuit_breaker_failures_total": "Redis calls that failed and counted against the circuit breaker.",
+        "redis_circuit_breaker_state": "State of the Redis circuit breaker: 0 closed, 1 half-open, 2 open. On a cluster, one series per master (node) and, without node, the worst of them.",
+        "redis_circuit_breaker_failures_total": "Redis calls that failed and counted against the circuit breaker (per master on a cluster; without node, all of them).",
         "redis_operations_fallback_total": "Operations served without Redis (in-memory limiter, MongoDB, no lock, polling), by operation.",
         "rate_limit_bypass_total": "Requests let through by the in-memory limiter because Redis was unusable (fail-open).",
         "notifications_created_total": "Notifications stored, by single create and by event fan-out.",

@@ -102,6 +102,7 @@ public final class ServiceMetrics: Sendable {
     private let nearInvalidations: Counter
     private let nearFlushes: [NearCache.FlushReason: Counter]
     private let http = Mutex<[HTTPSeries: (requests: Counter, duration: Timer)]>([:])
+    private let breakerNodes = Mutex<[String: (state: Gauge, failures: Counter)]>([:])
 
     private struct HTTPSeries: Hashable {
         var method: String
@@ -177,6 +178,30 @@ public final class ServiceMetrics: Sendable {
 
     public func circuitState(_ value: Int) { breakerState.record(value) }
     public func circuitFailure() { breakerFailures.increment() }
+
+    /// One cluster master's breaker: `{service="redis",node="host:port"}` beside the whole's series.
+    public func circuitState(_ value: Int, node: String) { nodeSeries(node).state.record(value) }
+    public func circuitFailure(node: String) { nodeSeries(node).failures.increment() }
+
+    /// A node that is no longer a master: its series go (a breaker that serves no slot is no state to alert on).
+    public func circuitRetired(node: String) {
+        guard let series = breakerNodes.withLock({ $0.removeValue(forKey: node) }) else { return }
+        series.state.destroy()
+        series.failures.destroy()
+    }
+
+    private func nodeSeries(_ node: String) -> (state: Gauge, failures: Counter) {
+        breakerNodes.withLock { nodes in
+            if let series = nodes[node] { return series }
+            let dimensions = [("service", "redis"), ("node", node)]
+            let series = (
+                state: Gauge(label: "redis_circuit_breaker_state", dimensions: dimensions, factory: factory),
+                failures: Counter(label: "redis_circuit_breaker_failures_total", dimensions: dimensions, factory: factory))
+            series.state.record(0)
+            nodes[node] = series
+            return series
+        }
+    }
     public func fallback(_ operation: Operation) { fallbacks[operation]?.increment() }
     public func rateLimitBypassed() { rateLimitBypass.increment() }
     public func notificationsCreated(_ count: Int) { notificationsCreatedCounter.increment(by: count) }

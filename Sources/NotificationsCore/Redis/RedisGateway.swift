@@ -13,43 +13,102 @@ internal import Synchronization
 /// `redis_operations_fallback_total{operation}`. Whether to fail open or closed is each
 /// feature's decision, made with `failOpen`.
 public final class RedisGateway: Sendable {
-    public let pool: RedisConnectionPool
-    public let breaker: CircuitBreaker<ContinuousClock>
+    /// Where Redis is: one server (or Sentinel's master), or a cluster.
+    public enum Deployment: Sendable {
+        case single(RedisConnectionPool)
+        case cluster(RedisCluster)
+    }
+
+    public let deployment: Deployment
+    /// One breaker, or one per cluster master.
+    public let breakers: RedisBreakers
     public let failOpen: Bool
     let metrics: ServiceMetrics
     let logger: Logger
-    /// Called on every transition to OPEN (the near cache flushes).
-    private let openListeners: Listeners
 
-    public init(pool: RedisConnectionPool, configuration: CircuitBreakerConfiguration, failOpen: Bool, metrics: ServiceMetrics, logger: Logger) {
-        self.pool = pool
+    public convenience init(pool: RedisConnectionPool, configuration: CircuitBreakerConfiguration, failOpen: Bool, metrics: ServiceMetrics, logger: Logger) {
+        self.init(deployment: .single(pool), configuration: configuration, failOpen: failOpen, metrics: metrics, logger: logger)
+    }
+
+    public init(deployment: Deployment, configuration: CircuitBreakerConfiguration, failOpen: Bool, metrics: ServiceMetrics, logger: Logger) {
+        self.deployment = deployment
         self.failOpen = failOpen
         self.metrics = metrics
         self.logger = logger
-        let listeners = Listeners()
-        self.openListeners = listeners
-        self.breaker = CircuitBreaker(configuration: configuration, clock: ContinuousClock()) { transition in
-            if transition.to == .open { listeners.callAll() }
-            metrics.circuitState(transition.to.gaugeValue)
-            let line: Logger.Message = switch transition.to {
-            case .open: "Circuit breaker OPENED"
-            case .halfOpen: "Circuit breaker HALF-OPEN"
-            case .closed: "Circuit breaker CLOSED"
-            }
-            let level: Logger.Level = switch transition.to {
-            case .open: .error
-            case .halfOpen: .warning
-            case .closed: .info
-            }
-            logger.log(level: level, line, metadata: ["service": "redis", "from": "\(transition.from.rawValue)", "reason": "\(transition.reason)"])
+        switch deployment {
+        case .single:
+            breakers = RedisBreakers(configuration: configuration, perNode: false, metrics: metrics, logger: logger)
+            _ = breakers.breaker()
+        case .cluster(let cluster):
+            let breakers = RedisBreakers(configuration: configuration, perNode: true, metrics: metrics, logger: logger)
+            self.breakers = breakers
+            // A master that is gone (failed over, removed) takes its breaker along; a new one gets its own.
+            cluster.onMapChange { map in breakers.keep(only: Set(map.masters.map(\.description))) }
         }
     }
 
-    public var state: CircuitState { breaker.state }
+    public var isCluster: Bool {
+        if case .cluster = deployment { return true }
+        return false
+    }
 
-    /// Runs `listener` each time the circuit opens (also when an operator forces it open).
-    public func onOpen(_ listener: @escaping @Sendable () -> Void) {
-        openListeners.add(listener)
+    /// Where a call about `key` goes, and the breaker that stands for it; nil while a cluster's
+    /// map does not name the slot's master yet.
+    func target(for key: String) -> (node: String, breaker: RedisBreakers.Breaker, redis: any RedisCommands)? {
+        switch deployment {
+        case .single(let pool):
+            return (RedisBreakers.single, breakers.breaker(), pool)
+        case .cluster(let cluster):
+            let slot = HashSlot.of(key)
+            guard let master = cluster.master(forSlot: slot) else {
+                cluster.requestRefresh()
+                return nil
+            }
+            let node = master.description
+            return (node, breakers.breaker(for: node), cluster.route(slot: slot))
+        }
+    }
+
+    /// The state of the breaker that stands for `key` (closed when no master is known: nothing is open).
+    public func state(forKey key: String) -> CircuitState {
+        target(for: key)?.breaker.state ?? .closed
+    }
+
+    /// Groups keys by the slot they hash to (one group for a single Redis, where any keys go
+    /// together): a call of many users' keys is one call per group.
+    public func slotGroups(_ keys: [String]) -> [[Int]] {
+        guard isCluster else { return [Array(keys.indices)] }
+        var groups: [Int: [Int]] = [:]
+        for (index, key) in keys.enumerated() { groups[HashSlot.of(key), default: []].append(index) }
+        return groups.keys.sorted().map { groups[$0]! }
+    }
+
+    /// `call` for the keys of many users: one call per slot group, run together; each group's
+    /// result in the order of `slotGroups(keys)` (nil: that group fell back).
+    public func callEach<T: Sendable>(
+        _ operation: ServiceMetrics.Operation, keys: [String], essential: Bool = false,
+        _ body: @escaping @Sendable (_ indices: [Int], any RedisCommands) async throws -> T
+    ) async -> [(indices: [Int], result: T?)] {
+        let groups = slotGroups(keys)
+        if groups.count == 1 {
+            return [(groups[0], await call(operation, key: keys[groups[0][0]], essential: essential) { try await body(groups[0], $0) })]
+        }
+        return await withTaskGroup(of: (Int, T?).self) { group in
+            for (number, indices) in groups.enumerated() {
+                group.addTask { (number, await self.call(operation, key: keys[indices[0]], essential: essential) { try await body(indices, $0) }) }
+            }
+            var results = [T?](repeating: nil, count: groups.count)
+            for await (number, result) in group { results[number] = result }
+            return zip(groups, results).map { ($0, $1) }
+        }
+    }
+
+    /// The worst breaker's state (the only one's, for a single Redis).
+    public var state: CircuitState { breakers.worst }
+
+    /// Runs `listener` each time a circuit opens (also when an operator forces it open), with its node.
+    public func onOpen(_ listener: @escaping @Sendable (_ node: String) -> Void) {
+        breakers.onOpen(listener)
     }
 
     /// Set for the duration of one HTTP request (see `withRequestScope`).
@@ -61,7 +120,8 @@ public final class RedisGateway: Sendable {
         try await $requestScope.withValue(RequestScope(), operation: body)
     }
 
-    /// Runs `body` against Redis if the breaker allows it; nil means "take your fallback".
+    /// Runs `body` against the Redis that holds `key` if its breaker allows it; nil means "take
+    /// your fallback". Every key `body` touches must share `key`'s slot (its hash tag).
     /// - Parameter essential: a write that keeps shared state correct (cache invalidation, lock
     ///   extension and release, storing an idempotent response): tried even after an earlier
     ///   call of the same request failed, and while the circuit is half-open or forced open
@@ -71,9 +131,9 @@ public final class RedisGateway: Sendable {
     /// connection with another call's failure is not counted again: one connection failure
     /// is one breaker failure.
     public func call<T: Sendable>(
-        _ operation: ServiceMetrics.Operation, essential: Bool = false, _ body: (RedisConnectionPool) async throws -> T
+        _ operation: ServiceMetrics.Operation, key: String, essential: Bool = false, _ body: (any RedisCommands) async throws -> T
     ) async -> T? {
-        if case .reply(let value) = await attempt(operation, essential: essential, body) { return value }
+        if case .reply(let value) = await attempt(operation, key: key, essential: essential, body) { return value }
         return nil
     }
 
@@ -89,17 +149,29 @@ public final class RedisGateway: Sendable {
 
     /// `call`, telling apart "not sent" from "sent, outcome unknown".
     public func attempt<T: Sendable>(
-        _ operation: ServiceMetrics.Operation, essential: Bool = false, _ body: (RedisConnectionPool) async throws -> T
+        _ operation: ServiceMetrics.Operation, key: String, essential: Bool = false, _ body: (any RedisCommands) async throws -> T
+    ) async -> Outcome<T> {
+        guard let target = target(for: key) else {
+            metrics.fallback(operation)
+            return .notAttempted
+        }
+        return await attempt(operation, on: target, essential: essential, body)
+    }
+
+    private func attempt<T: Sendable>(
+        _ operation: ServiceMetrics.Operation, on target: (node: String, breaker: RedisBreakers.Breaker, redis: any RedisCommands),
+        essential: Bool, _ body: (any RedisCommands) async throws -> T
     ) async -> Outcome<T> {
         let scope = Self.requestScope
-        let permission: CircuitBreaker<ContinuousClock>.Permission =
+        let breaker = target.breaker
+        let permission: RedisBreakers.Breaker.Permission =
             essential ? breaker.acquireEssential() : (scope?.redisFailed == true ? .rejected : breaker.acquire())
         guard case .allowed(let probe) = permission else {
             metrics.fallback(operation)
             return .notAttempted
         }
         do {
-            let result = try await body(pool)
+            let result = try await body(target.redis)
             breaker.record(success: true, probe: probe)
             return .reply(result)
         } catch {
@@ -113,28 +185,64 @@ public final class RedisGateway: Sendable {
             if let redisError, !redisError.isRedisFailure {
                 breaker.release(probe: probe)
             } else {
-                metrics.circuitFailure()
+                breakers.countFailure(node: target.node)
                 breaker.record(success: false, probe: probe, reason: "\(error)")
             }
-            logger.debug("Redis call failed; falling back", metadata: ["operation": "\(operation.rawValue)", "error": "\(error)"])
+            logger.debug("Redis call failed; falling back", metadata: ["operation": "\(operation.rawValue)", "error": "\(error)", "node": "\(target.node)"])
             return .failed
         }
     }
 
-    /// Whether Redis answers a PING now. Only called while the circuit is closed, through the
-    /// breaker like any call (an open circuit means Redis is not called at all).
-    /// `/health` waits at most `within` for the answer; the PING itself keeps the normal
-    /// deadline (a shorter one would close a connection other calls are pipelined on) and,
-    /// when late, finishes in the background.
+    /// The masters a cluster's map names now (one unnamed node for a single Redis).
+    private var nodes: [(node: String, redis: any RedisCommands)] {
+        switch deployment {
+        case .single(let pool):
+            return [(RedisBreakers.single, pool)]
+        case .cluster(let cluster):
+            return (cluster.map?.masters ?? []).map { ($0.description, cluster.pool(for: $0)) }
+        }
+    }
+
+    /// A PING through each half-open breaker (not a drill's): how a circuit closes with no traffic.
+    public func probeHalfOpen() async {
+        await withTaskGroup(of: Void.self) { group in
+            for (node, redis) in nodes {
+                let breaker = breakers.breaker(for: node)
+                guard breaker.state == .halfOpen, !breaker.isForcedOpen else { continue }
+                group.addTask {
+                    _ = await self.attempt(.healthCheck, on: (node, breaker, redis), essential: false) { try await $0.send(.ping) }
+                }
+            }
+        }
+    }
+
+    /// Whether Redis (every master of a cluster) answers a PING now. Only called while the
+    /// circuits are closed, through the breakers like any call (an open circuit means Redis is
+    /// not called at all). `/health` waits at most `within` for the answers; the PINGs
+    /// themselves keep the normal deadline (a shorter one would close a connection other calls
+    /// are pipelined on) and, when late, finish in the background.
     public func ping(within: Duration = .seconds(1)) async -> Bool {
-        guard breaker.state == .closed else { return false }
-        return await firstOf({ await self.call(.healthCheck) { pool in try await pool.send(.ping) } == .simpleString("PONG") },
-                             orAfter: within, fallback: false)
+        guard breakers.worst == .closed else { return false }
+        let nodes = nodes
+        guard !nodes.isEmpty else { return false }
+        return await firstOf({
+            await withTaskGroup(of: Bool.self) { group in
+                for (node, redis) in nodes {
+                    let breaker = self.breakers.breaker(for: node)
+                    group.addTask {
+                        let reply = await self.attempt(.healthCheck, on: (node, breaker, redis), essential: false) { try await $0.send(.ping) }
+                        if case .reply(.simpleString("PONG")) = reply { return true }
+                        return false
+                    }
+                }
+                return await group.allSatisfy { $0 }
+            }
+        }, orAfter: within, fallback: false)
     }
 
     /// Seconds until an open circuit lets a probe through (at least 1): the `Retry-After` of fail-closed 503s.
     public var retryAfterSeconds: Int {
-        state == .open ? max(1, Int(breaker.configuration.recoveryTimeout.components.seconds)) : 1
+        state == .open ? max(1, Int(breakers.configuration.recoveryTimeout.components.seconds)) : 1
     }
 }
 
@@ -144,12 +252,4 @@ final class RequestScope: Sendable {
 
     var redisFailed: Bool { failed.load(ordering: .relaxed) }
     func markFailed() { failed.store(true, ordering: .relaxed) }
-}
-
-/// Callbacks registered after the breaker that calls them was made.
-final class Listeners: Sendable {
-    private let list = Mutex<[@Sendable () -> Void]>([])
-
-    func add(_ listener: @escaping @Sendable () -> Void) { list.withLock { $0.append(listener) } }
-    func callAll() { for listener in list.withLock({ $0 }) { listener() } }
 }

@@ -55,7 +55,7 @@ public final class StreamHub: Sendable {
     /// The origin of the streams' write times (`elapsed`), kept as integers in their mailboxes.
     private let epoch = ContinuousClock.now
     /// Set once by `makeSubscriber` (the subscriber needs the hub's callbacks, the hub the subscriber).
-    private let subscriberBox = Mutex<RedisSubscriber?>(nil)
+    private let subscriberBox = Mutex<(any ChannelSubscriber)?>(nil)
 
     public init(
         gateway: RedisGateway, maxConnections: Int, acceptPerSecond: Int = 500, heartbeat: Duration = .seconds(15),
@@ -70,20 +70,28 @@ public final class StreamHub: Sendable {
         self.logger = logger
         state = Mutex(State(acceptTokens: Double(acceptPerSecond), acceptRefilled: .now))
     }
+
     /// Builds the subscriber connection that feeds this hub (run it as a service).
+    /// - Parameter endpoint: where each connection goes (Sentinel's master); nil: `configuration`'s.
     public func makeSubscriber(
-        configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, sentinel: SentinelResolver?,
+        configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, endpoint: RedisSubscriber.Endpoint? = nil,
         tracking: InvalidationTracking? = nil
     ) -> RedisSubscriber {
-        // With Sentinel, each connection goes to the current master.
-        var endpoint: RedisSubscriber.Endpoint?
-        if let sentinel {
-            endpoint = { @Sendable (_: Int, eventLoop: any EventLoop, deadline: NIODeadline) async throws -> RedisAddress in
-                try await sentinel.master(on: eventLoop, deadline: deadline)
-            }
-        }
         let subscriber = RedisSubscriber(
             configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger, endpoint: endpoint, tracking: tracking,
+            onMessage: { [weak self] channel, payload in self?.deliver(channel: channel, payload: payload) },
+            onConnected: { [weak self] up in self?.subscriberConnected(up) })
+        subscriberBox.withLock { $0 = subscriber }
+        return subscriber
+    }
+
+    /// On a Redis Cluster: sharded pub/sub, one subscriber per master (run it as a service).
+    /// - Parameter tracking: the near cache's tracking on one master, if there is a near cache.
+    public func makeClusterSubscriber(
+        cluster: RedisCluster, eventLoopGroup: any EventLoopGroup, tracking: (@Sendable (RedisAddress) -> InvalidationTracking)? = nil
+    ) -> ClusterSubscriber {
+        let subscriber = ClusterSubscriber(
+            cluster: cluster, eventLoopGroup: eventLoopGroup, logger: logger, tracking: tracking,
             onMessage: { [weak self] channel, payload in self?.deliver(channel: channel, payload: payload) },
             onConnected: { [weak self] up in self?.subscriberConnected(up) })
         subscriberBox.withLock { $0 = subscriber }

@@ -1,6 +1,6 @@
 internal import RedisClient
 
-/// Publishes stream messages on Redis pub/sub after writes, through the gateway (a publish
+/// Publishes stream messages on Redis pub/sub (sharded pub/sub on a cluster) after writes, through the gateway (a publish
 /// Redis cannot take is not retried: every stream also checks MongoDB at least every 10 s, so
 /// the notification still arrives, late).
 public struct StreamPublisher: Sendable {
@@ -21,14 +21,20 @@ public struct StreamPublisher: Sendable {
 
     public func publish(_ messages: [(user: String, message: StreamMessage)]) async {
         guard !messages.isEmpty else { return }
-        let arguments = messages.flatMap { [StreamMessage.channel($0.user), $0.message.payload] }
-        if messages.count == 1 {
-            _ = await gateway.call(.stream) { pool in
-                try await pool.send(RedisCommand("PUBLISH", arguments))
+        let channels = messages.map { StreamMessage.channel($0.user) }
+        let payloads = messages.map(\.message.payload)
+        if gateway.isCluster {
+            // Sharded pub/sub: each channel published on its slot's master (a script cannot name channels of other slots).
+            _ = await gateway.callEach(.stream, keys: channels) { indices, redis in
+                for index in indices { _ = try await redis.send(RedisCommand("SPUBLISH", [channels[index], payloads[index]])) }
+            }
+        } else if messages.count == 1 {
+            _ = await gateway.call(.stream, key: channels[0]) { redis in
+                try await redis.send(RedisCommand("PUBLISH", [channels[0], payloads[0]]))
             }
         } else {
-            _ = await gateway.call(.stream) { pool in
-                try await pool.evaluate(Self.publishMany, keys: [], arguments: arguments)
+            _ = await gateway.call(.stream, key: channels[0]) { redis in
+                try await redis.evaluate(Self.publishMany, keys: [], arguments: zip(channels, payloads).flatMap { [$0, $1] })
             }
         }
     }

@@ -5,34 +5,53 @@ public import NotificationsCore
 internal import Prometheus
 public import RedisClient
 internal import Resilience
+public import ServiceLifecycle
 
 /// Everything the service is made of, built from `Settings` in one place, so the executable
 /// and the integration tests wire the same objects the same way.
 public struct AppEnvironment: Sendable {
     public let settings: Settings
     public let services: AppServices
-    public let redisPool: RedisConnectionPool
+    /// The single Redis's (or Sentinel's master's) pool; nil on a cluster.
+    public let redisPool: RedisConnectionPool?
+    /// With `REDIS_CLUSTER_NODES`: the cluster (run it as a service: it reads and refreshes the slot map).
+    public let redisCluster: RedisCluster?
     public let mongoPool: MongoClientPool
     public let store: MongoNotificationStore
     public let gateway: RedisGateway
     public let eventStore: EventStore
     /// The Redis pub/sub connection feeding `services.streams` (run it as a service).
-    public let subscriber: RedisSubscriber
+    public let subscriber: any ChannelSubscriber
     /// With Sentinel: the `+switch-master` listener (run it as a service).
     public let sentinelWatcher: RedisSubscriber?
 
     public static func make(settings: Settings, logger: Logger, eventLoopGroup: any EventLoopGroup) throws -> AppEnvironment {
         let registry = PrometheusCollectorRegistry()
         let metrics = ServiceMetrics(factory: PrometheusMetricsFactory(registry: registry))
-        let redisConfiguration = try RedisConfiguration(url: settings.redisURL, operationTimeoutMilliseconds: settings.redisOperationTimeoutMilliseconds)
+        var redisConfiguration = try RedisConfiguration(url: settings.redisURL, operationTimeoutMilliseconds: settings.redisOperationTimeoutMilliseconds)
         let sentinel = settings.redisSentinelMaster.map { master in
             SentinelResolver(
                 sentinels: settings.redisSentinels.compactMap { RedisAddress(parsing: $0) }, masterName: master, credentials: redisConfiguration,
                 logger: logger)
         }
-        let redisPool = RedisConnectionPool(configuration: redisConfiguration, eventLoopGroup: eventLoopGroup, logger: logger, sentinel: sentinel)
+        let deployment: RedisGateway.Deployment
+        var redisPool: RedisConnectionPool?
+        var redisCluster: RedisCluster?
+        if !settings.redisClusterNodes.isEmpty {
+            // A cluster has database 0 only.
+            redisConfiguration.database = 0
+            let cluster = RedisCluster(
+                seeds: settings.redisClusterNodes.compactMap { RedisAddress(parsing: $0) }, configuration: redisConfiguration,
+                eventLoopGroup: eventLoopGroup, logger: logger)
+            redisCluster = cluster
+            deployment = .cluster(cluster)
+        } else {
+            let pool = RedisConnectionPool(configuration: redisConfiguration, eventLoopGroup: eventLoopGroup, logger: logger, sentinel: sentinel)
+            redisPool = pool
+            deployment = .single(pool)
+        }
         let gateway = RedisGateway(
-            pool: redisPool,
+            deployment: deployment,
             configuration: CircuitBreakerConfiguration(
                 failureThreshold: settings.circuitFailureThreshold,
                 recoveryTimeout: .milliseconds(settings.circuitRecoveryTimeoutMilliseconds),
@@ -41,10 +60,17 @@ public struct AppEnvironment: Sendable {
         let mongoPool = try MongoClientPool(
             uriString: settings.mongoURI, operationTimeoutMilliseconds: settings.mongoOperationTimeoutMilliseconds, eventLoopGroup: eventLoopGroup,
             queueCapacity: settings.mongoQueueCapacity)
+        // On a cluster, entries are kept per master: each master's own invalidations keep its users' entries exact.
+        let nodeOf: @Sendable (String) -> String = if let redisCluster {
+            { key in redisCluster.master(forSlot: HashSlot.of(key))?.description ?? "" }
+        } else {
+            { _ in "" }
+        }
         let near = settings.feedNearCache
-            ? NearCache(maxBytes: settings.feedNearCacheMaxBytes, ttl: .seconds(settings.feedCacheTTLSeconds), metrics: metrics, logger: logger)
+            ? NearCache(
+                maxBytes: settings.feedNearCacheMaxBytes, ttl: .seconds(settings.feedCacheTTLSeconds), metrics: metrics, logger: logger, nodeOf: nodeOf)
             : nil
-        if let near { gateway.onOpen { near.flush(.breaker) } }
+        if let near { gateway.onOpen { node in near.flush(.breaker, node: node) } }
         let cache = FeedCache(gateway: gateway, ttlSeconds: settings.feedCacheTTLSeconds, logger: logger, near: near)
         // A counter marked for a recount in the background also drops the users' cached feeds.
         let store = MongoNotificationStore(pool: mongoPool, metrics: metrics, logger: logger) { users in
@@ -65,9 +91,27 @@ public struct AppEnvironment: Sendable {
         let tracking = near.map { near in
             InvalidationTracking(prefixes: [near.trackedPrefix], onInvalidate: { near.invalidate(keys: $0) }, onActive: { near.setActive($0) })
         }
-        let subscriber = streams.makeSubscriber(configuration: redisConfiguration, eventLoopGroup: eventLoopGroup, sentinel: sentinel, tracking: tracking)
-        let sentinelWatcher = sentinel.map { sentinel in
-            SentinelWatcher.make(sentinel: sentinel, pool: redisPool, streams: streams, eventLoopGroup: eventLoopGroup, logger: logger)
+        let subscriber: any ChannelSubscriber
+        if let redisCluster {
+            var masterTracking: (@Sendable (RedisAddress) -> InvalidationTracking)?
+            if let near {
+                masterTracking = { master in
+                    InvalidationTracking(
+                        prefixes: [near.trackedPrefix], onInvalidate: { near.invalidate(keys: $0) }, onActive: { near.setActive($0, node: master.description) })
+                }
+            }
+            subscriber = streams.makeClusterSubscriber(cluster: redisCluster, eventLoopGroup: eventLoopGroup, tracking: masterTracking)
+        } else {
+            var endpoint: RedisSubscriber.Endpoint?
+            if let sentinel {
+                endpoint = { @Sendable (_: Int, eventLoop: any EventLoop, deadline: NIODeadline) async throws -> RedisAddress in
+                    try await sentinel.master(on: eventLoop, deadline: deadline)
+                }
+            }
+            subscriber = streams.makeSubscriber(configuration: redisConfiguration, eventLoopGroup: eventLoopGroup, endpoint: endpoint, tracking: tracking)
+        }
+        let sentinelWatcher = sentinel.flatMap { sentinel in
+            redisPool.map { SentinelWatcher.make(sentinel: sentinel, pool: $0, streams: streams, eventLoopGroup: eventLoopGroup, logger: logger) }
         }
         // Single creates and event fan-out batches share one group commit.
         let writer = NotificationWriter(store: store, cache: cache, streams: publisher, metrics: metrics)
@@ -98,8 +142,20 @@ public struct AppEnvironment: Sendable {
             store: store,
             metrics: metrics, registry: registry, inFlight: Bulkhead(capacity: settings.maxInFlight))
         return AppEnvironment(
-            settings: settings, services: services, redisPool: redisPool, mongoPool: mongoPool, store: store, gateway: gateway,
+            settings: settings, services: services, redisPool: redisPool, redisCluster: redisCluster, mongoPool: mongoPool, store: store, gateway: gateway,
             eventStore: events, subscriber: subscriber, sentinelWatcher: sentinelWatcher)
+    }
+
+    /// What keeps the Redis connections (and a cluster's slot map) until shutdown.
+    public var redisService: any Service {
+        if let redisCluster { return redisCluster }
+        return redisPool!
+    }
+
+    /// Closes every Redis connection (tests; `serve` stops `redisService`).
+    public func closeRedis() {
+        redisPool?.close()
+        redisCluster?.close()
     }
 
     /// The retention remover of this instance (`FEED_RETENTION_DAYS`, `FEED_MAX_PER_USER`, `expiresAt`).
