@@ -137,7 +137,7 @@ let package = Package(
         .testTarget(
             name: "NotificationsCoreTests",
             dependencies: [
-                "NotificationsCore", "Resilience", "TestSupport", "MongoStore", .product(name: "Logging", package: "swift-log"),
+                "NotificationsCore", "Resilience", "RedisClient", "TestSupport", "MongoStore", .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Metrics", package: "swift-metrics"),
             ],
             swiftSettings: swiftSettings

@@ -34,6 +34,8 @@ public final class RedisCluster: Service, Sendable {
     }
 
     private let state = Mutex(State())
+    private let moved = Atomic<Int>(0)
+    private let asked = Atomic<Int>(0)
     private let listeners = Mutex<[@Sendable (ClusterSlotMap) -> Void]>([])
 
     public init(
@@ -47,6 +49,9 @@ public final class RedisCluster: Service, Sendable {
         self.refreshInterval = refreshInterval
         self.staleRefreshInterval = staleRefreshInterval
     }
+
+    /// `MOVED` and `ASK` redirections followed so far.
+    public var redirections: (moved: Int, asked: Int) { (moved.load(ordering: .relaxed), asked.load(ordering: .relaxed)) }
 
     /// The map last read (nil until the first read succeeds).
     public var map: ClusterSlotMap? { state.withLock { $0.map } }
@@ -83,20 +88,30 @@ public final class RedisCluster: Service, Sendable {
         let cluster: RedisCluster
         public let slot: Int
 
+        /// Every key of `command` must be in `slot`: a key of another slot would be answered by
+        /// the node that owns it, with `MOVED`, not by this route's master; it is refused before
+        /// it is sent, as a cluster refuses keys of two slots (`CROSSSLOT`).
         public func send(_ command: RedisCommand) async throws -> RESPValue {
-            try await cluster.send(command, slot: slot)
+            if let stray = command.keys?.first(where: { HashSlot.of(bytes: $0) != slot }) {
+                throw Self.crossSlot(String(decoding: stray, as: UTF8.self), slot)
+            }
+            return try await cluster.send(command, slot: slot)
         }
 
         /// Every key must be in `slot` (the cluster would refuse the script with `CROSSSLOT`; so does this, before sending).
         public func evaluate(_ script: RedisScript, keys: [String], arguments: [String]) async throws -> RESPValue {
             if let stray = keys.first(where: { HashSlot.of($0) != slot }) {
-                throw RedisError.server(code: "CROSSSLOT", message: "CROSSSLOT key \(stray) is not in slot \(slot)")
+                throw Self.crossSlot(stray, slot)
             }
             return try await cluster.redirecting(slot: slot) { pool, deadline throws(RedisError) in
                 try await pool.evaluate(script, keys: keys, arguments: arguments, deadline: deadline)
             } asking: { pool, deadline throws(RedisError) in
                 try await pool.sendAsking(RedisCommand("EVAL", [script.source, String(keys.count)] + keys + arguments), deadline: deadline)
             }
+        }
+
+        static func crossSlot(_ key: String, _ slot: Int) -> RedisError {
+            .server(code: "CROSSSLOT", message: "CROSSSLOT key \(key) is not in slot \(slot)")
         }
     }
 
@@ -119,22 +134,36 @@ public final class RedisCluster: Service, Sendable {
             throw .connectionRefused("no master is known for slot \(slot)")
         }
         var redirections = 0
+        // Set by an `ASK`: this one attempt goes to the importing node, with `ASKING`.
+        var importing: RedisAddress?
         while true {
+            // ASK and TRYAGAIN repeat while a migration goes on: bounded by the call's deadline.
+            guard NIODeadline.now() < deadline else { throw .timeout }
             do {
+                if let node = importing {
+                    return try await asking(pool(for: node), deadline)
+                }
                 return try await body(pool(for: target), deadline)
-            } catch .server(code: "MOVED", let message) where redirections < 2 {
-                guard let moved = Self.redirection(message, from: target) else { throw .protocolError(message) }
+            } catch .server(code: "MOVED", let message) where redirections < 5 {
+                guard let moved = Self.redirection(message, from: importing ?? target) else { throw .protocolError(message) }
                 state.withLock { $0.map?.assign(slot: slot, to: moved) }
+                self.moved.add(1, ordering: .relaxed)
                 requestRefresh()
                 target = moved
+                importing = nil
                 redirections += 1
-            } catch .server(code: "ASK", let message) where redirections < 2 {
-                guard let importing = Self.redirection(message, from: target) else { throw .protocolError(message) }
-                return try await asking(pool(for: importing), deadline)
-            } catch .server(code: "TRYAGAIN", let message) {
-                // Keys of one call are split between two nodes for a moment of a migration.
-                guard NIODeadline.now() + .milliseconds(25) < deadline else { throw .server(code: "TRYAGAIN", message: message) }
+            } catch .server(code: "ASK", let message) where importing == nil {
+                guard let node = Self.redirection(message, from: target) else { throw .protocolError(message) }
+                asked.add(1, ordering: .relaxed)
+                importing = node
+            } catch let error where error.meansSlotIsMigrating {
+                // The call's keys are split between the two nodes of a migration for a moment
+                // (`TRYAGAIN`), or a script reads a key it derives (a cache entry from its
+                // version) that the migration put out of this node's reach: from the start (the
+                // owner again), shortly, within the same deadline.
+                guard NIODeadline.now() + .milliseconds(25) < deadline else { throw error }
                 try? await Task.sleep(for: .milliseconds(25))
+                importing = nil
             } catch {
                 if error.meansTopologyMayHaveChanged { requestRefresh() }
                 throw error
@@ -264,6 +293,15 @@ public final class RedisCluster: Service, Sendable {
 }
 
 extension RedisError {
+    /// Only while a slot is being migrated.
+    var meansSlotIsMigrating: Bool {
+        switch self {
+        case .server(code: "TRYAGAIN", _): true
+        case .server(code: "ERR", let message): message.contains("non local key")
+        default: false
+        }
+    }
+
     /// A node unreachable, or the cluster saying it is not serving: the map may be out of date.
     var meansTopologyMayHaveChanged: Bool {
         switch self {

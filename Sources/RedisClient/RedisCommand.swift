@@ -11,6 +11,23 @@ public struct RedisCommand: Sendable, Hashable {
     }
 
     public var name: String { arguments.first.map { String(decoding: $0, as: UTF8.self) } ?? "" }
+
+    /// The keys (and shard channels) of the commands the service sends, for a cluster's slot
+    /// check; nil for a command this list does not know (it is sent unchecked).
+    public var keys: [[UInt8]]? {
+        switch name.uppercased() {
+        case "GET", "SET", "PTTL", "PEXPIRE", "EXPIRE", "INCR", "SPUBLISH", "PUBLISH": arguments.count > 1 ? [arguments[1]] : []
+        case "DEL", "EXISTS": Array(arguments.dropFirst())
+        case "EVAL", "EVALSHA":
+            if arguments.count > 2, let count = Int(String(decoding: arguments[2], as: UTF8.self)), arguments.count >= 3 + count {
+                Array(arguments[3..<(3 + count)])
+            } else {
+                nil
+            }
+        case "PING", "ECHO", "CLUSTER", "WAIT", "SCRIPT", "TIME": []
+        default: nil
+        }
+    }
 }
 
 extension RedisCommand {

@@ -165,6 +165,64 @@ struct ClusterTests {
         }
     }
 
+    /// A user's slot migrated to another master while the user's writes and reads run: `ASK`
+    /// during the migration, `MOVED` after it, no request fails or falls back, and every read
+    /// after a write sees it (nothing stale).
+    @Test func aSlotMigratedUnderRequestsIsFollowedWithNothingStale() async throws {
+        try await withHarness(cluster: true, configure: Self.configure) { harness in
+            let cluster = try #require(harness.environment.redisCluster)
+            let user = "migrating-user"
+            let slot = HashSlot.of(user)
+            let source = try #require(cluster.master(forSlot: slot))
+            let target = try #require(cluster.map?.masters.first { $0 != source })
+            let token = try await Self.mint(harness, user)
+            let before = cluster.redirections
+            let failures = Samples()
+            let load = Task {
+                var created = 0
+                while !Task.isCancelled {
+                    guard let create = try? await harness.client.post("/v1/notifications", json: #"{"recipientId":"\#(user)","type":"t"}"#, headers: Self.writer) else { break }
+                    if create.status == .created { created += 1 }
+                    for path in ["/v1/users/\(user)/notifications/unread-count", "/v1/users/\(user)/notifications?limit=100"] {
+                        guard let read = try? await harness.client.get(path, headers: token) else { break }
+                        let count = path.contains("unread") ? try read.jsonObject()["unreadCount"] as? Int : (try read.jsonObject()["items"] as? [Any])?.count
+                        if create.status != .created || read.status != .ok || read.headers[.init("X-RateLimit-Status")!] != "enforced" || count != min(created, 100) {
+                            failures.add(Sample(at: .now, master: source, status: Int(read.status.code), rateLimit: "\(path) \(count ?? -1) of \(created)"))
+                        }
+                    }
+                }
+                return created
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            let sourceID = try TestCluster.cli(source.port, ["CLUSTER", "MYID"]).trimmingCharacters(in: .whitespacesAndNewlines)
+            let targetID = try TestCluster.cli(target.port, ["CLUSTER", "MYID"]).trimmingCharacters(in: .whitespacesAndNewlines)
+            try TestCluster.cli(target.port, ["CLUSTER", "SETSLOT", "\(slot)", "IMPORTING", sourceID])
+            try TestCluster.cli(source.port, ["CLUSTER", "SETSLOT", "\(slot)", "MIGRATING", targetID])
+            // Ten keys at a time (as `redis-cli --cluster reshard` moves them), with requests between:
+            // some of the user's keys on each side for a while.
+            while true {
+                let keys = try TestCluster.cli(source.port, ["CLUSTER", "GETKEYSINSLOT", "\(slot)", "10"]).split(separator: "\n").map(String.init)
+                if keys.isEmpty { break }
+                try TestCluster.cli(source.port, ["MIGRATE", "127.0.0.1", "\(target.port)", "", "0", "5000", "KEYS"] + keys)
+                try await Task.sleep(for: .milliseconds(30))
+            }
+            let duringMigration = cluster.redirections
+            for master in try #require(harness.cluster).masters() {
+                try TestCluster.cli(master.port, ["CLUSTER", "SETSLOT", "\(slot)", "NODE", targetID])
+            }
+            try await Task.sleep(for: .milliseconds(800))
+            load.cancel()
+            let created = (try? await load.value) ?? -1
+            let after = cluster.redirections
+            print("slot migration under requests: \(created) creates, \(duringMigration.asked - before.asked) ASK, \(after.moved - before.moved) MOVED followed")
+            #expect(failures.all.isEmpty, "\(failures.all.prefix(5).map { "\($0.status) \($0.rateLimit ?? "")" })")
+            #expect(duringMigration.asked > before.asked, "ASK was followed during the migration")
+            #expect(after.moved > before.moved, "MOVED was followed after it")
+            #expect(cluster.master(forSlot: slot) == target)
+            #expect(try await Self.fallbacks(harness) == 0, "nothing fell back")
+        }
+    }
+
     /// One read per user and one create for one of them, in turn, until `stop`: what each got.
     struct Sample: Sendable {
         var at: ContinuousClock.Instant

@@ -65,7 +65,7 @@ public final class RateLimiter: Sendable {
     /// A user token's request: the `user` policy, one bucket per user, across instances.
     public func check(user: String, group: RouteGroup, readingAhead probe: CacheProbe?) async -> (decision: RateLimitDecision, readAhead: CacheReadAhead?) {
         // Braced, so no API key name can share a user's bucket by accident.
-        await check(policies.userPolicy(group: group), subject: "user:{\(user)}", readingAhead: probe)
+        await check(policies.userPolicy(group: group), subject: Self.subject(user: user), readingAhead: probe)
     }
 
     private func check(
@@ -76,9 +76,7 @@ public final class RateLimiter: Sendable {
             return (RateLimitDecision(outcome: .unlimited, status: .enforced, policyName: resolved.name, limit: 0, windowSeconds: 0, remaining: 0, resetSeconds: 0), nil)
         }
         let limit = GCRALimit(limit: limitCount, window: .milliseconds(resolved.policy.windowMilliseconds))
-        // A user's bucket carries the user's hash tag (so the read-ahead of the user's cache can
-        // join its script); an API key's bucket is a tag of its own.
-        let bucket = keyName.contains("{") ? "ratelimit:\(resolved.scope):\(keyName)" : "ratelimit:{\(resolved.scope):\(keyName)}"
+        let bucket = Self.bucket(scope: resolved.scope, subject: keyName)
         // On a cluster, a read-ahead of another slot cannot share the script: the handler looks it up itself.
         let probe = probe.flatMap { gateway.isCluster && HashSlot.of($0.versionKey) != HashSlot.of(bucket) ? nil : $0 }
         if let (decision, readAhead) = await gateway.call(.rateLimit, key: bucket, { redis in
@@ -96,6 +94,15 @@ public final class RateLimiter: Sendable {
         logger.debug("Rate limit bypassed: Redis unusable, in-memory limiter used", metadata: ["api_key": "\(keyName)"])
         return (make(local.check(bucket: bucket, limit: limit), limit: limit, name: resolved.name, status: .bypassedFailOpen), nil)
     }
+
+    /// A user's bucket carries the user's hash tag (`user:{id}`: the read-ahead of the user's
+    /// cache joins its script on a cluster); an API key's bucket is a tag of its own.
+    static func bucket(scope: String, subject: String) -> String {
+        subject.contains("{") ? "ratelimit:\(scope):\(subject)" : "ratelimit:{\(scope):\(subject)}"
+    }
+
+    /// The subject of a user token's bucket.
+    static func subject(user: String) -> String { "user:{\(user)}" }
 
     private func make(_ decision: GCRADecision, limit: GCRALimit, name: String, status: RateLimitDecision.Status) -> RateLimitDecision {
         RateLimitDecision(
