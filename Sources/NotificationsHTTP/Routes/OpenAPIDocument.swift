@@ -1667,5 +1667,16 @@ components:
         recoveryTimeoutMs: { type: integer, minimum: 0 }
         successThreshold: { type: integer, minimum: 1 }
         failOpen: { type: boolean }
+        nodes:
+          description: "On a Redis Cluster (REDIS_CLUSTER_NODES) only: each master's breaker, by host:port; state above is the worst of them, consecutiveFailures the highest."
+          type: object
+          additionalProperties:
+            type: object
+            additionalProperties: false
+            required: [state, forced, consecutiveFailures]
+            properties:
+              state: { type: string, enum: [closed, half_open, open] }
+              forced: { type: boolean }
+              consecutiveFailures: { type: integer, minimum: 0 }
 """#
 }
