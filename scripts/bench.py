@@ -298,6 +298,9 @@ def main():
         finally:
             servers.redis.send_signal(signal.SIGCONT)
         service.stop()
+        # Redis Cluster against one Redis, in turns (scripts/bench_cluster.py).
+        import bench_cluster
+        rows.extend(bench_cluster.cluster_rows(servers))
     finally:
         bare.kill()
         servers.stop()

@@ -191,6 +191,100 @@ class Servers:
         return env
 
 
+def free_cluster_port():
+    """A free port whose cluster bus port (+10000) is free and valid too."""
+    for _ in range(100):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+class RedisCluster:
+    """A Redis Cluster of Debian's redis-server on loopback: `masters` masters with one replica
+    each, a short node timeout, `cluster-require-full-coverage no` (a failed master stops only
+    its own slots), joined with `redis-cli --cluster create`."""
+
+    def __init__(self, masters=3, node_timeout_ms=1000):
+        base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        self.dir = tempfile.mkdtemp(prefix="notifications-cluster-", dir=base)
+        self.nodes = {}
+        for _ in range(2 * masters):
+            port = free_cluster_port()
+            folder = os.path.join(self.dir, str(port))
+            os.makedirs(folder)
+            self.nodes[port] = subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", folder,
+                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(node_timeout_ms),
+                 "--cluster-require-full-coverage", "no", "--cluster-replica-validity-factor", "0"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
+        for port in self.nodes:
+            wait_port(port)
+        subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{port}" for port in self.nodes],
+                        "--cluster-replicas", "1", "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        self.wait_until_healthy(masters)
+
+    @property
+    def seeds(self):
+        return ",".join(f"127.0.0.1:{port}" for port in self.nodes)
+
+    def cli(self, port, *arguments):
+        return subprocess.run(["redis-cli", "-p", str(port), *arguments], capture_output=True, text=True, timeout=10).stdout
+
+    def running(self):
+        return [port for port, process in self.nodes.items() if process.poll() is None]
+
+    def masters(self):
+        """{port: [slot ranges]} of the masters serving slots, as the first running node sees them."""
+        found = {}
+        for line in self.cli(self.running()[0], "CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if len(fields) < 9 or "master" not in fields[2].split(",") or "fail" in fields[2]:
+                continue
+            ranges = [tuple(int(bound) for bound in field.split("-")) for field in fields[8:] if not field.startswith("[")]
+            found[int(fields[1].split("@")[0].rsplit(":", 1)[1])] = [(r[0], r[-1]) for r in ranges]
+        return found
+
+    def replica_of(self, master_port):
+        lines = [line.split() for line in self.cli(self.running()[0], "CLUSTER", "NODES").splitlines()]
+        master_id = next(fields[0] for fields in lines if fields[1].startswith(f"127.0.0.1:{master_port}@"))
+        return next(int(fields[1].split("@")[0].rsplit(":", 1)[1]) for fields in lines if fields[3] == master_id)
+
+    def slot_of(self, key):
+        return int(self.cli(self.running()[0], "CLUSTER", "KEYSLOT", key).strip())
+
+    def master_of(self, key):
+        slot = self.slot_of(key)
+        return next(port for port, ranges in self.masters().items() if any(low <= slot <= high for low, high in ranges))
+
+    def wait_until_healthy(self, masters, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = [self.cli(port, "CLUSTER", "INFO") for port in self.running()]
+            roles = [self.cli(port, "ROLE") for port in self.running()]
+            if all("cluster_state:ok" in state for state in states) and sum(role.startswith("master") for role in roles) == masters \
+                    and all("connected" in role for role in roles if role.startswith("slave")):
+                return
+            time.sleep(0.2)
+        raise RuntimeError("the Redis Cluster did not become healthy")
+
+    def kill(self, port):
+        self.nodes[port].kill()
+        self.nodes[port].wait()
+
+    def stop(self):
+        for process in self.nodes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
 class Service:
     """One instance of the binary on a free port."""
 

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""The Redis Cluster rows of scripts/bench (issue 21): what running on a cluster costs.
+
+Usage: bench_cluster.py PATH/TO/notifications PATH/TO/bare-server   (or from bench.py: `cluster_rows`)
+
+On one machine a cluster cannot be faster than one Redis, so this measures cost: the same
+cached reads against an instance on one redis-server and an instance on a local cluster of
+three masters (`e2e.RedisCluster`), both on the same MongoDB-wire server, in turns (single,
+cluster, single, cluster) so both see the same machine; each row's ratio is cluster over single.
+Then the service's CPU per request on each (from /proc, the same turns): the difference is
+what slot routing costs.
+"""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402
+import e2e  # noqa: E402
+
+SETTINGS = {"API_KEYS": "bench:bench-secret,limited:limited-secret", "RATE_LIMIT_POLICIES": "bench:unlimited,limited:1000000/1s,user:1000000/1s",
+            "LOG_LEVEL": "warning", "USER_TOKEN_KEYS": "bench:bench-user-token-key-of-at-least-32-bytes",
+            "REDIS_OPERATION_TIMEOUT_MS": str(bench.OPERATION_TIMEOUT_MS), "MONGODB_OPERATION_TIMEOUT_MS": "20000"}
+
+
+def measured(service, path, key, rounds):
+    """req/s (mean of `rounds` wrk runs) and CPU microseconds per request of the service."""
+    rps, cpu, requests = [], 0.0, 0
+    for _ in range(rounds):
+        before = bench.cpu_seconds(service.process.pid)
+        result = bench.wrk(f"http://127.0.0.1:{service.port}{path}", key)
+        cpu += bench.cpu_seconds(service.process.pid) - before
+        requests += result["requests"]
+        rps.append(result)
+    return rps, cpu / requests * 1e6
+
+
+def cluster_rows(servers, rounds=2):
+    """Rows comparing a single Redis with a cluster, for the bench table."""
+    cluster = e2e.RedisCluster()
+    single = on_cluster = None
+    rows = []
+    try:
+        single = e2e.Service(servers, **SETTINGS)
+        on_cluster = e2e.Service(servers, REDIS_CLUSTER_NODES=cluster.seeds, **SETTINGS)
+        for service in (single, on_cluster):
+            while e2e.call(service.port, "GET", "/health/ready")[0] != 200:
+                time.sleep(0.5)
+        user = "bench-cluster-user"
+        bench.seed_feed(single, 20, user=user)
+        feed = f"/v1/users/{user}/notifications?limit=20"
+        token = e2e.call(single.port, "POST", f"/v1/users/{user}/tokens", {"ttlSeconds": 3600}, e2e.auth("bench-secret"))[2]["token"]
+        for service in (single, on_cluster):
+            for key in ("bench-secret", "limited-secret", token):
+                bench.wait_for_redis_cache(service, feed, key)
+        cpu = {"single": [], "cluster": []}
+        for name, key in (("cached feed, unlimited key (Redis hit)", "bench-secret"), ("cached feed, rate-limited key", "limited-secret"),
+                          ("cached feed, user token (bucket and cache in one slot)", token)):
+            results = {"single": [], "cluster": []}
+            for _ in range(rounds):
+                for label, service in (("single", single), ("cluster", on_cluster)):
+                    runs, per_request = measured(service, feed, key, 1)
+                    results[label] += runs
+                    cpu[label].append(per_request)
+            mean = {label: sum(run["rps"] for run in runs) / len(runs) for label, runs in results.items()}
+            p99 = {label: max(run["p99"] for run in runs) for label, runs in results.items()}
+            non2xx = sum(run["non2xx"] for runs in results.values() for run in runs)
+            row = {"row": f"cluster vs single Redis: {name}", "single_rps": mean["single"], "cluster_rps": mean["cluster"],
+                   "ratio": mean["cluster"] / mean["single"], "single_p99_ms": p99["single"] * 1000, "cluster_p99_ms": p99["cluster"] * 1000,
+                   "non2xx": non2xx}
+            print(f"  {row['row']}: {mean['cluster']:.0f} vs {mean['single']:.0f} req/s, ratio {row['ratio']:.3f}", file=sys.stderr, flush=True)
+            rows.append(row)
+        single_us, cluster_us = (sum(cpu[label]) / len(cpu[label]) for label in ("single", "cluster"))
+        rows.append({"row": "cluster vs single Redis: service CPU per request (the rows above)", "single_us": single_us,
+                     "cluster_us": cluster_us, "extra_us": cluster_us - single_us})
+        print(f"  CPU per request: single {single_us:.1f} us, cluster {cluster_us:.1f} us", file=sys.stderr, flush=True)
+    finally:
+        for service in (single, on_cluster):
+            if service:
+                service.stop()
+        cluster.stop()
+    return rows
+
+
+def main():
+    e2e.BINARY = os.path.abspath(sys.argv[1])
+    servers = e2e.Servers()
+    try:
+        rows = cluster_rows(servers)
+    finally:
+        e2e.shut_down(servers)
+    for row in rows:
+        print(row["row"] + ": " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if k != "row"))
+
+
+if __name__ == "__main__":
+    main()
