@@ -5,8 +5,10 @@ Usage: bench_cluster.py PATH/TO/notifications PATH/TO/bare-server   (or from ben
 
 On one machine a cluster cannot be faster than one Redis, so this measures cost: the same
 cached reads against an instance on one redis-server and an instance on a local cluster of
-three masters (`e2e.RedisCluster`), both on the same MongoDB-wire server, in turns (single,
-cluster, single, cluster) so both see the same machine; each row's ratio is cluster over single.
+three masters (`e2e.RedisCluster`, no replicas: replication costs a single Redis's replica as
+much, and on two cores it would be measured as the cluster's), both on the same MongoDB-wire
+server, in turns (single, cluster, single, cluster) so both see the same machine; each row's
+ratio is cluster over single.
 Then the service's CPU per request on each (from /proc, the same turns): the difference is
 what slot routing costs.
 """
@@ -35,9 +37,12 @@ def measured(service, path, key, rounds):
     return rps, cpu / requests * 1e6
 
 
-def cluster_rows(servers, rounds=2):
+def cluster_rows(servers, rounds=4, duration="5s"):
     """Rows comparing a single Redis with a cluster, for the bench table."""
-    cluster = e2e.RedisCluster()
+    # Short runs in many turns: this machine's speed drifts by ±10 % over minutes, which turns
+    # of a few seconds cancel out.
+    saved, bench.DURATION = bench.DURATION, duration
+    cluster = e2e.RedisCluster(replicas=0)
     single = on_cluster = None
     rows = []
     try:
@@ -57,18 +62,21 @@ def cluster_rows(servers, rounds=2):
         for name, key in (("cached feed, unlimited key (Redis hit)", "bench-secret"), ("cached feed, rate-limited key", "limited-secret"),
                           ("cached feed, user token (bucket and cache in one slot)", token)):
             results = {"single": [], "cluster": []}
+            row_cpu = {"single": [], "cluster": []}
             for _ in range(rounds):
                 for label, service in (("single", single), ("cluster", on_cluster)):
                     runs, per_request = measured(service, feed, key, 1)
                     results[label] += runs
                     cpu[label].append(per_request)
+                    row_cpu[label].append(per_request)
             mean = {label: sum(run["rps"] for run in runs) / len(runs) for label, runs in results.items()}
             p99 = {label: max(run["p99"] for run in runs) for label, runs in results.items()}
             non2xx = sum(run["non2xx"] for runs in results.values() for run in runs)
             row = {"row": f"cluster vs single Redis: {name}", "single_rps": mean["single"], "cluster_rps": mean["cluster"],
                    "ratio": mean["cluster"] / mean["single"], "single_p99_ms": p99["single"] * 1000, "cluster_p99_ms": p99["cluster"] * 1000,
-                   "non2xx": non2xx}
-            print(f"  {row['row']}: {mean['cluster']:.0f} vs {mean['single']:.0f} req/s, ratio {row['ratio']:.3f}", file=sys.stderr, flush=True)
+                   "single_cpu_us": sum(row_cpu["single"]) / rounds, "cluster_cpu_us": sum(row_cpu["cluster"]) / rounds, "non2xx": non2xx}
+            print(f"  {row['row']}: {mean['cluster']:.0f} vs {mean['single']:.0f} req/s, ratio {row['ratio']:.3f}; "
+                  f"CPU per request {row['cluster_cpu_us']:.0f} vs {row['single_cpu_us']:.0f} us", file=sys.stderr, flush=True)
             rows.append(row)
         single_us, cluster_us = (sum(cpu[label]) / len(cpu[label]) for label in ("single", "cluster"))
         rows.append({"row": "cluster vs single Redis: service CPU per request (the rows above)", "single_us": single_us,
@@ -79,6 +87,7 @@ def cluster_rows(servers, rounds=2):
             if service:
                 service.stop()
         cluster.stop()
+        bench.DURATION = saved
     return rows
 
 

@@ -207,15 +207,16 @@ def free_cluster_port():
 
 
 class RedisCluster:
-    """A Redis Cluster of Debian's redis-server on loopback: `masters` masters with one replica
-    each, a short node timeout, `cluster-require-full-coverage no` (a failed master stops only
-    its own slots), joined with `redis-cli --cluster create`."""
+    """A Redis Cluster of Debian's redis-server on loopback: `masters` masters with `replicas`
+    replicas each, a short node timeout, `cluster-require-full-coverage no` (a failed master stops
+    only its own slots), joined with `redis-cli --cluster create`."""
 
-    def __init__(self, masters=3, node_timeout_ms=1000):
+    def __init__(self, masters=3, node_timeout_ms=1000, replicas=1):
+        self.replicas = replicas
         base = "/dev/shm" if os.path.isdir("/dev/shm") else None
         self.dir = tempfile.mkdtemp(prefix="notifications-cluster-", dir=base)
         self.nodes = {}
-        for _ in range(2 * masters):
+        for _ in range((1 + replicas) * masters):
             port = free_cluster_port()
             folder = os.path.join(self.dir, str(port))
             os.makedirs(folder)
@@ -227,7 +228,7 @@ class RedisCluster:
         for port in self.nodes:
             wait_port(port)
         subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{port}" for port in self.nodes],
-                        "--cluster-replicas", "1", "--cluster-yes"], check=True, capture_output=True, timeout=60)
+                        "--cluster-replicas", str(replicas), "--cluster-yes"], check=True, capture_output=True, timeout=60)
         self.wait_until_healthy(masters)
 
     @property

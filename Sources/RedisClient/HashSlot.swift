@@ -5,23 +5,24 @@
 public enum HashSlot {
     public static let count = 16384
 
+    /// Computed on the string's UTF-8 view, without copying it (every cluster call does this).
     public static func of(_ key: String) -> Int {
-        of(bytes: Array(key.utf8))
+        of(bytes: key.utf8)
     }
 
-    public static func of(bytes key: [UInt8]) -> Int {
+    public static func of<Bytes: Collection<UInt8>>(bytes key: Bytes) -> Int {
         Int(crc16(tagged(key)) & UInt16(count - 1))
     }
 
     /// The bytes that are hashed: the tag's, or the whole key's.
-    static func tagged(_ key: [UInt8]) -> ArraySlice<UInt8> {
-        guard let open = key.firstIndex(of: UInt8(ascii: "{")),
-              let close = key[(open + 1)...].firstIndex(of: UInt8(ascii: "}")), close > open + 1
-        else { return key[...] }
-        return key[(open + 1)..<close]
+    static func tagged<Bytes: Collection<UInt8>>(_ key: Bytes) -> Bytes.SubSequence {
+        guard let open = key.firstIndex(of: UInt8(ascii: "{")) else { return key[...] }
+        let afterOpen = key.index(after: open)
+        guard let close = key[afterOpen...].firstIndex(of: UInt8(ascii: "}")), close != afterOpen else { return key[...] }
+        return key[afterOpen..<close]
     }
 
-    static func crc16(_ bytes: ArraySlice<UInt8>) -> UInt16 {
+    static func crc16(_ bytes: some Sequence<UInt8>) -> UInt16 {
         var crc: UInt16 = 0
         for byte in bytes {
             crc = (crc << 8) ^ table[Int(UInt8(truncatingIfNeeded: crc >> 8) ^ byte)]

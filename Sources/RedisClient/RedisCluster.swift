@@ -24,9 +24,23 @@ public final class RedisCluster: Service, Sendable {
     private let refreshInterval: Duration
     private let staleRefreshInterval: Duration
 
+    /// A node the service talks to: its address, its name in logs, metrics and breakers
+    /// (`host:port`, made once), and its connection pool.
+    public final class Node: Sendable {
+        public let address: RedisAddress
+        public let name: String
+        public let pool: RedisConnectionPool
+
+        init(address: RedisAddress, pool: RedisConnectionPool) {
+            self.address = address
+            self.name = address.description
+            self.pool = pool
+        }
+    }
+
     private struct State {
         var map: ClusterSlotMap?
-        var pools: [RedisAddress: RedisConnectionPool] = [:]
+        var nodes: [RedisAddress: Node] = [:]
         /// A redirection or an unreachable node was seen since the last complete read.
         var stale = true
         var refreshing: Task<Bool, Never>?
@@ -60,6 +74,14 @@ public final class RedisCluster: Service, Sendable {
         state.withLock { $0.map?.master(forSlot: slot) }
     }
 
+    /// The master of `slot` as a node (one lock, no allocation once the node is known: every call asks).
+    public func node(forSlot slot: Int) -> Node? {
+        state.withLock { state in
+            guard let address = state.map?.master(forSlot: slot) else { return nil }
+            return node(address, in: &state)
+        }
+    }
+
     /// Called with the new map whenever a read changes it (not for single `MOVED` slot moves).
     public func onMapChange(_ listener: @escaping @Sendable (ClusterSlotMap) -> Void) {
         listeners.withLock { $0.append(listener) }
@@ -67,35 +89,46 @@ public final class RedisCluster: Service, Sendable {
 
     /// The pool of one node (made on first use; kept, as a node that left may come back).
     public func pool(for address: RedisAddress) -> RedisConnectionPool {
-        if let pool = state.withLock({ $0.pools[address] }) { return pool }
+        state.withLock { node(address, in: &$0) }.pool
+    }
+
+    private func node(_ address: RedisAddress, in state: inout State) -> Node {
+        if let known = state.nodes[address] { return known }
         var target = configuration
         target.host = address.host
         target.port = address.port
-        let made = RedisConnectionPool(configuration: target, eventLoopGroup: eventLoopGroup, logger: logger.with(node: address))
-        let (pool, closed) = state.withLock { state -> (RedisConnectionPool, Bool) in
-            if let existing = state.pools[address] { return (existing, state.closed) }
-            state.pools[address] = made
-            return (made, state.closed)
-        }
-        if closed { pool.close() }
-        return pool
+        // Making a pool connects nothing: it is cheap enough to do under the lock.
+        let pool = RedisConnectionPool(configuration: target, eventLoopGroup: eventLoopGroup, logger: logger.with(node: address))
+        if state.closed { pool.close() }
+        let made = Node(address: address, pool: pool)
+        state.nodes[address] = made
+        return made
     }
 
-    /// Commands for the master of `slot`, following the cluster's redirections.
-    public func route(slot: Int) -> Route { Route(cluster: self, slot: slot) }
+    /// Commands for the master of `slot`, following the cluster's redirections; nil while no
+    /// master of it is known.
+    public func route(slot: Int) -> Route? {
+        node(forSlot: slot).map { Route(cluster: self, slot: slot, node: $0) }
+    }
 
     public struct Route: RedisCommands {
         let cluster: RedisCluster
         public let slot: Int
+        /// The slot's master when the route was made (where the call goes first).
+        public let node: Node
 
         /// Every key of `command` must be in `slot`: a key of another slot would be answered by
         /// the node that owns it, with `MOVED`, not by this route's master; it is refused before
         /// it is sent, as a cluster refuses keys of two slots (`CROSSSLOT`).
         public func send(_ command: RedisCommand) async throws -> RESPValue {
-            if let stray = command.keys?.first(where: { HashSlot.of(bytes: $0) != slot }) {
-                throw Self.crossSlot(String(decoding: stray, as: UTF8.self), slot)
+            if let keys = command.keyIndices, let stray = keys.first(where: { HashSlot.of(bytes: command.arguments[$0]) != slot }) {
+                throw Self.crossSlot(String(decoding: command.arguments[stray], as: UTF8.self), slot)
             }
-            return try await cluster.send(command, slot: slot)
+            return try await cluster.redirecting(slot: slot, from: node) { pool, deadline throws(RedisError) in
+                try await pool.send(command, deadline: deadline)
+            } asking: { pool, deadline throws(RedisError) in
+                try await pool.sendAsking(command, deadline: deadline)
+            }
         }
 
         /// Every key must be in `slot` (the cluster would refuse the script with `CROSSSLOT`; so does this, before sending).
@@ -103,7 +136,7 @@ public final class RedisCluster: Service, Sendable {
             if let stray = keys.first(where: { HashSlot.of($0) != slot }) {
                 throw Self.crossSlot(stray, slot)
             }
-            return try await cluster.redirecting(slot: slot) { pool, deadline throws(RedisError) in
+            return try await cluster.redirecting(slot: slot, from: node) { pool, deadline throws(RedisError) in
                 try await pool.evaluate(script, keys: keys, arguments: arguments, deadline: deadline)
             } asking: { pool, deadline throws(RedisError) in
                 try await pool.sendAsking(RedisCommand("EVAL", [script.source, String(keys.count)] + keys + arguments), deadline: deadline)
@@ -115,24 +148,14 @@ public final class RedisCluster: Service, Sendable {
         }
     }
 
-    func send(_ command: RedisCommand, slot: Int) async throws(RedisError) -> RESPValue {
-        try await redirecting(slot: slot) { pool, deadline throws(RedisError) in
-            try await pool.send(command, deadline: deadline)
-        } asking: { pool, deadline throws(RedisError) in
-            try await pool.sendAsking(command, deadline: deadline)
-        }
-    }
-
     private func redirecting(
-        slot: Int,
+        slot: Int, from first: Node,
         _ body: (RedisConnectionPool, NIODeadline) async throws(RedisError) -> RESPValue,
         asking: (RedisConnectionPool, NIODeadline) async throws(RedisError) -> RESPValue
     ) async throws(RedisError) -> RESPValue {
         let deadline = NIODeadline.now() + .milliseconds(configuration.operationTimeoutMilliseconds)
-        guard var target = master(forSlot: slot) else {
-            requestRefresh()
-            throw .connectionRefused("no master is known for slot \(slot)")
-        }
+        var target = first.address
+        var targetPool = first.pool
         var redirections = 0
         // Set by an `ASK`: this one attempt goes to the importing node, with `ASKING`.
         var importing: RedisAddress?
@@ -143,13 +166,14 @@ public final class RedisCluster: Service, Sendable {
                 if let node = importing {
                     return try await asking(pool(for: node), deadline)
                 }
-                return try await body(pool(for: target), deadline)
+                return try await body(targetPool, deadline)
             } catch .server(code: "MOVED", let message) where redirections < 5 {
                 guard let moved = Self.redirection(message, from: importing ?? target) else { throw .protocolError(message) }
                 state.withLock { $0.map?.assign(slot: slot, to: moved) }
                 self.moved.add(1, ordering: .relaxed)
                 requestRefresh()
                 target = moved
+                targetPool = pool(for: moved)
                 importing = nil
                 redirections += 1
             } catch .server(code: "ASK", let message) where importing == nil {
@@ -286,7 +310,7 @@ public final class RedisCluster: Service, Sendable {
     public func close() {
         let pools = state.withLock { state -> [RedisConnectionPool] in
             state.closed = true
-            return Array(state.pools.values)
+            return state.nodes.values.map(\.pool)
         }
         for pool in pools { pool.close() }
     }

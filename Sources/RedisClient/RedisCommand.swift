@@ -12,19 +12,20 @@ public struct RedisCommand: Sendable, Hashable {
 
     public var name: String { arguments.first.map { String(decoding: $0, as: UTF8.self) } ?? "" }
 
-    /// The keys (and shard channels) of the commands the service sends, for a cluster's slot
-    /// check; nil for a command this list does not know (it is sent unchecked).
-    public var keys: [[UInt8]]? {
-        switch name.uppercased() {
-        case "GET", "SET", "PTTL", "PEXPIRE", "EXPIRE", "INCR", "SPUBLISH", "PUBLISH": arguments.count > 1 ? [arguments[1]] : []
-        case "DEL", "EXISTS": Array(arguments.dropFirst())
+    /// Where the keys (and shard channels) are among `arguments`, for the commands the service
+    /// sends (named in capitals, as it sends them): a cluster's slot check. nil for a command
+    /// this list does not know (it is sent unchecked).
+    public var keyIndices: Range<Int>? {
+        switch name {
+        case "GET", "SET", "PTTL", "PEXPIRE", "EXPIRE", "INCR", "SPUBLISH", "PUBLISH": 1..<min(2, arguments.count)
+        case "DEL", "EXISTS": 1..<arguments.count
         case "EVAL", "EVALSHA":
-            if arguments.count > 2, let count = Int(String(decoding: arguments[2], as: UTF8.self)), arguments.count >= 3 + count {
-                Array(arguments[3..<(3 + count)])
+            if arguments.count > 2, let count = Int(String(decoding: arguments[2], as: UTF8.self)), count >= 0, arguments.count >= 3 + count {
+                3..<(3 + count)
             } else {
                 nil
             }
-        case "PING", "ECHO", "CLUSTER", "WAIT", "SCRIPT", "TIME": []
+        case "PING", "ECHO", "CLUSTER", "WAIT", "SCRIPT", "TIME": 0..<0
         default: nil
         }
     }

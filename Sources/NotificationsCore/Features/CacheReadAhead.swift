@@ -1,3 +1,5 @@
+internal import RedisClient
+
 /// One cache lookup a request is about to make, known before its handler runs.
 ///
 /// A cached read costs two Redis round trips one after the other if the rate limit is checked
@@ -30,6 +32,20 @@ public struct CacheReadAhead: Sendable, Equatable {
     public static func serving<T>(_ readAhead: CacheReadAhead?, _ body: () async throws -> T) async rethrows -> T {
         guard let readAhead else { return try await body() }
         return try await $current.withValue(readAhead, operation: body)
+    }
+}
+
+extension CacheReadAhead {
+    /// The probe's lookup on its own (`FeedCache.lookup`), for a rate-limit check it cannot join
+    /// (on a cluster, when the bucket is in another slot); nil when Redis did not answer.
+    static func look(_ probe: CacheProbe, through gateway: RedisGateway) async -> CacheReadAhead? {
+        let reply = await gateway.call(.feedCache, key: probe.versionKey) { redis in
+            try await redis.evaluate(FeedCache.lookup, keys: [probe.versionKey], arguments: [probe.entryPrefix, probe.variant])
+        }
+        guard let parts = reply?.array, parts.count >= 2, let version = parts[0].string else { return nil }
+        let body: [UInt8]? = if case .bulkString(let bytes) = parts[1] { bytes } else { nil }
+        let remaining = parts.count >= 3 ? FeedCache.lifetime(pttl: parts[2]) : nil
+        return CacheReadAhead(probe: probe, version: version, body: body, remaining: remaining)
     }
 }
 

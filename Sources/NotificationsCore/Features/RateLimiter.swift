@@ -77,11 +77,23 @@ public final class RateLimiter: Sendable {
         }
         let limit = GCRALimit(limit: limitCount, window: .milliseconds(resolved.policy.windowMilliseconds))
         let bucket = Self.bucket(scope: resolved.scope, subject: keyName)
-        // On a cluster, a read-ahead of another slot cannot share the script: the handler looks it up itself.
-        let probe = probe.flatMap { gateway.isCluster && HashSlot.of($0.versionKey) != HashSlot.of(bucket) ? nil : $0 }
-        if let (decision, readAhead) = await gateway.call(.rateLimit, key: bucket, { redis in
-            try await Self.checkInRedis(redis, bucket: bucket, limit: limit, probe: probe)
-        }) {
+        let checked: (GCRADecision, CacheReadAhead?)?
+        if let apart = probe, gateway.isCluster, HashSlot.of(apart.versionKey) != HashSlot.of(bucket) {
+            // On a cluster, a read-ahead of another slot (an API key's bucket, a user's cache)
+            // cannot share the script: it goes at the same time, to its own master, so the
+            // request still waits for one round trip, not two.
+            async let ahead = CacheReadAhead.look(apart, through: gateway)
+            let decision = await gateway.call(.rateLimit, key: bucket) { redis in
+                try await Self.checkInRedis(redis, bucket: bucket, limit: limit, probe: nil).0
+            }
+            let found = await ahead
+            checked = decision.map { ($0, found) }
+        } else {
+            checked = await gateway.call(.rateLimit, key: bucket) { redis in
+                try await Self.checkInRedis(redis, bucket: bucket, limit: limit, probe: probe)
+            }
+        }
+        if let (decision, readAhead) = checked {
             return (make(decision, limit: limit, name: resolved.name, status: .enforced), readAhead)
         }
         guard gateway.failOpen else {

@@ -22,6 +22,8 @@ public final class RedisGateway: Sendable {
     public let deployment: Deployment
     /// One breaker, or one per cluster master.
     public let breakers: RedisBreakers
+    /// A single Redis's breaker, kept at hand (every call needs it).
+    private let singleBreaker: RedisBreakers.Breaker?
     public let failOpen: Bool
     let metrics: ServiceMetrics
     let logger: Logger
@@ -38,10 +40,11 @@ public final class RedisGateway: Sendable {
         switch deployment {
         case .single:
             breakers = RedisBreakers(configuration: configuration, perNode: false, metrics: metrics, logger: logger)
-            _ = breakers.breaker()
+            singleBreaker = breakers.breaker()
         case .cluster(let cluster):
             let breakers = RedisBreakers(configuration: configuration, perNode: true, metrics: metrics, logger: logger)
             self.breakers = breakers
+            singleBreaker = nil
             // A master that is gone (failed over, removed) takes its breaker along; a new one gets its own.
             cluster.onMapChange { map in breakers.keep(only: Set(map.masters.map(\.description))) }
         }
@@ -57,15 +60,13 @@ public final class RedisGateway: Sendable {
     func target(for key: String) -> (node: String, breaker: RedisBreakers.Breaker, redis: any RedisCommands)? {
         switch deployment {
         case .single(let pool):
-            return (RedisBreakers.single, breakers.breaker(), pool)
+            return (RedisBreakers.single, singleBreaker ?? breakers.breaker(), pool)
         case .cluster(let cluster):
-            let slot = HashSlot.of(key)
-            guard let master = cluster.master(forSlot: slot) else {
+            guard let route = cluster.route(slot: HashSlot.of(key)) else {
                 cluster.requestRefresh()
                 return nil
             }
-            let node = master.description
-            return (node, breakers.breaker(for: node), cluster.route(slot: slot))
+            return (route.node.name, breakers.breaker(for: route.node.name), route)
         }
     }
 
@@ -114,8 +115,9 @@ public final class RedisGateway: Sendable {
     /// Set for the duration of one HTTP request (see `withRequestScope`).
     @TaskLocal static var requestScope: RequestScope?
 
-    /// Runs one request's work so that once a Redis call of it fails, its later Redis calls
-    /// take their fallbacks at once: a request waits for at most one Redis deadline.
+    /// Runs one request's work so that once a Redis call of it fails, its later Redis calls (to
+    /// the same node, on a cluster) take their fallbacks at once: a request waits for at most
+    /// one Redis deadline per node.
     public static func withRequestScope<T>(_ body: () async throws -> T) async rethrows -> T {
         try await $requestScope.withValue(RequestScope(), operation: body)
     }
@@ -165,7 +167,7 @@ public final class RedisGateway: Sendable {
         let scope = Self.requestScope
         let breaker = target.breaker
         let permission: RedisBreakers.Breaker.Permission =
-            essential ? breaker.acquireEssential() : (scope?.redisFailed == true ? .rejected : breaker.acquire())
+            essential ? breaker.acquireEssential() : (scope?.redisFailed(node: target.node) == true ? .rejected : breaker.acquire())
         guard case .allowed(let probe) = permission else {
             metrics.fallback(operation)
             return .notAttempted
@@ -180,7 +182,7 @@ public final class RedisGateway: Sendable {
                 breaker.release(probe: probe)
                 return .failed
             }
-            scope?.markFailed()
+            scope?.markFailed(node: target.node)
             metrics.fallback(operation)
             if let redisError, !redisError.isRedisFailure {
                 breaker.release(probe: probe)
@@ -246,10 +248,19 @@ public final class RedisGateway: Sendable {
     }
 }
 
-/// Per-request memory of a failed Redis call.
+/// Per-request memory of a failed Redis call: which node failed (one Redis: the only one), so a
+/// request's later calls to that node fall back at once while calls to a cluster's other
+/// masters go on.
 final class RequestScope: Sendable {
-    private let failed = Atomic<Bool>(false)
+    private let anyFailed = Atomic<Bool>(false)
+    private let failedNodes = Mutex<Set<String>>([])
 
-    var redisFailed: Bool { failed.load(ordering: .relaxed) }
-    func markFailed() { failed.store(true, ordering: .relaxed) }
+    func redisFailed(node: String) -> Bool {
+        anyFailed.load(ordering: .relaxed) && failedNodes.withLock { $0.contains(node) }
+    }
+
+    func markFailed(node: String) {
+        failedNodes.withLock { _ = $0.insert(node) }
+        anyFailed.store(true, ordering: .relaxed)
+    }
 }

@@ -62,7 +62,7 @@ public struct AppEnvironment: Sendable {
             queueCapacity: settings.mongoQueueCapacity)
         // On a cluster, entries are kept per master: each master's own invalidations keep its users' entries exact.
         let nodeOf: @Sendable (String) -> String = if let redisCluster {
-            { key in redisCluster.master(forSlot: HashSlot.of(key))?.description ?? "" }
+            { key in redisCluster.node(forSlot: HashSlot.of(key))?.name ?? "" }
         } else {
             { _ in "" }
         }
