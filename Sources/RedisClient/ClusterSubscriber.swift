@@ -1,6 +1,6 @@
 public import Logging
 public import NIOCore
-public import ServiceLifecycle
+internal import ServiceLifecycle
 internal import Synchronization
 
 /// Sharded pub/sub on a Redis Cluster: one `RedisSubscriber` (`SSUBSCRIBE`) per master, each
@@ -65,6 +65,11 @@ public final class ClusterSubscriber: ChannelSubscriber {
             return owner.flatMap { state.members[$0] }
         }
         subscriber?.unsubscribe(channel)
+    }
+
+    /// The master `channel` is subscribed on now (nil: not subscribed, or no master known).
+    public func master(of channel: String) -> RedisAddress? {
+        state.withLock { $0.channels[channel] ?? nil }
     }
 
     public func disconnect() {

@@ -1,7 +1,7 @@
 public import Logging
 public import NIOCore
 internal import NIOPosix
-public import ServiceLifecycle
+internal import ServiceLifecycle
 internal import Synchronization
 
 /// One connection in RESP2 subscriber mode: `SUBSCRIBE`/`UNSUBSCRIBE` as channels come and

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// A Redis Cluster made from Debian's `redis-server` for one test: `masters` masters with
 /// one replica each on loopback, a short `cluster-node-timeout` (failovers take seconds),
