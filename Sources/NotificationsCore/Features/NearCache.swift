@@ -103,15 +103,16 @@ public final class NearCache: Sendable {
     let ttl: Duration
     let metrics: ServiceMetrics
     let logger: Logger
-    /// The node a user's keys live on: "" for a single Redis; the slot's master on a cluster.
-    let nodeOf: @Sendable (_ versionKey: String) -> String
+    /// The node a user's keys live on, on a cluster: the master of the version key's slot (nil:
+    /// a single Redis, node "", and no key is built for asking).
+    let nodeOf: (@Sendable (_ versionKey: String) -> String)?
     private let state = Mutex(State())
 
     /// - Parameter nodeOf: on a cluster, the master of a version key's slot (entries are kept per
     ///   master: each master's invalidations keep its own users' entries exact).
     public init(
         namespace: String = "feed", maxBytes: Int, ttl: Duration, metrics: ServiceMetrics, logger: Logger,
-        nodeOf: @escaping @Sendable (_ versionKey: String) -> String = { _ in "" }
+        nodeOf: (@Sendable (_ versionKey: String) -> String)? = nil
     ) {
         self.nodeOf = nodeOf
         self.namespace = namespace
@@ -130,7 +131,7 @@ public final class NearCache: Sendable {
     /// Whether invalidations flow from at least one node.
     public var isActive: Bool { state.withLock { !$0.activeNodes.isEmpty } }
 
-    private func node(of user: String) -> String { nodeOf("\(namespace):{\(user)}:v") }
+    private func node(of user: String) -> String { nodeOf?("\(namespace):{\(user)}:v") ?? "" }
     public var bytes: Int { state.withLock { $0.bytes } }
 
     /// The body stored for `variant` of `user`, if it is still exact.

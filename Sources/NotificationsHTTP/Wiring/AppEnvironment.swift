@@ -61,10 +61,9 @@ public struct AppEnvironment: Sendable {
             uriString: settings.mongoURI, operationTimeoutMilliseconds: settings.mongoOperationTimeoutMilliseconds, eventLoopGroup: eventLoopGroup,
             queueCapacity: settings.mongoQueueCapacity)
         // On a cluster, entries are kept per master: each master's own invalidations keep its users' entries exact.
-        let nodeOf: @Sendable (String) -> String = if let redisCluster {
-            { key in redisCluster.node(forSlot: HashSlot.of(key))?.name ?? "" }
-        } else {
-            { _ in "" }
+        var nodeOf: (@Sendable (String) -> String)?
+        if let redisCluster {
+            nodeOf = { key in redisCluster.node(forSlot: HashSlot.of(key))?.name ?? "" }
         }
         let near = settings.feedNearCache
             ? NearCache(
