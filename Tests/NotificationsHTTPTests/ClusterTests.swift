@@ -248,14 +248,7 @@ struct ClusterTests {
             }
             #expect(moved == target, "the stream channel is subscribed on the slot's new master")
             #expect(try await harness.client.post("/v1/notifications", json: #"{"recipientId":"\#(user)","type":"after-migration"}"#, headers: Self.writer).status == .created)
-            var pushed = false
-            while let event = try await StreamTests.nextNotification(stream, timeout: .seconds(12)) {
-                if event.data.contains("after-migration") {
-                    pushed = true
-                    break
-                }
-            }
-            #expect(pushed, "the stream of the migrated slot's user is pushed to after the migration")
+            #expect(try await StreamTests.receives(stream, notificationContaining: "after-migration", timeout: .seconds(12)), "the stream of the migrated slot's user is pushed to after the migration")
         }
     }
 
@@ -346,14 +339,7 @@ struct ClusterTests {
             // Streams of the dead master's users deliver again.
             let last = try await harness.client.post("/v1/notifications", json: #"{"recipientId":"\#(victimUser)","type":"after-failover"}"#, headers: Self.writer)
             #expect(last.status == .created)
-            var delivered = false
-            while let event = try await StreamTests.nextNotification(stream, timeout: .seconds(15)) {
-                if event.data.contains("after-failover") {
-                    delivered = true
-                    break
-                }
-            }
-            #expect(delivered, "the stream of a user of the dead master delivers again")
+            #expect(try await StreamTests.receives(stream, notificationContaining: "after-failover", timeout: .seconds(15)), "the stream of a user of the dead master delivers again")
         }
     }
 }

@@ -38,6 +38,15 @@ struct StreamTests {
         return nil
     }
 
+    /// Whether a notification whose data contains `text` arrives (others before it are skipped),
+    /// each waited for at most `timeout`.
+    static func receives(_ stream: SSEClient, notificationContaining text: String, timeout: Duration) async throws -> Bool {
+        while let event = try await nextNotification(stream, timeout: timeout) {
+            if event.data.contains(text) { return true }
+        }
+        return false
+    }
+
     @Test func anotherInstancesNotificationsArriveWithinASecondInOrder() async throws {
         try await withHarness { harness in
             let stream = try await Self.open(harness, "live")
