@@ -70,8 +70,6 @@ public final class RedisSubscriber: ChannelSubscriber {
         connection.map { Self.send(RedisCommand(sharded ? "SUNSUBSCRIBE" : "UNSUBSCRIBE", [channel]), on: $0) }
     }
 
-    public var channels: Set<String> { state.withLock { $0.channels } }
-
     /// Drops the connection (tests, and a breaker that opened): the run loop reconnects.
     public func disconnect() {
         state.withLock { $0.connection }?.close(promise: nil)
