@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The Redis Cluster rows of scripts/bench (issue 21): what running on a cluster costs.
 
-Usage: bench_cluster.py PATH/TO/notifications PATH/TO/bare-server   (or from bench.py: `cluster_rows`)
+Usage: bench_cluster.py PATH/TO/notifications            (or from bench.py: `cluster_rows`)
+       bench_cluster.py PATH/TO/old PATH/TO/new            (two builds in the same turns: did a
+                                                           change narrow the cluster's cost?)
 
 On one machine a cluster cannot be faster than one Redis, so this measures cost: the same
 cached reads against an instance on one redis-server and an instance on a local cluster of
@@ -91,7 +93,51 @@ def cluster_rows(servers, rounds=4, duration="5s"):
     return rows
 
 
+def compare(binaries, rounds=6, duration="3s"):
+    """Each build's single and cluster instances measured in the same turns, row by row."""
+    bench.DURATION = duration
+    cluster = e2e.RedisCluster(replicas=0)
+    # One single Redis and MongoDB-wire server per build: the dev server takes 8 connections.
+    own_servers, services = [], {}
+    try:
+        for binary in binaries:
+            e2e.BINARY = os.path.abspath(binary)
+            servers = e2e.Servers()
+            own_servers.append(servers)
+            services[(binary, "single")] = e2e.Service(servers, **SETTINGS)
+            services[(binary, "cluster")] = e2e.Service(servers, REDIS_CLUSTER_NODES=cluster.seeds, **SETTINGS)
+        for service in services.values():
+            while e2e.call(service.port, "GET", "/health/ready")[0] != 200:
+                time.sleep(0.5)
+        user = "bench-cluster-user"
+        feed = f"/v1/users/{user}/notifications?limit=20"
+        for binary in binaries:
+            bench.seed_feed(services[(binary, "single")], 20, user=user)
+        for service in services.values():
+            for key in ("bench-secret", "limited-secret"):
+                bench.wait_for_redis_cache(service, feed, key)
+        for name, key in (("unlimited key", "bench-secret"), ("rate-limited key", "limited-secret")):
+            runs = {label: [] for label in services}
+            for _ in range(rounds):
+                for label, service in services.items():
+                    runs[label] += [measured(service, feed, key, 1)]
+            for binary in binaries:
+                rps = {mode: sum(r[0][0]["rps"] for r in runs[(binary, mode)]) / rounds for mode in ("single", "cluster")}
+                cpu = {mode: sum(r[1] for r in runs[(binary, mode)]) / rounds for mode in ("single", "cluster")}
+                print(f"{name}, {binary}: cluster/single {rps['cluster'] / rps['single']:.3f} ({rps['cluster']:.0f} vs {rps['single']:.0f} req/s); "
+                      f"service CPU per request {cpu['cluster']:.0f} vs {cpu['single']:.0f} us", flush=True)
+    finally:
+        for service in services.values():
+            service.stop()
+        cluster.stop()
+        for servers in own_servers:
+            e2e.shut_down(servers)
+
+
 def main():
+    if len(sys.argv) == 3:
+        compare(sys.argv[1:])
+        return
     e2e.BINARY = os.path.abspath(sys.argv[1])
     servers = e2e.Servers()
     try:

@@ -18,14 +18,18 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     typealias OutboundOut = ByteBuffer
 
     private struct Pending {
-        var id: UInt64
         var promise: EventLoopPromise<RESPValue>
-        var timeout: Scheduled<Void>?
+        var deadline: NIODeadline
     }
 
     private let reader = RESPReplyReader()
     private var pending = CircularBuffer<Pending>()
-    private var nextID: UInt64 = 0
+    /// One timer for the whole pipeline, never later than the earliest pending deadline. A
+    /// timer per command cost every call a scheduled task, a promise and a cancellation
+    /// (measurable CPU per Redis call); this one is armed when the earliest deadline moves
+    /// earlier and otherwise only re-armed when it fires.
+    private var timer: Scheduled<Void>?
+    private var timerDeadline: NIODeadline?
     /// Set once the channel is unusable; later writes fail with it at once.
     private var failure: RedisError?
     private var context: ChannelHandlerContext?
@@ -46,12 +50,8 @@ final class RedisChannelHandler: ChannelDuplexHandler {
             promise?.fail(failure)
             return
         }
-        nextID &+= 1
-        let id = nextID
-        let timeout = context.eventLoop.assumeIsolated().scheduleTask(deadline: request.deadline) { [weak self] () -> Void in
-            self?.deadlineMissed(id: id)
-        }
-        pending.append(Pending(id: id, promise: request.promise, timeout: timeout))
+        pending.append(Pending(promise: request.promise, deadline: request.deadline))
+        arm(for: request.deadline, context: context)
         var buffer = context.channel.allocator.buffer(capacity: 64)
         RedisCommandEncoder.encode(request.command, into: &buffer)
         context.write(self.wrapOutboundOut(buffer), promise: promise)
@@ -65,7 +65,6 @@ final class RedisChannelHandler: ChannelDuplexHandler {
                 guard let request = pending.popFirst() else {
                     throw RedisError.protocolError("reply without a request")
                 }
-                request.timeout?.cancel()
                 request.promise.succeed(reply)
             }
         } catch {
@@ -82,15 +81,31 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         fail(.connectionClosed)
     }
 
-    /// A deadline passed: that call fails with `.timeout` (calls ahead of it in the pipeline
-    /// were not late, so they are only `.aborted`), then the connection closes.
-    private func deadlineMissed(id: UInt64) {
-        guard let index = pending.firstIndex(where: { $0.id == id }) else { return }
-        let late = pending.remove(at: index)
-        late.timeout?.cancel()
-        late.promise.fail(RedisError.timeout)
-        failAll(.aborted(RedisError.timeout.description))
-        context?.close(promise: nil)
+    /// Makes sure the timer fires by `deadline`.
+    private func arm(for deadline: NIODeadline, context: ChannelHandlerContext) {
+        if let armed = timerDeadline, armed <= deadline { return }
+        timer?.cancel()
+        timerDeadline = deadline
+        timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] () -> Void in
+            self?.timerFired()
+        }
+    }
+
+    /// A call whose deadline passed fails with `.timeout` (the calls pipelined with it are only
+    /// `.aborted`), then the connection closes. Otherwise the calls it was armed for were
+    /// answered: it is armed again for the earliest call still waiting.
+    private func timerFired() {
+        timer = nil
+        timerDeadline = nil
+        let now = NIODeadline.now()
+        if let index = pending.firstIndex(where: { $0.deadline <= now }) {
+            let late = pending.remove(at: index)
+            late.promise.fail(RedisError.timeout)
+            failAll(.aborted(RedisError.timeout.description))
+            context?.close(promise: nil)
+        } else if let earliest = pending.lazy.map(\.deadline).min(), let context {
+            arm(for: earliest, context: context)
+        }
     }
 
     private func fail(_ error: RedisError) {
@@ -103,8 +118,10 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     private func failAll(_ error: RedisError) {
         if failure == nil { failure = error }
         var first = true
+        timer?.cancel()
+        timer = nil
+        timerDeadline = nil
         while let request = pending.popFirst() {
-            request.timeout?.cancel()
             request.promise.fail(first ? error : .aborted(error.description))
             first = false
         }

@@ -101,6 +101,47 @@ struct RedisClientTests {
         }
     }
 
+    /// One timer serves a connection's whole pipeline: it must still fire at each call's own
+    /// deadline, whether that deadline is later than the one the timer was armed for (an
+    /// answered call armed it) or earlier than every call already waiting.
+    @Test func everyPipelinedCallTimesOutAtItsOwnDeadline() async throws {
+        try await Self.withPool(timeoutMilliseconds: 5000, connections: 1) { pool, server async throws in
+            let clock = ContinuousClock()
+            // Armed for this call's deadline (now + 400 ms); answered at once.
+            #expect(try await pool.send(.ping, deadline: .now() + .milliseconds(400)) == .simpleString("PONG"))
+            try await Task.sleep(for: .milliseconds(200))
+            server.pause()
+            // Later than the armed deadline: the timer fires for the answered call first, finds
+            // nothing late and must be armed again for this one.
+            var start = clock.now
+            await #expect(throws: RedisError.timeout) { _ = try await pool.send(.ping, deadline: .now() + .milliseconds(600)) }
+            var waited = clock.now - start
+            #expect(waited >= .milliseconds(550) && waited < .milliseconds(1500), "timed out after \(waited)")
+            server.resume()
+            #expect(try await eventually { try await pool.send(.ping) } == .simpleString("PONG"))
+
+            // Earlier than the call already waiting: the timer must move earlier.
+            server.pause()
+            defer { server.resume() }
+            async let patient: RedisError? = {
+                do { _ = try await pool.send(.ping, deadline: .now() + .seconds(4)) } catch { return error as? RedisError }
+                return nil
+            }()
+            try await Task.sleep(for: .milliseconds(50))
+            start = clock.now
+            await #expect(throws: RedisError.timeout) { _ = try await pool.send(.ping, deadline: .now() + .milliseconds(300)) }
+            waited = clock.now - start
+            #expect(waited < .milliseconds(1200), "the earlier deadline waited for the later one: \(waited)")
+            // The connection closed with the late call: the patient one ahead of it is aborted, not left waiting.
+            let ahead = await patient
+            #expect(clock.now - start < .milliseconds(1500))
+            guard case .aborted? = ahead else {
+                Issue.record("the call pipelined ahead ended with \(String(describing: ahead))")
+                return
+            }
+        }
+    }
+
     @Test func connectingAndTheCommandShareOneDeadline() async throws {
         try await Self.withPool { pool, server async throws in
             _ = try await pool.send(RedisCommand("CONFIG", ["SET", "requirepass", "pw"]))
