@@ -12,9 +12,12 @@ struct RedisRequest {
 /// Lives on one event loop, so its state needs no locks. Any failure (protocol error,
 /// a missed deadline, the channel closing) fails every pending promise and closes the
 /// channel: after that, replies could no longer be matched to requests.
-final class RedisChannelHandler: ChannelDuplexHandler {
+///
+/// Commands come in batches from `RedisConnection` straight to `write(_:)`, not through the
+/// pipeline: a batch is encoded into one buffer and written once. Through the pipeline each
+/// command cost a boxed `NIOAny`, a buffer, a write promise and a callback on it.
+final class RedisChannelHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
-    typealias OutboundIn = RedisRequest
     typealias OutboundOut = ByteBuffer
 
     private struct Pending {
@@ -43,18 +46,22 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         self.context = nil
     }
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let request = self.unwrapOutboundIn(data)
-        if let failure {
-            request.promise.fail(failure)
-            promise?.fail(failure)
+    /// On the event loop: `requests` join the pipeline in order and go out as one buffer,
+    /// flushed once. On a connection already failed they fail at once.
+    func write(_ requests: [RedisRequest]) {
+        guard let context, failure == nil else {
+            let error = failure ?? .connectionClosed
+            for request in requests { request.promise.fail(error) }
             return
         }
-        pending.append(Pending(promise: request.promise, deadline: request.deadline))
-        arm(for: request.deadline, context: context)
-        var buffer = context.channel.allocator.buffer(capacity: 64)
-        RedisCommandEncoder.encode(request.command, into: &buffer)
-        context.write(self.wrapOutboundOut(buffer), promise: promise)
+        var buffer = context.channel.allocator.buffer(capacity: 64 * requests.count)
+        for request in requests {
+            pending.append(Pending(promise: request.promise, deadline: request.deadline))
+            arm(for: request.deadline, context: context)
+            RedisCommandEncoder.encode(request.command, into: &buffer)
+        }
+        // A failed write closes the channel: `channelInactive` then fails what is pending.
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -9,6 +9,8 @@ internal import Synchronization
 /// read by Redis carry many commands instead of one each.
 public final class RedisConnection: Sendable {
     let channel: any Channel
+    /// The channel's handler, which `drain` hands each batch to on the event loop.
+    private let handler: NIOLoopBound<RedisChannelHandler>
     private let outbox = Mutex(Outbox())
 
     private struct Outbox {
@@ -17,8 +19,9 @@ public final class RedisConnection: Sendable {
         var draining = false
     }
 
-    init(channel: any Channel) {
+    init(channel: any Channel, handler: NIOLoopBound<RedisChannelHandler>) {
         self.channel = channel
+        self.handler = handler
     }
 
     public var isActive: Bool { channel.isActive }
@@ -43,7 +46,16 @@ public final class RedisConnection: Sendable {
         } catch {
             throw .connectionRefused("\(configuration.host):\(configuration.port): \(error)")
         }
-        let connection = RedisConnection(channel: channel)
+        let handler: NIOLoopBound<RedisChannelHandler>
+        do {
+            handler = try await channel.eventLoop.submit {
+                NIOLoopBound(try channel.pipeline.syncOperations.handler(type: RedisChannelHandler.self), eventLoop: channel.eventLoop)
+            }.get()
+        } catch {
+            channel.close(promise: nil)
+            throw .connectionClosed
+        }
+        let connection = RedisConnection(channel: channel, handler: handler)
         do {
             if let password = configuration.password {
                 let auth = configuration.username.map { ["AUTH", $0, password] } ?? ["AUTH", password]
@@ -120,17 +132,13 @@ public final class RedisConnection: Sendable {
         if startDrain { channel.eventLoop.execute { self.drain() } }
     }
 
-    /// On the event loop: writes every queued command, then flushes once.
+    /// On the event loop: writes every queued command as one buffer, flushed once.
     private func drain() {
         let requests = outbox.withLock { outbox in
             outbox.draining = false
             return outbox.requests.take()
         }
-        for request in requests {
-            // A write that never reaches the handler (channel already closed) must still fail the call.
-            channel.write(request).whenFailure { _ in request.promise.fail(RedisError.connectionClosed) }
-        }
-        channel.flush()
+        handler.value.write(requests)
     }
 }
 
