@@ -39,6 +39,25 @@ def measured(service, path, key, rounds):
     return rps, cpu / requests * 1e6
 
 
+USER = "bench-cluster-user"
+FEED = f"/v1/users/{USER}/notifications?limit=20"
+
+
+def ready_and_cached(services, seeded, keys):
+    """Waits until every instance is ready, seeds USER's feed through `seeded` (one per
+    MongoDB-wire server), then reads it with each key until Redis has it cached."""
+    for service in services:
+        while e2e.call(service.port, "GET", "/health/ready")[0] != 200:
+            time.sleep(0.5)
+    for service in seeded:
+        bench.seed_feed(service, 20, user=USER)
+    token = e2e.call(seeded[0].port, "POST", f"/v1/users/{USER}/tokens", {"ttlSeconds": 3600}, e2e.auth("bench-secret"))[2]["token"]
+    for service in services:
+        for key in keys + [token]:
+            bench.wait_for_redis_cache(service, FEED, key)
+    return token
+
+
 def cluster_rows(servers, rounds=4, duration="5s"):
     """Rows comparing a single Redis with a cluster, for the bench table."""
     # Short runs in many turns: this machine's speed drifts by ±10 % over minutes, which turns
@@ -50,16 +69,8 @@ def cluster_rows(servers, rounds=4, duration="5s"):
     try:
         single = e2e.Service(servers, **SETTINGS)
         on_cluster = e2e.Service(servers, REDIS_CLUSTER_NODES=cluster.seeds, **SETTINGS)
-        for service in (single, on_cluster):
-            while e2e.call(service.port, "GET", "/health/ready")[0] != 200:
-                time.sleep(0.5)
-        user = "bench-cluster-user"
-        bench.seed_feed(single, 20, user=user)
-        feed = f"/v1/users/{user}/notifications?limit=20"
-        token = e2e.call(single.port, "POST", f"/v1/users/{user}/tokens", {"ttlSeconds": 3600}, e2e.auth("bench-secret"))[2]["token"]
-        for service in (single, on_cluster):
-            for key in ("bench-secret", "limited-secret", token):
-                bench.wait_for_redis_cache(service, feed, key)
+        token = ready_and_cached([single, on_cluster], [single], ["bench-secret", "limited-secret"])
+        feed = FEED
         cpu = {"single": [], "cluster": []}
         for name, key in (("cached feed, unlimited key (Redis hit)", "bench-secret"), ("cached feed, rate-limited key", "limited-secret"),
                           ("cached feed, user token (bucket and cache in one slot)", token)):
@@ -95,7 +106,7 @@ def cluster_rows(servers, rounds=4, duration="5s"):
 
 def compare(binaries, rounds=6, duration="3s"):
     """Each build's single and cluster instances measured in the same turns, row by row."""
-    bench.DURATION = duration
+    saved, bench.DURATION = bench.DURATION, duration
     cluster = e2e.RedisCluster(replicas=0)
     # One single Redis and MongoDB-wire server per build: the dev server takes 8 connections.
     own_servers, services = [], {}
@@ -106,16 +117,8 @@ def compare(binaries, rounds=6, duration="3s"):
             own_servers.append(servers)
             services[(binary, "single")] = e2e.Service(servers, **SETTINGS)
             services[(binary, "cluster")] = e2e.Service(servers, REDIS_CLUSTER_NODES=cluster.seeds, **SETTINGS)
-        for service in services.values():
-            while e2e.call(service.port, "GET", "/health/ready")[0] != 200:
-                time.sleep(0.5)
-        user = "bench-cluster-user"
-        feed = f"/v1/users/{user}/notifications?limit=20"
-        for binary in binaries:
-            bench.seed_feed(services[(binary, "single")], 20, user=user)
-        for service in services.values():
-            for key in ("bench-secret", "limited-secret"):
-                bench.wait_for_redis_cache(service, feed, key)
+        ready_and_cached(list(services.values()), [services[(binary, "single")] for binary in binaries], ["bench-secret", "limited-secret"])
+        feed = FEED
         for name, key in (("unlimited key", "bench-secret"), ("rate-limited key", "limited-secret")):
             runs = {label: [] for label in services}
             for _ in range(rounds):
@@ -132,6 +135,7 @@ def compare(binaries, rounds=6, duration="3s"):
         cluster.stop()
         for servers in own_servers:
             e2e.shut_down(servers)
+        bench.DURATION = saved
 
 
 def main():
