@@ -2,6 +2,8 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import InMemoryLogging
+import Logging
 import MongoStore
 import RedisClient
 import Resilience
@@ -186,18 +188,26 @@ struct GroupCommitRedisTests {
             #expect(state == .closed, "Redis back, the breaker closed")
             try await Task.sleep(for: .milliseconds(500))
             var latencies: [Duration] = []
+            // Why a push was late, if one is: the breaker, push, and the stream fallbacks around each write.
+            var seen: [String] = []
+            let hub = harness.environment.services.streams
             for _ in 0..<5 {
+                let before = try await harness.metric("redis_operations_fallback_total", #"operation="stream""#) ?? 0
+                let state = harness.environment.gateway.state
                 let id = try await harness.client.create(recipient: "watcher")["id"] as? String
                 // The contract's bound: within 1 s of the write returning.
                 let started = ContinuousClock.now
                 let event = try await StreamTests.nextNotification(stream, timeout: .seconds(12))
                 #expect(event?.id == id)
                 latencies.append(ContinuousClock.now - started)
+                let after = try await harness.metric("redis_operations_fallback_total", #"operation="stream""#) ?? 0
+                seen.append("breaker \(state) → \(harness.environment.gateway.state), push \(hub.pushAvailable), stream fallbacks +\(after - before)")
             }
             stop.set()
             await load
             print("stream delivery after a Redis pause under load: \(latencies)")
-            #expect(latencies.allSatisfy { $0 < .seconds(1) }, "\(latencies)")
+            let warnings = harness.logs.entries.filter { $0.level >= .warning }.suffix(30).map { "\($0.message) \($0.metadata)" }
+            #expect(latencies.allSatisfy { $0 < .seconds(1) }, "\(latencies)\n\(seen.joined(separator: "\n"))\n\(warnings.joined(separator: "\n"))")
         }
     }
 }

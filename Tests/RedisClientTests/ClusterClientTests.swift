@@ -121,7 +121,7 @@ struct ClusterClientTests {
             #expect(try await route.send(RedisCommand("WAIT", ["1", "5000"])) == .integer(1))
             try #require(nodes.node(port: victim.port)).kill()
             await #expect(throws: RedisError.self) { try await route.send(.get("{failover}")) }
-            let promoted = try await retrying(for: .seconds(20), every: .milliseconds(100)) {
+            let promoted = try await retrying(for: .seconds(45), every: .milliseconds(100)) {
                 cluster.master(forSlot: slot)
             } until: { $0?.port == replica }
             #expect(promoted?.port == replica)

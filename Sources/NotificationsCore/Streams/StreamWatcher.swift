@@ -54,18 +54,25 @@ public struct StreamWatcher: Service {
         var lastCheckAt = clock.now()
         hub.setCheckFloor(lastCheckAt.advanced(by: .zero - lookBack))
         var lastCheck = ContinuousClock.now
+        // A failed look is tried again at the poll interval, not the push check's 10 s: it may
+        // be the look asked for when push came back, the one that finds what was published
+        // while the subscriber was away.
+        var lastFailed = false
         while !Task.isCancelled {
             do { try await Task.sleep(for: Self.tick) } catch { return }
             let push = hub.pushAvailable
-            guard hub.takeCheckRequest() || ContinuousClock.now - lastCheck >= (push ? Self.pushCheckInterval : pollInterval) else { continue }
+            let interval = push && !lastFailed ? Self.pushCheckInterval : pollInterval
+            guard hub.takeCheckRequest() || ContinuousClock.now - lastCheck >= interval else { continue }
             let started = clock.now()
             do {
                 try await look(since: lastCheckAt.advanced(by: .zero - lookBack), push: push)
                 lastCheckAt = started
                 hub.setCheckFloor(started.advanced(by: .zero - lookBack))
+                lastFailed = false
             } catch {
                 // The next look starts from the same point: nothing is skipped.
-                hub.logger.warning("Stream check failed; retrying at the next interval", metadata: ["error": "\(error)"])
+                hub.logger.warning("Stream check failed; retrying after STREAM_POLL_INTERVAL_MS", metadata: ["error": "\(error)"])
+                lastFailed = true
             }
             lastCheck = .now
         }
