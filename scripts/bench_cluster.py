@@ -27,15 +27,20 @@ SETTINGS = {"API_KEYS": "bench:bench-secret,limited:limited-secret", "RATE_LIMIT
             "REDIS_OPERATION_TIMEOUT_MS": str(bench.OPERATION_TIMEOUT_MS), "MONGODB_OPERATION_TIMEOUT_MS": "20000"}
 
 
-def measured(service, path, key, rounds):
-    """req/s (mean of `rounds` wrk runs) and CPU microseconds per request of the service."""
-    rps, cpu, requests = [], 0.0, 0
+def measured(service, path, key, rounds, redis_pids=()):
+    """req/s (mean of `rounds` wrk runs) and CPU microseconds per request of the service (and,
+    given their pids, of the redis-servers it uses)."""
+    rps, cpu, redis_cpu, requests = [], 0.0, 0.0, 0
     for _ in range(rounds):
         before = bench.cpu_seconds(service.process.pid)
+        redis_before = sum(bench.cpu_seconds(pid) for pid in redis_pids)
         result = bench.wrk(f"http://127.0.0.1:{service.port}{path}", key)
         cpu += bench.cpu_seconds(service.process.pid) - before
+        redis_cpu += sum(bench.cpu_seconds(pid) for pid in redis_pids) - redis_before
         requests += result["requests"]
         rps.append(result)
+    if redis_pids:
+        return rps, cpu / requests * 1e6, redis_cpu / requests * 1e6
     return rps, cpu / requests * 1e6
 
 
@@ -76,20 +81,26 @@ def cluster_rows(servers, rounds=4, duration="5s"):
                           ("cached feed, user token (bucket and cache in one slot)", token)):
             results = {"single": [], "cluster": []}
             row_cpu = {"single": [], "cluster": []}
+            row_redis = {"single": [], "cluster": []}
             for _ in range(rounds):
-                for label, service in (("single", single), ("cluster", on_cluster)):
-                    runs, per_request = measured(service, feed, key, 1)
+                for label, service, redis_pids in (("single", single, [servers.redis.pid]),
+                                                   ("cluster", on_cluster, [node.pid for node in cluster.nodes.values()])):
+                    runs, per_request, redis_per_request = measured(service, feed, key, 1, redis_pids)
                     results[label] += runs
                     cpu[label].append(per_request)
                     row_cpu[label].append(per_request)
+                    row_redis[label].append(redis_per_request)
             mean = {label: sum(run["rps"] for run in runs) / len(runs) for label, runs in results.items()}
             p99 = {label: max(run["p99"] for run in runs) for label, runs in results.items()}
             non2xx = sum(run["non2xx"] for runs in results.values() for run in runs)
             row = {"row": f"cluster vs single Redis: {name}", "single_rps": mean["single"], "cluster_rps": mean["cluster"],
                    "ratio": mean["cluster"] / mean["single"], "single_p99_ms": p99["single"] * 1000, "cluster_p99_ms": p99["cluster"] * 1000,
-                   "single_cpu_us": sum(row_cpu["single"]) / rounds, "cluster_cpu_us": sum(row_cpu["cluster"]) / rounds, "non2xx": non2xx}
+                   "single_cpu_us": sum(row_cpu["single"]) / rounds, "cluster_cpu_us": sum(row_cpu["cluster"]) / rounds,
+                   "single_redis_cpu_us": sum(row_redis["single"]) / rounds, "cluster_redis_cpu_us": sum(row_redis["cluster"]) / rounds,
+                   "non2xx": non2xx}
             print(f"  {row['row']}: {mean['cluster']:.0f} vs {mean['single']:.0f} req/s, ratio {row['ratio']:.3f}; "
-                  f"CPU per request {row['cluster_cpu_us']:.0f} vs {row['single_cpu_us']:.0f} us", file=sys.stderr, flush=True)
+                  f"CPU per request {row['cluster_cpu_us']:.0f} vs {row['single_cpu_us']:.0f} us, "
+                  f"redis-servers {row['cluster_redis_cpu_us']:.0f} vs {row['single_redis_cpu_us']:.0f} us", file=sys.stderr, flush=True)
             rows.append(row)
         single_us, cluster_us = (sum(cpu[label]) / len(cpu[label]) for label in ("single", "cluster"))
         rows.append({"row": "cluster vs single Redis: service CPU per request (the rows above)", "single_us": single_us,

@@ -143,6 +143,12 @@ public final class RedisCluster: Service, Sendable {
             }
         }
 
+        /// The route's master ready to take `script` at once (see `RedisConnectionPool.prepared`).
+        /// A redirection in its reply is for the caller to follow, by `evaluate`.
+        public func prepared(_ script: RedisScript, atSlot slot: Int? = nil) -> PreparedScript? {
+            node.pool.prepared(script, atSlot: slot)
+        }
+
         static func crossSlot(_ key: String, _ slot: Int) -> RedisError {
             .server(code: "CROSSSLOT", message: "CROSSSLOT key \(key) is not in slot \(slot)")
         }

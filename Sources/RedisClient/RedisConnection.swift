@@ -95,6 +95,14 @@ public final class RedisConnection: Sendable {
         return reply
     }
 
+    /// Queues one command and returns its reply's future at once (an error reply is `.error`,
+    /// not a failure): for calls sent together and awaited as one (`RedisGateway.evaluateTogether`).
+    public func submit(_ command: RedisCommand, deadline: NIODeadline) -> EventLoopFuture<RESPValue> {
+        let promise = channel.eventLoop.makePromise(of: RESPValue.self)
+        enqueue(RedisRequest(command: command, promise: promise, deadline: deadline))
+        return promise.futureResult
+    }
+
     /// Sends one command; an error reply is returned as `.error`, not thrown.
     func sendRaw(_ command: RedisCommand, deadline: NIODeadline) async throws(RedisError) -> RESPValue {
         let promise = channel.eventLoop.makePromise(of: RESPValue.self)

@@ -75,6 +75,13 @@ public struct CircuitBreakerStateMachine<Instant: InstantProtocol>: Sendable whe
         }
     }
 
+    /// Closed with no failure counted (so not forced open either): `acquire` allows without a
+    /// change and a success changes nothing.
+    public var isHealthy: Bool {
+        if case .closed(consecutiveFailures: 0) = state { return true }
+        return false
+    }
+
     public var consecutiveFailures: Int {
         if case .closed(let failures) = state { return failures }
         return 0

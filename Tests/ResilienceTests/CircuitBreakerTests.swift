@@ -91,6 +91,31 @@ struct CircuitBreakerTests {
         #expect(breaker.state == .closed)
     }
 
+    /// A closed circuit with no failure counted answers `acquire`, a success and `state` from
+    /// a flag, without the lock: failures still count from there, concurrent ones open it once,
+    /// and the first failure makes the next success go through the lock again (it resets the count).
+    @Test func theHealthyPathStillSeesEveryFailure() async {
+        let (breaker, _, transitions) = make(failures: 5)
+        fail(breaker, times: 1)
+        #expect(breaker.consecutiveFailures == 1)
+        breaker.record(success: true, probe: false)
+        #expect(breaker.consecutiveFailures == 0, "a success after a failure resets the count")
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<64 {
+                group.addTask {
+                    guard case .allowed(let probe) = breaker.acquire() else { return }
+                    breaker.record(success: false, probe: probe, reason: "refused")
+                }
+            }
+        }
+        #expect(breaker.state == .open)
+        #expect(transitions.states == [.open], "opened once")
+        #expect(breaker.acquire() == .rejected)
+        breaker.reset()
+        #expect(breaker.state == .closed)
+        #expect(breaker.acquire() == .allowed(probe: false), "healthy again after a reset")
+    }
+
     @Test func forcedOpenStaysOpenWithoutProbesUntilReset() {
         let (breaker, clock, transitions) = make()
         breaker.forceOpen()

@@ -42,7 +42,17 @@ extension CacheReadAhead {
         let reply = await gateway.call(.feedCache, key: probe.versionKey) { redis in
             try await redis.evaluate(FeedCache.lookup, keys: [probe.versionKey], arguments: [probe.entryPrefix, probe.variant])
         }
-        guard let parts = reply?.array, parts.count >= 2, let version = parts[0].string else { return nil }
+        return reply.flatMap { decode(probe, $0) }
+    }
+
+    /// The probe's lookup as a script call (`RedisGateway.evaluateTogether`).
+    static func call(_ probe: CacheProbe) -> ScriptCall {
+        ScriptCall(.feedCache, key: probe.versionKey, script: FeedCache.lookup, keys: [probe.versionKey], arguments: [probe.entryPrefix, probe.variant])
+    }
+
+    /// The lookup's reply as a read-ahead (nil: not a lookup's reply).
+    static func decode(_ probe: CacheProbe, _ reply: RESPValue) -> CacheReadAhead? {
+        guard let parts = reply.array, parts.count >= 2, let version = parts[0].string else { return nil }
         let body: [UInt8]? = if case .bulkString(let bytes) = parts[1] { bytes } else { nil }
         let remaining = parts.count >= 3 ? FeedCache.lifetime(pttl: parts[2]) : nil
         return CacheReadAhead(probe: probe, version: version, body: body, remaining: remaining)

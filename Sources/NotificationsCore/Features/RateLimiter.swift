@@ -80,14 +80,15 @@ public final class RateLimiter: Sendable {
         let checked: (GCRADecision, CacheReadAhead?)?
         if let apart = probe, gateway.isCluster, HashSlot.of(apart.versionKey) != HashSlot.of(bucket) {
             // On a cluster, a read-ahead of another slot (an API key's bucket, a user's cache)
-            // cannot share the script: it goes at the same time, to its own master, so the
-            // request still waits for one round trip, not two.
-            async let ahead = CacheReadAhead.look(apart, through: gateway)
-            let decision = await gateway.call(.rateLimit, key: bucket) { redis in
-                try await Self.checkInRedis(redis, bucket: bucket, limit: limit, probe: nil).0
-            }
-            let found = await ahead
-            checked = decision.map { ($0, found) }
+            // cannot share the script: it goes at the same time, to its own master, and both
+            // replies are awaited as one, so the request still waits for one round trip.
+            let (rate, lookup) = await gateway.evaluateTogether(
+                ScriptCall(.rateLimit, key: bucket, script: Self.script, keys: [bucket], arguments: Self.arguments(limit: limit)),
+                CacheReadAhead.call(apart))
+            let decision = rate.flatMap { try? Self.decode($0, probe: nil).0 }
+            // A reply that is not the script's (through `call` it would have thrown): the fallback it causes is counted.
+            if rate != nil && decision == nil { metrics.fallback(.rateLimit) }
+            checked = decision.map { ($0, lookup.flatMap { CacheReadAhead.decode(apart, $0) }) }
         } else {
             checked = await gateway.call(.rateLimit, key: bucket) { redis in
                 try await Self.checkInRedis(redis, bucket: bucket, limit: limit, probe: probe)
@@ -154,14 +155,23 @@ public final class RateLimiter: Sendable {
     static func checkInRedis(
         _ redis: any RedisCommands, bucket: String, limit: GCRALimit, probe: CacheProbe? = nil
     ) async throws -> (GCRADecision, CacheReadAhead?) {
-        let interval = Double(limit.emissionInterval.microseconds)
         var keys = [bucket]
-        var arguments = [String(format6(interval)), String(format6(interval * Double(limit.limit)))]
+        var arguments = Self.arguments(limit: limit)
         if let probe {
             keys.append(probe.versionKey)
             arguments += [probe.entryPrefix, probe.variant]
         }
-        let reply = try await redis.evaluate(script, keys: keys, arguments: arguments)
+        return try decode(try await redis.evaluate(script, keys: keys, arguments: arguments), probe: probe)
+    }
+
+    /// The script's arguments for `limit`: the emission interval and the tolerance, in microseconds.
+    static func arguments(limit: GCRALimit) -> [String] {
+        let interval = Double(limit.emissionInterval.microseconds)
+        return [format6(interval), format6(interval * Double(limit.limit))]
+    }
+
+    /// The script's reply: the decision, and with `probe` the cache lookup it did.
+    static func decode(_ reply: RESPValue, probe: CacheProbe?) throws -> (GCRADecision, CacheReadAhead?) {
         guard let parts = reply.array, parts.count >= 4, case let values = parts.prefix(4).compactMap(\.integer), values.count == 4 else {
             throw RedisError.protocolError("rate-limit script answered \(reply)")
         }

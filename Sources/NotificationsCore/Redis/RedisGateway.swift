@@ -177,22 +177,28 @@ public final class RedisGateway: Sendable {
             breaker.record(success: true, probe: probe)
             return .reply(result)
         } catch {
-            let redisError = error as? RedisError
-            if redisError == .cancelled || Task.isCancelled {
-                breaker.release(probe: probe)
-                return .failed
-            }
-            scope?.markFailed(node: target.node)
-            metrics.fallback(operation)
-            if let redisError, !redisError.isRedisFailure {
-                breaker.release(probe: probe)
-            } else {
-                breakers.countFailure(node: target.node)
-                breaker.record(success: false, probe: probe, reason: "\(error)")
-            }
-            logger.debug("Redis call failed; falling back", metadata: ["operation": "\(operation.rawValue)", "error": "\(error)", "node": "\(target.node)"])
+            settle(failure: error, of: operation, on: target.node, breaker: breaker, probe: probe)
             return .failed
         }
+    }
+
+    /// The bookkeeping of a call that was sent and failed: the request's scope, the fallback
+    /// count, and the breaker (a cancelled caller or a non-Redis error says nothing about Redis).
+    func settle(failure error: any Error, of operation: ServiceMetrics.Operation, on node: String, breaker: RedisBreakers.Breaker, probe: Bool) {
+        let redisError = error as? RedisError
+        if redisError == .cancelled || Task.isCancelled {
+            breaker.release(probe: probe)
+            return
+        }
+        Self.requestScope?.markFailed(node: node)
+        metrics.fallback(operation)
+        if let redisError, !redisError.isRedisFailure {
+            breaker.release(probe: probe)
+        } else {
+            breakers.countFailure(node: node)
+            breaker.record(success: false, probe: probe, reason: "\(error)")
+        }
+        logger.debug("Redis call failed; falling back", metadata: ["operation": "\(operation.rawValue)", "error": "\(error)", "node": "\(node)"])
     }
 
     /// The masters a cluster's map names now (one unnamed node for a single Redis).
