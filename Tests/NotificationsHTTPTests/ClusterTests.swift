@@ -221,10 +221,12 @@ struct ClusterTests {
                 let keys = try TestCluster.cli(source.port, ["CLUSTER", "GETKEYSINSLOT", "\(slot)", "10"]).split(separator: "\n").map(String.init)
                 if keys.isEmpty { break }
                 try TestCluster.cli(source.port, ["MIGRATE", "127.0.0.1", "\(target.port)", "", "0", "5000", "KEYS"] + keys)
-                // Requests between batches however slowly the load runs (a busy machine ran none in
-                // a fixed 30 ms): until one met ASK, for at most 3 s.
-                _ = try await retrying(for: .seconds(3), every: .milliseconds(10)) { cluster.redirections.asked } until: { $0 > before.asked }
+                try await Task.sleep(for: .milliseconds(30))
             }
+            // Every key is on the target, the slot still migrating: requests meet ASK (not the
+            // TRYAGAIN of a script whose keys are split, as between batches). Wait here until one
+            // has, however slowly the load runs (a busy machine ran none in the 30 ms pauses).
+            _ = try await retrying(for: .seconds(5), every: .milliseconds(10)) { cluster.redirections.asked } until: { $0 > before.asked }
             let duringMigration = cluster.redirections
             for master in try #require(harness.cluster).masters() {
                 try TestCluster.cli(master.port, ["CLUSTER", "SETSLOT", "\(slot)", "NODE", targetID])
