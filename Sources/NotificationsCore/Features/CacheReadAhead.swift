@@ -36,15 +36,6 @@ public struct CacheReadAhead: Sendable, Equatable {
 }
 
 extension CacheReadAhead {
-    /// The probe's lookup on its own (`FeedCache.lookup`), for a rate-limit check it cannot join
-    /// (on a cluster, when the bucket is in another slot); nil when Redis did not answer.
-    static func look(_ probe: CacheProbe, through gateway: RedisGateway) async -> CacheReadAhead? {
-        let reply = await gateway.call(.feedCache, key: probe.versionKey) { redis in
-            try await redis.evaluate(FeedCache.lookup, keys: [probe.versionKey], arguments: [probe.entryPrefix, probe.variant])
-        }
-        return reply.flatMap { decode(probe, $0) }
-    }
-
     /// The probe's lookup as a script call (`RedisGateway.evaluateTogether`).
     static func call(_ probe: CacheProbe) -> ScriptCall {
         ScriptCall(.feedCache, key: probe.versionKey, script: FeedCache.lookup, keys: [probe.versionKey], arguments: [probe.entryPrefix, probe.variant])

@@ -52,7 +52,7 @@ extension RedisGateway {
         return (firstReply, secondReply)
     }
 
-    /// A call sent at once: where it goes, and the breaker permission it holds.
+    /// A call sent at once: where it goes, and the breaker that records its outcome.
     private struct ReadyCall {
         let node: String
         let breaker: RedisBreakers.Breaker
@@ -63,24 +63,18 @@ extension RedisGateway {
         }
     }
 
-    /// The call's master if it can take the call at once, with a (non-probe) permission taken;
-    /// nil otherwise, with nothing taken. With `alongside`, a refusal gives back its permission.
+    /// The call's master if it can take the call at once with a non-probe permission (which
+    /// holds nothing to give back); nil otherwise, with nothing taken.
+    /// - Parameter first: the call this one goes alongside: it takes the same connection slot.
     private func ready(_ call: ScriptCall, alongside first: ReadyCall? = nil) -> ReadyCall? {
         guard case .cluster(let cluster) = deployment, let route = cluster.route(slot: HashSlot.of(call.key)),
               Self.requestScope?.redisFailed(node: route.node.name) != true
-        else {
-            first.map { $0.breaker.release(probe: false) }
-            return nil
-        }
+        else { return nil }
         let breaker = breakers.breaker(for: route.node.name)
-        guard case .allowed(probe: let probe) = breaker.acquire() else {
-            first.map { $0.breaker.release(probe: false) }
-            return nil
-        }
+        guard case .allowed(probe: let probe) = breaker.acquire() else { return nil }
         // The second call goes on the first's slot of its own pool: the same event loop.
         guard !probe, let prepared = route.prepared(call.script, atSlot: first?.prepared.slot) else {
             breaker.release(probe: probe)
-            first.map { $0.breaker.release(probe: false) }
             return nil
         }
         return ReadyCall(node: route.node.name, breaker: breaker, prepared: prepared)
@@ -97,14 +91,13 @@ extension RedisGateway {
         }
     }
 
-    /// What became of a call sent at once: a reply is recorded; an error reply gives the
-    /// permission back and the call goes the usual way; a failure falls back.
+    /// What became of a call sent at once: a reply is recorded; an error reply of a script that
+    /// did not run sends it again the usual way; a failure falls back.
     private func settle(_ call: ScriptCall, _ sent: ReadyCall, _ result: Result<RESPValue, any Error>) async -> RESPValue? {
         switch result {
         case .success(.error(let text)):
             let error = RedisError.fromErrorReply(text)
             if case .server(let code, _) = error, Self.notApplied.contains(code) {
-                sent.breaker.release(probe: false)
                 return await evaluate(call)
             }
             settle(failure: error, of: call.operation, on: sent.node, breaker: sent.breaker, probe: false)
